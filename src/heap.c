@@ -1,0 +1,266 @@
+/*
+ * heap.c: per-thread heaps: creation and adoption, the per-class pool lists, cross-thread
+ * frees, thread exit and fork.
+ *
+ * A heap is only ever touched by the thread that holds it, except for its `remote` list, which
+ * any thread may push onto. Heaps are never unmapped (they are small and a thread's exit must
+ * not invalidate pool->owner pointers that other threads still follow); an exited thread's heap
+ * waits on the abandoned stack for the next new thread.
+ */
+#include "internal.h"
+
+#include <sched.h>
+
+#define HEAP_CHUNK (64 * 1024) /* heaps are carved from chunks of this size */
+
+pm_heap pm_sentinel_heap = {.current = {[0 ... PM_NUM_CLASSES - 1] = &pm_empty_pool}};
+PM_TLS pm_heap *pm_fast_heap = &pm_sentinel_heap;
+PM_TLS pm_heap *pm_thread_heap;
+pm_heap *_Atomic pm_all_heaps;
+
+static pthread_mutex_t heap_lock = PTHREAD_MUTEX_INITIALIZER; /* abandoned stack, chunks */
+static pm_heap *abandoned;
+static char *chunk_next, *chunk_end;
+static uint64_t next_heap_id;
+static pthread_key_t exit_key;
+static PM_TLS bool in_heap_setup; /* recursion guard */
+
+static void heap_on_thread_exit(void *heap);
+
+void pm_heap_init_global(void) {
+    if (pthread_key_create(&exit_key, heap_on_thread_exit) != 0)
+        pm_fatal("pthread_key_create failed: cannot track thread exit");
+}
+
+static void heap_reset_lists(pm_heap *h) {
+    for (unsigned c = 0; c < PM_NUM_CLASSES; c++) {
+        h->current[c] = &pm_empty_pool;
+        h->partial[c] = NULL;
+    }
+}
+
+/* Under heap_lock. */
+static pm_heap *heap_new_locked(void) {
+    size_t size = (sizeof(pm_heap) + 63) & ~(size_t)63;
+    if (chunk_next == NULL || chunk_next + size > chunk_end) {
+        chunk_next = pm_os_map(HEAP_CHUNK);
+        if (chunk_next == NULL)
+            return NULL;
+        chunk_end = chunk_next + HEAP_CHUNK;
+    }
+    pm_heap *h = (pm_heap *)chunk_next;
+    chunk_next += size;
+    heap_reset_lists(h);
+    h->id = ++next_heap_id;
+    pm_heap *head = atomic_load(&pm_all_heaps);
+    do
+        h->next_all = head;
+    while (!atomic_compare_exchange_weak(&pm_all_heaps, &head, h));
+    pm_gstats.heaps_created++;
+    return h;
+}
+
+static pm_heap *heap_take(void) {
+    pthread_mutex_lock(&heap_lock);
+    pm_heap *h = abandoned;
+    if (h != NULL) {
+        abandoned = h->next_abandoned;
+        h->next_abandoned = NULL;
+        atomic_store(&h->abandoned, 0);
+        pm_gstats.heaps_adopted++;
+    } else {
+        h = heap_new_locked();
+    }
+    pthread_mutex_unlock(&heap_lock);
+    return h;
+}
+
+/* Sets the calling thread's heap; the fast paths see it unless poisoning forces every call
+ * through the slow paths (which poison). */
+static void heap_install(pm_heap *h) {
+    pm_thread_heap = h;
+    pm_fast_heap = (h && !pm_opt.poison) ? h : &pm_sentinel_heap;
+}
+
+pm_heap *pm_heap_get(void) {
+    pm_heap *h = pm_thread_heap;
+    if (PM_LIKELY(h != NULL))
+        return h;
+    if (in_heap_setup)
+        pm_fatal("malloc re-entered while setting up a thread heap (recursion)");
+    in_heap_setup = true;
+    pm_init();
+    h = heap_take();
+    if (h != NULL) {
+        heap_install(h);
+        pm_heap_drain_remote(h);
+        /* After heap_install: pthread_setspecific may allocate, and must find the heap. */
+        pthread_setspecific(exit_key, h);
+    }
+    in_heap_setup = false;
+    return h;
+}
+
+/* ---- pool lists ------------------------------------------------------------------------- */
+
+static void partial_push(pm_heap *h, pm_pool *pool) {
+    pool->state = PM_POOL_PARTIAL;
+    pool->prev = NULL;
+    pool->next = h->partial[pool->cls];
+    if (pool->next)
+        pool->next->prev = pool;
+    h->partial[pool->cls] = pool;
+}
+
+static void partial_unlink(pm_heap *h, pm_pool *pool) {
+    if (pool->prev)
+        pool->prev->next = pool->next;
+    else
+        h->partial[pool->cls] = pool->next;
+    if (pool->next)
+        pool->next->prev = pool->prev;
+    pool->next = pool->prev = NULL;
+}
+
+void pm_heap_pool_event(pm_heap *heap, pm_pool *pool) {
+    if (pool->state == PM_POOL_FULL)
+        partial_push(heap, pool);
+    if (pool->used == 0 && pool->state == PM_POOL_PARTIAL) {
+        partial_unlink(heap, pool);
+        pm_pool_release(pool);
+    }
+}
+
+/* ---- cross-thread frees ------------------------------------------------------------------ */
+
+void pm_heap_free_remote(pm_pool *pool, pm_block *block) {
+    pm_heap *owner = pool->owner;
+    block->key = pm_free_key; /* a second free of this block is now detectable (I2) */
+    pm_block *head = atomic_load_explicit(&owner->remote, memory_order_relaxed);
+    do
+        block->next = head;
+    while (!atomic_compare_exchange_weak_explicit(&owner->remote, &head, block,
+                                                  memory_order_release, memory_order_relaxed));
+    pm_heap *me = pm_thread_heap;
+    if (me)
+        PM_STAT(me->remote_frees_sent++; me->cls_stats[pool->cls].nfree++);
+}
+
+void pm_heap_drain_remote(pm_heap *heap) {
+    if (atomic_load_explicit(&heap->remote, memory_order_relaxed) == NULL)
+        return;
+    pm_block *b = atomic_exchange_explicit(&heap->remote, NULL, memory_order_acquire);
+    while (b != NULL) {
+        pm_block *next = b->next;
+        pm_pool *pool = pm_pool_of(b);
+        pm_block *old = pool->free;
+        b->next = old;
+        pool->free = b;
+        PM_STAT(heap->remote_frees_received++);
+        if (--pool->used == 0 || old == NULL)
+            pm_heap_pool_event(heap, pool);
+        b = next;
+    }
+}
+
+/* ---- allocation from a class: the malloc slow path proper ----------------------------------- */
+
+static void *pool_pop(pm_pool *pool) {
+    pm_block *b = pool->free;
+    pool->free = b->next;
+    b->key = 0;
+    pool->used++;
+    return b;
+}
+
+void *pm_heap_alloc(pm_heap *heap, unsigned cls) {
+    pm_pool *pool = heap->current[cls];
+    if (pool->free != NULL)
+        return pool_pop(pool);
+    if (pool != &pm_empty_pool && pm_pool_carve(pool))
+        return pool_pop(pool);
+    pm_heap_drain_remote(heap);
+    if (pool->free != NULL)
+        return pool_pop(pool);
+    if (pool != &pm_empty_pool) {
+        pool->state = PM_POOL_FULL; /* a free into it will put it on the partial list */
+        heap->current[cls] = &pm_empty_pool;
+    }
+    pool = heap->partial[cls];
+    if (pool != NULL) {
+        partial_unlink(heap, pool);
+    } else {
+        pool = pm_pool_acquire(heap, cls);
+        if (pool == NULL)
+            return NULL;
+        pm_pool_carve(pool);
+    }
+    pool->state = PM_POOL_CURRENT;
+    heap->current[cls] = pool;
+    return pool_pop(pool);
+}
+
+/* ---- thread exit -------------------------------------------------------------------------------- */
+
+/* Gives back what the heap can, then puts it on the abandoned stack for the next new thread.
+ * Blocks still allocated stay in their pools; frees of them travel as remote frees. */
+void pm_heap_abandon(pm_heap *heap) {
+    pm_heap_drain_remote(heap);
+    for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
+        pm_pool *pool = heap->current[c];
+        if (pool == &pm_empty_pool)
+            continue;
+        heap->current[c] = &pm_empty_pool;
+        if (pool->used == 0) {
+            pm_pool_release(pool);
+        } else if (pool->free != NULL || pool->carve < pool->end) {
+            partial_push(heap, pool);
+        } else {
+            pool->state = PM_POOL_FULL;
+        }
+    }
+    atomic_store(&heap->abandoned, 1);
+    pthread_mutex_lock(&heap_lock);
+    heap->next_abandoned = abandoned;
+    abandoned = heap;
+    pm_gstats.heaps_abandoned++;
+    pthread_mutex_unlock(&heap_lock);
+}
+
+static void heap_on_thread_exit(void *arg) {
+    pm_heap *heap = arg;
+    if (heap == NULL || heap != pm_thread_heap)
+        return;
+    heap_install(NULL);
+    pm_heap_abandon(heap);
+}
+
+/* ---- fork ----------------------------------------------------------------------------------- */
+/* Every allocator lock is taken before fork, so that no other thread holds one at the moment
+ * of the fork: in the child, that thread would not exist to release it. */
+
+void pm_heap_fork_prepare(void) {
+    pthread_mutex_lock(&heap_lock);
+    pthread_mutex_lock(&pm_arena_lock);
+}
+
+void pm_heap_fork_parent(void) {
+    pthread_mutex_unlock(&pm_arena_lock);
+    pthread_mutex_unlock(&heap_lock);
+}
+
+/* In the child only the forking thread exists: the other threads' heaps are orphans. Put them
+ * on the abandoned stack so that their pools are adopted and reused rather than lost. */
+void pm_heap_fork_child(void) {
+    pthread_mutex_init(&pm_arena_lock, NULL);
+    pthread_mutex_init(&heap_lock, NULL);
+    pm_heap *mine = pm_thread_heap;
+    for (pm_heap *h = atomic_load(&pm_all_heaps); h; h = h->next_all) {
+        if (h == mine || atomic_load(&h->abandoned))
+            continue;
+        atomic_store(&h->abandoned, 1);
+        h->next_abandoned = abandoned;
+        abandoned = h;
+        pm_gstats.heaps_abandoned++;
+    }
+}

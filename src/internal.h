@@ -1,0 +1,412 @@
+/*
+ * internal.h: poolmalloc's internal types, invariants and fast paths.
+ *
+ * Read this first. It is self-contained: any file in src/ or preload/ includes it alone.
+ *
+ * ===========================================================================================
+ * Glossary
+ * ===========================================================================================
+ *   block   what malloc returns: one slot of a pool, 16..131072 bytes, always 16-aligned.
+ *   class   a block size. 64 classes: every 16 bytes up to 512 (as pymalloc), then four per
+ *           power of two up to 128 KiB (the default mmap threshold). Index 0 is unused.
+ *   unit    16 KiB, the granule in which arenas hand out memory to pools.
+ *   pool    1..64 contiguous units holding blocks of one class (pymalloc's pool).
+ *   arena   a 4 MiB region aligned to 4 MiB, mapped from the OS, carved into pools. Its first
+ *           units hold the arena header: the unit->pool map and the pool descriptors.
+ *   heap    one thread's allocator state: for each class a current pool and a list of pools
+ *           with free blocks, plus a list of blocks other threads freed into its pools.
+ *   owner   the heap a pool belongs to. Only the owner's thread touches a pool's free list.
+ *   remote free  a free by a thread that does not own the block's pool.
+ *   large   a request above the mmap threshold: its own mapping, found through a hash table.
+ *   purge   giving free units' memory back to the OS (madvise) after the purge delay.
+ *
+ * ===========================================================================================
+ * Memory layers
+ * ===========================================================================================
+ *
+ *   OS (mmap)
+ *    |
+ *    +-- arena (4 MiB, 4 MiB-aligned) ----------------------------------------------+
+ *    |   | header (2 units) | pool | pool (4 units)       | free | pool | free ... |
+ *    |   +------------------+------+----------------------+------+------+----------+
+ *    |                         |
+ *    |                         +-- pool of class 48 B: | blk | blk | blk | ... | carve -> end
+ *    |                                                  ^ free list threads freed blocks
+ *    |
+ *    +-- large block (> threshold): one mapping, page-aligned, recorded in the large table
+ *
+ * Arenas are registered in a flat byte map indexed by address >> 22 (a 32 MiB reservation
+ * that the kernel backs only where written; see pm_arena_map). free(p) therefore finds p's arena with one load,
+ * the pool with a second (header->unit_pool[unit of p]), and knows without touching p whether
+ * poolmalloc owns it. A pointer not in the map is looked up in the large table; a pointer in
+ * neither is reported and the process aborts.
+ *
+ * ===========================================================================================
+ * Size classes (index: block size; pool size)
+ * ===========================================================================================
+ *    1..32  16, 32, 48, ..., 512        spacing 16: waste < 16 bytes per block
+ *   33..36  640, 768, 896, 1024         four per doubling from here on:
+ *   37..40  1280, 1536, 1792, 2048      waste < 1/5 of the block (request s+1 gets 1.25 s)
+ *   ...
+ *   61..64  81920, 98304, 114688, 131072
+ * A class's pool is the smallest power-of-two number of units that holds at least 8 blocks
+ * and wastes at most 1/16 of the pool at its tail (sizeclass.c computes it at start-up).
+ *
+ * ===========================================================================================
+ * Pool state machine (a pool is owned by one heap while not FREE)
+ * ===========================================================================================
+ *
+ *            acquire from arena                free block, used -> 0 (not current)
+ *   FREE ---------------------> CURRENT      +--------------------------------> FREE
+ *    ^                           |   ^        |                                  (units back
+ *    |                 exhausted |   | chosen |                                   to arena)
+ *    |                           v   |        |
+ *    |                          FULL ----> PARTIAL ------------------------------+
+ *    |                              a free           (on the heap's list of its class)
+ *    +-- the current pool is never released while current: an alloc/free pair at a pool
+ *        boundary must not map and unmap memory each time.
+ *
+ * ===========================================================================================
+ * Threads and cross-thread frees
+ * ===========================================================================================
+ * The fast paths take no lock and use no atomic instruction: malloc pops the current pool's
+ * free list; free checks that the calling thread's heap owns the pool and pushes. A block freed
+ * by another thread travels on the owner heap's `remote` list (a lock-free push); the owner
+ * takes the whole list with one exchange whenever its malloc leaves the fast path, and frees
+ * each block locally. A pool cannot be released while such a block is in flight, because the
+ * block still counts in `used`: that is why a remote thread may read pool->owner safely.
+ *
+ * Heaps are never unmapped. When a thread exits, its heap is abandoned onto a global stack and
+ * the next new thread adopts it whole (pools, partial lists and remote list): nothing leaks,
+ * and frees of its blocks from key destructors or other threads keep working all along.
+ *
+ * ===========================================================================================
+ * Invariants (checked in debug builds; the cheap ones on every free)
+ * ===========================================================================================
+ *  I1 pool->used counts blocks handed out and not yet freed locally (remote frees in flight
+ *     included); 0 <= used <= capacity.
+ *  I2 every block on a free list has word 1 == pm_free_key; malloc clears it. So a free that
+ *     finds the key in its block is a double free (glibc's tcache uses the same idea).
+ *  I3 free(p) accepts p only if p's unit maps to an in-use pool and p is a block boundary in it.
+ *  I4 arena_map[a >> 22] != 0 exactly while an arena starts at a.
+ *  I5 the allocator never calls anything that may allocate (stdio, getenv, dlsym): output goes
+ *     through pm_print (write(2)), the environment is read by walking environ.
+ */
+#ifndef PM_INTERNAL_H
+#define PM_INTERNAL_H
+
+#include "config.h"
+#include "poolmalloc.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/types.h>
+
+#ifndef PM_STATS
+#define PM_STATS 1
+#endif
+#ifndef PM_DEBUG
+#define PM_DEBUG 0
+#endif
+
+#define PM_HIDDEN __attribute__((visibility("hidden")))
+#define PM_LIKELY(x) __builtin_expect(!!(x), 1)
+#define PM_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define PM_NOINLINE __attribute__((noinline))
+#define PM_COLD __attribute__((cold, noinline))
+#define PM_INLINE static inline __attribute__((always_inline))
+#define PM_TLS __thread __attribute__((tls_model("initial-exec")))
+#define PM_NORETURN __attribute__((noreturn))
+
+/* ---- geometry --------------------------------------------------------------------------- */
+#define PM_ARENA_SHIFT 22                          /* arenas are 4 MiB, 4 MiB-aligned */
+#define PM_ARENA_ALIGN ((size_t)1 << PM_ARENA_SHIFT)
+#define PM_UNIT_SHIFT 14                           /* units are 16 KiB */
+#define PM_UNIT_SIZE ((size_t)1 << PM_UNIT_SHIFT)
+#define PM_UNITS_MAX (PM_ARENA_ALIGN / PM_UNIT_SIZE) /* 256 */
+#define PM_ADDRESS_BITS 47                         /* user space on x86-64 and arm64 (4-level) */
+#define PM_ARENA_MAP_LEN ((size_t)1 << (PM_ADDRESS_BITS - PM_ARENA_SHIFT))
+
+#define PM_NUM_CLASSES 65                          /* 1..64; 0 unused */
+#define PM_SMALL_LOOKUP_MAX 1024                   /* sizes up to here: one table load */
+#define PM_MAX_CLASS_SIZE ((size_t)128 << 10)
+#define PM_MIN_ALIGN 16
+#define PM_PAGE_SIZE 4096
+
+/* ---- blocks, pools, arenas, heaps ---------------------------------------------------------- */
+typedef struct pm_block {
+    struct pm_block *next; /* free-list link (word 0) */
+    uintptr_t key;         /* pm_free_key while free, 0 while allocated (word 1, I2) */
+} pm_block;
+
+enum pm_pool_state {
+    PM_POOL_FREE = 0, /* units belong to the arena (or this is the dead-pool sentinel) */
+    PM_POOL_CURRENT,  /* heap->current[cls] */
+    PM_POOL_PARTIAL,  /* on heap->partial[cls] */
+    PM_POOL_FULL,     /* no free block, on no list */
+};
+
+struct pm_heap;
+struct pm_arena;
+
+typedef struct __attribute__((aligned(64))) pm_pool {
+    /* hot: the fast paths touch only this first cache line */
+    pm_block *free;         /* local free list */
+    struct pm_heap *owner;  /* NULL while FREE: frees into it are invalid */
+    char *start;            /* first block (unit-aligned) */
+    uint64_t div_magic;     /* ceil(2^64 / block_size): exact divisibility test (I3) */
+    uint32_t used;          /* I1 */
+    uint32_t block_size;
+    uint32_t span;          /* capacity * block_size: blocks live in [start, start + span) */
+    uint8_t cls, state;
+    /* warm: slow paths */
+    char *carve;            /* next never-used block; blocks are threaded lazily, a page */
+    char *end;              /* at a time, so untouched memory stays untouched */
+    struct pm_pool *next, *prev; /* heap->partial[cls] list */
+    struct pm_arena *arena;
+    uint32_t capacity;      /* blocks in the pool */
+    uint16_t first_unit, units;
+} pm_pool;
+
+typedef struct pm_arena {
+    pm_pool *unit_pool[PM_UNITS_MAX]; /* unit -> its pool, or &pm_dead_pool: read by free */
+    /* below: under pm_arena_lock */
+    struct pm_arena *next, *prev;     /* all arenas */
+    uint32_t nunits;                  /* units in this arena (arena size / unit) */
+    uint32_t first_unit;              /* units before it hold this header */
+    uint32_t nfree;                   /* free units */
+    uint32_t ndirty;                  /* free units whose memory is still resident */
+    uint64_t free_map[PM_UNITS_MAX / 64];
+    uint64_t dirty_map[PM_UNITS_MAX / 64];
+    uint64_t dirty_since_ms;          /* when the oldest dirty unit was freed */
+    pm_pool pools[PM_UNITS_MAX];      /* descriptor of the pool whose first unit is u */
+} pm_arena;
+
+typedef struct pm_class_stats {
+    uint64_t nmalloc, nfree;          /* fast-path counters, compiled out without PM_STATS */
+    uint64_t requested;               /* bytes asked for, summed */
+} pm_class_stats;
+
+typedef struct pm_heap {
+    pm_pool *current[PM_NUM_CLASSES]; /* never NULL: &pm_empty_pool when none */
+    pm_pool *partial[PM_NUM_CLASSES];
+    _Atomic(pm_block *) remote;       /* blocks freed into our pools by other threads */
+    struct pm_heap *next_all;         /* registry of every heap ever made (never freed) */
+    struct pm_heap *next_abandoned;
+    _Atomic int abandoned;
+    uint64_t id;
+    uint32_t pools_owned;
+    pm_class_stats cls_stats[PM_NUM_CLASSES];
+    uint64_t remote_frees_sent, remote_frees_received;
+} pm_heap;
+
+/* ---- global state --------------------------------------------------------------------------- */
+/* I4. A 32 MiB array in .bss: the kernel backs only the pages that arenas touch, and free()
+ * can test any pointer, even before initialisation, with one load and no NULL check. */
+PM_HIDDEN extern uint8_t pm_arena_map[];
+PM_HIDDEN extern uintptr_t pm_free_key;          /* random, never 0 */
+PM_HIDDEN extern pm_pool pm_empty_pool;          /* current[] sentinel: free == NULL */
+PM_HIDDEN extern pm_pool pm_dead_pool;           /* unit_pool[] sentinel: owner == NULL */
+PM_HIDDEN extern pm_heap pm_sentinel_heap;       /* fast heap before init and in checked mode */
+PM_HIDDEN extern PM_TLS pm_heap *pm_fast_heap;   /* what the fast paths use */
+PM_HIDDEN extern PM_TLS pm_heap *pm_thread_heap; /* this thread's real heap, or NULL */
+PM_HIDDEN extern pthread_mutex_t pm_arena_lock;
+PM_HIDDEN extern pm_arena *pm_arenas;            /* all arenas, under pm_arena_lock */
+PM_HIDDEN extern pm_heap *_Atomic pm_all_heaps;  /* registry, push-only */
+PM_HIDDEN extern _Atomic int pm_initialized;
+
+/* ---- options (options.c): read once at start, without allocating --------------------------- */
+typedef struct pm_options {
+    size_t mmap_threshold;   /* requests above go to mmap; 1K..128K, default 128K */
+    size_t arena_size;       /* 1M, 2M or 4M; default 4M */
+    long purge_delay_ms;     /* free units' memory goes back after this long; -1 never */
+    size_t large_cache;      /* bytes of freed large mappings kept for reuse; default 64M */
+    long arena_retain;       /* empty arenas kept mapped; default 1 */
+    bool stats;              /* POOLMALLOC_STATS: print statistics at exit */
+    char stats_file[256];    /* POOLMALLOC_STATS_FILE: where; "" is stderr */
+    bool verbose;            /* POOLMALLOC_VERBOSE: print effective options at start */
+    bool poison;             /* POOLMALLOC_POISON: fill new blocks 0xCD, freed blocks 0xDD */
+    bool strict;             /* POOLMALLOC_STRICT: a bad option value is fatal */
+    long gc_threshold[3];    /* POOLMALLOC_GC_THRESHOLD=a,b,c (default 2000,10,10) */
+    bool gc_enabled;         /* POOLMALLOC_GC=0 disables automatic collection */
+    long gc_debug;           /* POOLMALLOC_GC_DEBUG flags */
+} pm_options;
+PM_HIDDEN extern pm_options pm_opt;
+PM_HIDDEN void pm_options_init(void);             /* options.c */
+PM_HIDDEN void pm_stats_init(void);               /* stats.c: registers the exit report */
+
+#define PM_POISON_NEW 0xCD  /* fresh block, as PYTHONMALLOC=debug's CLEANBYTE */
+#define PM_POISON_FREED 0xDD /* freed block (past its first 16 bytes), DEADBYTE */
+
+/* ---- os.c: the only file that talks to the kernel ----------------------------------------- */
+PM_HIDDEN void *pm_os_map(size_t size);                  /* NULL on failure */
+PM_HIDDEN void *pm_os_map_aligned(size_t size, size_t align);
+PM_HIDDEN void *pm_os_reserve(size_t size);              /* NORESERVE, lazily backed */
+PM_HIDDEN void pm_os_unmap(void *p, size_t size);
+PM_HIDDEN void *pm_os_remap(void *p, size_t old_size, size_t new_size, bool may_move);
+PM_HIDDEN void pm_os_purge(void *p, size_t size);        /* contents discarded, stays mapped */
+PM_HIDDEN uint64_t pm_os_now_ms(void);                   /* monotonic, coarse */
+PM_HIDDEN uintptr_t pm_os_random(void);
+PM_HIDDEN size_t pm_os_resident_bytes(void);
+PM_HIDDEN void pm_os_write(int fd, const char *s, size_t n);
+
+/* ---- print.c: formatting without allocation ------------------------------------------------ */
+/* Supports %s %c %d %i %u %x %p %% with l, ll and z modifiers, and a field width. */
+PM_HIDDEN int pm_vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
+PM_HIDDEN int pm_snprintf(char *buf, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+PM_HIDDEN void pm_fdprintf(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "poolmalloc: <message>" on stderr. */
+PM_HIDDEN void pm_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "poolmalloc: <message>" on stderr, then abort(): for misuse we refuse to survive. */
+PM_HIDDEN PM_NORETURN void pm_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- sizeclass.c -------------------------------------------------------------------------- */
+PM_HIDDEN extern uint8_t pm_class_of_small[PM_SMALL_LOOKUP_MAX / 16 + 1];
+PM_HIDDEN extern uint32_t pm_class_size[PM_NUM_CLASSES];
+PM_HIDDEN extern uint8_t pm_class_units[PM_NUM_CLASSES];
+PM_HIDDEN void pm_sizeclass_init(void);
+
+/* Class for a size 0 < n <= PM_MAX_CLASS_SIZE (0 uses class 1). */
+PM_INLINE unsigned pm_size_class(size_t n) {
+    if (PM_LIKELY(n <= PM_SMALL_LOOKUP_MAX))
+        return pm_class_of_small[(n + 15) >> 4];
+    size_t m = n - 1;
+    unsigned k = 63u - (unsigned)__builtin_clzl(m); /* 2^k <= m < 2^(k+1), k >= 10 */
+    unsigned sub = (unsigned)(m >> (k - 2)) & 3u;
+    return 33u + (k - 9u) * 4u + sub;
+}
+
+/* ---- arena.c ------------------------------------------------------------------------------- */
+PM_HIDDEN void pm_arena_init(void);
+/* A pool of class cls for heap, state CURRENT, or NULL when the OS has no memory. */
+PM_HIDDEN pm_pool *pm_pool_acquire(pm_heap *heap, unsigned cls);
+/* Gives an empty pool's units back to its arena (purged after the purge delay). */
+PM_HIDDEN void pm_pool_release(pm_pool *pool);
+/* Purges free units whose delay has passed (or all, if force); returns bytes purged. */
+PM_HIDDEN size_t pm_arena_purge(bool force);
+/* Threads up to a page's worth of never-used blocks onto the free list; false if none left. */
+PM_HIDDEN bool pm_pool_carve(pm_pool *pool);
+
+PM_INLINE pm_arena *pm_arena_of(const void *p) {
+    return (pm_arena *)((uintptr_t)p & ~(PM_ARENA_ALIGN - 1));
+}
+PM_INLINE bool pm_in_arena(const void *p) {
+    uintptr_t idx = (uintptr_t)p >> PM_ARENA_SHIFT;
+    return PM_LIKELY(idx < PM_ARENA_MAP_LEN) && pm_arena_map[idx] != 0;
+}
+PM_INLINE pm_pool *pm_pool_of(const void *p) {
+    return pm_arena_of(p)->unit_pool[((uintptr_t)p >> PM_UNIT_SHIFT) & (PM_UNITS_MAX - 1)];
+}
+/* I3: is p a block boundary in pool? (Lemire's divisibility test: off % d == 0 iff
+ * off * ceil(2^64/d) mod 2^64 < ceil(2^64/d), exact for 32-bit off.) */
+PM_INLINE bool pm_pool_is_block(const pm_pool *pool, const void *p) {
+    uint64_t off = (uint64_t)((const char *)p - pool->start);
+    return off < pool->span &&
+           off * pool->div_magic < pool->div_magic;
+}
+
+/* ---- heap.c --------------------------------------------------------------------------------- */
+PM_HIDDEN void pm_heap_init_global(void);
+/* The calling thread's heap, creating or adopting one; NULL only when out of memory. */
+PM_HIDDEN pm_heap *pm_heap_get(void);
+/* Frees every block other threads sent us. */
+PM_HIDDEN void pm_heap_drain_remote(pm_heap *heap);
+/* A block of a pool heap does not own: push it onto the owner's remote list. */
+PM_HIDDEN void pm_heap_free_remote(pm_pool *pool, pm_block *block);
+/* Local free slow path: a FULL pool gains a block, or a pool became empty. */
+PM_HIDDEN void pm_heap_pool_event(pm_heap *heap, pm_pool *pool);
+PM_HIDDEN void pm_heap_abandon(pm_heap *heap);
+/* A block of class cls from heap: current pool, carving, remote frees, partial pools, a new
+ * pool, in that order. NULL when the OS has no memory. */
+PM_HIDDEN void *pm_heap_alloc(pm_heap *heap, unsigned cls);
+PM_HIDDEN void pm_heap_fork_prepare(void);
+PM_HIDDEN void pm_heap_fork_parent(void);
+PM_HIDDEN void pm_heap_fork_child(void);
+
+/* ---- large.c --------------------------------------------------------------------------------- */
+PM_HIDDEN void *pm_large_alloc(size_t size, size_t align, bool zero);
+/* Frees p if it is a live large block; false if it is not one. */
+PM_HIDDEN bool pm_large_free(void *p);
+/* Usable size of a live large block, or 0 if p is not one. */
+PM_HIDDEN size_t pm_large_usable(const void *p);
+PM_HIDDEN void *pm_large_realloc(void *p, size_t size);
+PM_HIDDEN size_t pm_large_trim(void);
+PM_HIDDEN void pm_large_fork_prepare(void);
+PM_HIDDEN void pm_large_fork_parent(void);
+PM_HIDDEN void pm_large_fork_child(void);
+typedef struct pm_large_stats {
+    uint64_t live_blocks, live_bytes, mapped_bytes, cached_bytes, nalloc, nfree, nremap;
+    uint64_t cache_hits;
+} pm_large_stats;
+PM_HIDDEN void pm_large_get_stats(pm_large_stats *out);
+
+/* ---- alloc.c ------------------------------------------------------------------------------ */
+PM_HIDDEN void pm_init(void);                 /* idempotent, thread-safe, never allocates */
+PM_HIDDEN PM_NOINLINE void *pm_malloc_slow(size_t size);
+PM_HIDDEN PM_NOINLINE void pm_free_slow(void *p);
+PM_HIDDEN PM_COLD PM_NORETURN void pm_report_invalid_free(const void *p, const char *what);
+
+/* Global counters kept outside the fast paths (atomics; slow paths only). */
+typedef struct pm_global_stats {
+    _Atomic uint64_t arenas_mapped, arenas_unmapped, arena_bytes;
+    _Atomic uint64_t pools_acquired, pools_released;
+    _Atomic uint64_t purged_bytes, purges;
+    _Atomic uint64_t heaps_created, heaps_abandoned, heaps_adopted;
+    _Atomic uint64_t peak_resident;
+} pm_global_stats;
+PM_HIDDEN extern pm_global_stats pm_gstats;
+
+#if PM_STATS
+#define PM_STAT(expr) do { expr; } while (0)
+#else
+#define PM_STAT(expr) do { } while (0)
+#endif
+
+/* ---- fast paths: inlined into pm_malloc/pm_free and into the preload shim's malloc/free ---- */
+
+PM_INLINE void *pm_malloc_inline(size_t size) {
+    if (PM_LIKELY(size <= PM_SMALL_LOOKUP_MAX)) {
+        unsigned cls = pm_class_of_small[(size + 15) >> 4];
+        pm_heap *heap = pm_fast_heap;
+        pm_pool *pool = heap->current[cls];
+        pm_block *b = pool->free;
+        if (PM_LIKELY(b != NULL)) {
+            pool->free = b->next;
+            b->key = 0;
+            pool->used++;
+            PM_STAT(heap->cls_stats[cls].nmalloc++; heap->cls_stats[cls].requested += size);
+            return b;
+        }
+    }
+    return pm_malloc_slow(size);
+}
+
+PM_INLINE void pm_free_inline(void *p) {
+    if (PM_LIKELY(pm_in_arena(p))) {
+        pm_pool *pool = pm_pool_of(p);
+        pm_heap *heap = pm_fast_heap;
+        pm_block *b = (pm_block *)p;
+        if (PM_LIKELY(pool->owner == heap && b->key != pm_free_key &&
+                      pm_pool_is_block(pool, p))) {
+            pm_block *old = pool->free;
+            b->next = old;
+            b->key = pm_free_key;
+            pool->free = b;
+            PM_STAT(heap->cls_stats[pool->cls].nfree++);
+            if (PM_LIKELY(--pool->used != 0 && old != NULL))
+                return;
+            pm_heap_pool_event(heap, pool);
+            return;
+        }
+    }
+    pm_free_slow(p);
+}
+
+#endif /* PM_INTERNAL_H */

@@ -1,0 +1,182 @@
+/*
+ * print.c: a small printf that never allocates, for messages from inside the allocator
+ * (stdio may call malloc, which would recurse into us).
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+typedef struct out {
+    char *buf;
+    size_t size, len; /* len counts every character, written or not (snprintf semantics) */
+} out;
+
+static void put(out *o, char c) {
+    if (o->len + 1 < o->size)
+        o->buf[o->len] = c;
+    o->len++;
+}
+
+static void put_str(out *o, const char *s, int width, bool left) {
+    if (s == NULL)
+        s = "(null)";
+    int n = (int)strlen(s);
+    if (!left)
+        for (int i = n; i < width; i++)
+            put(o, ' ');
+    while (*s)
+        put(o, *s++);
+    if (left)
+        for (int i = n; i < width; i++)
+            put(o, ' ');
+}
+
+static void put_uint(out *o, unsigned long long v, unsigned base, bool neg, int width,
+                     char pad, bool left) {
+    char digits[24];
+    int n = 0;
+    do {
+        digits[n++] = "0123456789abcdef"[v % base];
+        v /= base;
+    } while (v);
+    if (neg)
+        digits[n++] = '-';
+    char tmp[26];
+    for (int i = 0; i < n; i++)
+        tmp[i] = digits[n - 1 - i];
+    tmp[n] = 0;
+    if (pad == '0' && neg && !left) { /* sign before the zeros */
+        put(o, '-');
+        for (int i = n; i < width; i++)
+            put(o, '0');
+        put_str(o, tmp + 1, 0, false);
+        return;
+    }
+    if (pad == '0' && !left) {
+        for (int i = n; i < width; i++)
+            put(o, '0');
+        put_str(o, tmp, 0, false);
+        return;
+    }
+    put_str(o, tmp, width, left);
+}
+
+int pm_vsnprintf(char *buf, size_t size, const char *fmt, va_list ap) {
+    out o = {buf, size, 0};
+    for (const char *f = fmt; *f; f++) {
+        if (*f != '%') {
+            put(&o, *f);
+            continue;
+        }
+        f++;
+        bool left = false;
+        char pad = ' ';
+        if (*f == '-') {
+            left = true;
+            f++;
+        }
+        if (*f == '0') {
+            pad = '0';
+            f++;
+        }
+        int width = 0;
+        while (*f >= '0' && *f <= '9')
+            width = width * 10 + (*f++ - '0');
+        int longs = 0;
+        bool sz = false;
+        for (;; f++) {
+            if (*f == 'l')
+                longs++;
+            else if (*f == 'z')
+                sz = true;
+            else
+                break;
+        }
+        switch (*f) {
+        case 'd':
+        case 'i': {
+            long long v = sz ? (long long)va_arg(ap, ssize_t)
+                          : longs ? va_arg(ap, long long) /* long == long long on LP64 */
+                                  : va_arg(ap, int);
+            unsigned long long mag = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+            put_uint(&o, mag, 10, v < 0, width, pad, left);
+            break;
+        }
+        case 'u':
+        case 'x': {
+            unsigned long long v = sz ? va_arg(ap, size_t)
+                                   : longs ? va_arg(ap, unsigned long long)
+                                           : va_arg(ap, unsigned);
+            put_uint(&o, v, *f == 'u' ? 10 : 16, false, width, pad, left);
+            break;
+        }
+        case 'p':
+            put(&o, '0');
+            put(&o, 'x');
+            put_uint(&o, (uintptr_t)va_arg(ap, void *), 16, false, width, pad, left);
+            break;
+        case 's':
+            put_str(&o, va_arg(ap, const char *), width, left);
+            break;
+        case 'c':
+            put(&o, (char)va_arg(ap, int));
+            break;
+        case '%':
+            put(&o, '%');
+            break;
+        case 0:
+            f--;
+            break;
+        default:
+            put(&o, '%');
+            put(&o, *f);
+        }
+    }
+    if (size > 0)
+        buf[o.len < size ? o.len : size - 1] = 0;
+    return (int)o.len;
+}
+
+int pm_snprintf(char *buf, size_t size, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = pm_vsnprintf(buf, size, fmt, ap);
+    va_end(ap);
+    return n;
+}
+
+static void vprint_fd(int fd, const char *prefix, const char *fmt, va_list ap) {
+    char line[1024];
+    size_t p = strlen(prefix);
+    memcpy(line, prefix, p);
+    int n = pm_vsnprintf(line + p, sizeof line - p - 1, fmt, ap);
+    size_t len = p + (n < 0 ? 0 : (size_t)n);
+    if (len > sizeof line - 2)
+        len = sizeof line - 2;
+    if (*prefix) /* pm_warn/pm_fatal print whole lines */
+        line[len++] = '\n';
+    pm_os_write(fd, line, len);
+}
+
+void pm_fdprintf(int fd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vprint_fd(fd, "", fmt, ap);
+    va_end(ap);
+}
+
+void pm_warn(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vprint_fd(2, "poolmalloc: ", fmt, ap);
+    va_end(ap);
+}
+
+void pm_fatal(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vprint_fd(2, "poolmalloc: ", fmt, ap);
+    va_end(ap);
+    abort();
+}

@@ -1,0 +1,47 @@
+/*
+ * sizeclass.c: the size-class table and each class's pool geometry (see internal.h).
+ */
+#include "internal.h"
+
+uint8_t pm_class_of_small[PM_SMALL_LOOKUP_MAX / 16 + 1];
+uint32_t pm_class_size[PM_NUM_CLASSES];
+uint8_t pm_class_units[PM_NUM_CLASSES];
+
+/* Class i's block size: 16 * i up to 512, then four steps per power of two. */
+static uint32_t class_block_size(unsigned i) {
+    if (i <= 32)
+        return 16u * i;
+    unsigned j = i - 33, k = 9 + j / 4, step = j % 4 + 1;
+    return (1u << k) + step * (1u << (k - 2));
+}
+
+/* The smallest power-of-two number of units that holds at least 8 blocks and loses at most
+ * 1/16 of the pool to the tail: a pool must amortise its acquisition over several blocks, and
+ * the tail is memory no block can use. */
+static uint8_t class_pool_units(uint32_t block) {
+    for (unsigned units = 1; units <= 64; units *= 2) {
+        size_t bytes = units * PM_UNIT_SIZE;
+        if (bytes / block >= 8 && (bytes % block) * 16 <= bytes)
+            return (uint8_t)units;
+    }
+    return 64;
+}
+
+void pm_sizeclass_init(void) {
+    for (unsigned i = 1; i < PM_NUM_CLASSES; i++) {
+        pm_class_size[i] = class_block_size(i);
+        pm_class_units[i] = class_pool_units(pm_class_size[i]);
+    }
+    for (size_t n = 0; n <= PM_SMALL_LOOKUP_MAX; n += 16) {
+        unsigned cls = 1;
+        while (pm_class_size[cls] < (n ? n : 1))
+            cls++;
+        pm_class_of_small[(n + 15) >> 4] = (uint8_t)cls;
+    }
+    if (PM_DEBUG) /* the computed and the tabled mapping must agree at every boundary */
+        for (size_t n = 1; n <= PM_MAX_CLASS_SIZE; n++) {
+            unsigned c = pm_size_class(n);
+            if (pm_class_size[c] < n || (c > 1 && pm_class_size[c - 1] >= n))
+                pm_fatal("size class table broken at %zu", n);
+        }
+}

@@ -1,0 +1,403 @@
+/*
+ * stats.c: statistics, merged on demand.
+ *
+ * The fast paths count per thread, in their own heap (pm_heap.cls_stats), with plain
+ * increments and no lock. Here we merge those counters by walking the heap registry (push-only,
+ * heaps are never freed, so the walk needs no lock), and we count pools and blocks in use by
+ * walking the arenas' pool descriptors under pm_arena_lock. Counters another thread is updating
+ * are read with relaxed loads: a report is a snapshot that may be a few operations stale, never
+ * a torn or invalid one.
+ *
+ * The exit report (POOLMALLOC_STATS=1) is printed from a destructor rather than atexit():
+ * glibc's atexit may allocate, and a destructor of the preloaded library runs after the
+ * program's own exit handlers, so it sees the program's final state.
+ */
+#include "options.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+typedef struct snapshot {
+    pm_stats_t total;
+    pm_class_stats_t cls[PM_NUM_CLASSES]; /* index 0 unused */
+    uint64_t arena_size;
+} snapshot;
+
+/* ---- collecting --------------------------------------------------------------------------- */
+
+static void collect_heaps(snapshot *s) {
+    for (pm_heap *h = atomic_load(&pm_all_heaps); h != NULL; h = h->next_all) {
+        for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
+            s->cls[c].allocs += LOAD(h->cls_stats[c].nmalloc);
+            s->cls[c].frees += LOAD(h->cls_stats[c].nfree);
+            s->cls[c].bytes_requested += LOAD(h->cls_stats[c].requested);
+        }
+        s->total.remote_frees += LOAD(h->remote_frees_sent);
+    }
+}
+
+/* Pools and blocks in use, per class, from the pool descriptors. A pool's first unit holds
+ * its descriptor; the descriptors of its other units are stale, so we skip over them. */
+static void collect_arenas(snapshot *s) {
+    pthread_mutex_lock(&pm_arena_lock);
+    for (pm_arena *a = pm_arenas; a != NULL; a = a->next) {
+        s->total.arenas++;
+        for (unsigned u = a->first_unit; u < a->nunits;) {
+            const pm_pool *p = &a->pools[u];
+            if (a->unit_pool[u] != p || LOAD(p->state) == PM_POOL_FREE || p->units == 0) {
+                u++;
+                continue;
+            }
+            unsigned c = p->cls;
+            uint32_t used = LOAD(p->used);
+            if (c > 0 && c < PM_NUM_CLASSES) {
+                s->cls[c].pools++;
+                s->cls[c].blocks_in_use += used;
+                s->cls[c].blocks_free += p->capacity - (used < p->capacity ? used : p->capacity);
+            }
+            u += p->units;
+        }
+    }
+    pthread_mutex_unlock(&pm_arena_lock);
+}
+
+/* The process's peak resident set, VmHWM in /proc/self/status (read without stdio). */
+static uint64_t peak_resident_bytes(void) {
+    int saved = errno;
+    char buf[4096];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    errno = saved;
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    const char *line = strstr(buf, "VmHWM:");
+    if (line == NULL)
+        return 0;
+    uint64_t kib = 0;
+    for (line += 6; *line == ' ' || *line == '\t'; line++)
+        ;
+    for (; *line >= '0' && *line <= '9'; line++)
+        kib = kib * 10 + (uint64_t)(*line - '0');
+    return kib * 1024;
+}
+
+static void collect(snapshot *s) {
+    pm_init(); /* class sizes and options must be known even if nothing was allocated yet */
+    memset(s, 0, sizeof *s);
+    s->arena_size = pm_opt.arena_size;
+    for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
+        s->cls[c].block_size = pm_class_size[c];
+        s->cls[c].pool_bytes = (uint32_t)(pm_class_units[c] * PM_UNIT_SIZE);
+    }
+    collect_heaps(s);
+    collect_arenas(s);
+
+    pm_stats_t *t = &s->total;
+    for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
+        const pm_class_stats_t *k = &s->cls[c];
+        t->small_blocks_in_use += k->blocks_in_use;
+        t->small_bytes_in_use += k->blocks_in_use * k->block_size;
+        t->small_bytes_requested += k->bytes_requested;
+        t->small_allocs += k->allocs;
+        t->small_frees += k->frees;
+        t->pools_in_use += k->pools;
+    }
+
+    pm_large_stats large;
+    memset(&large, 0, sizeof large);
+    pm_large_get_stats(&large);
+    t->large_blocks_in_use = large.live_blocks;
+    t->large_bytes_in_use = large.live_bytes;
+    t->large_allocs = large.nalloc;
+    t->large_frees = large.nfree;
+    t->large_remaps = large.nremap;
+    t->large_cache_hits = large.cache_hits;
+    t->large_cached_bytes = large.cached_bytes;
+    t->bytes_in_use = t->small_bytes_in_use + t->large_bytes_in_use;
+
+    t->arenas_mapped = atomic_load(&pm_gstats.arenas_mapped);
+    t->arenas_unmapped = atomic_load(&pm_gstats.arenas_unmapped);
+    t->bytes_mapped = atomic_load(&pm_gstats.arena_bytes) + large.mapped_bytes;
+    t->pools_acquired = atomic_load(&pm_gstats.pools_acquired);
+    t->pools_released = atomic_load(&pm_gstats.pools_released);
+    t->purges = atomic_load(&pm_gstats.purges);
+    t->purged_bytes = atomic_load(&pm_gstats.purged_bytes);
+    t->heaps_created = atomic_load(&pm_gstats.heaps_created);
+    t->heaps_abandoned = atomic_load(&pm_gstats.heaps_abandoned);
+    t->heaps_adopted = atomic_load(&pm_gstats.heaps_adopted);
+
+    t->bytes_resident = pm_os_resident_bytes();
+    uint64_t peak = peak_resident_bytes();
+    uint64_t seen = atomic_load(&pm_gstats.peak_resident);
+    if (peak < seen)
+        peak = seen;
+    if (peak < t->bytes_resident)
+        peak = t->bytes_resident;
+    t->peak_resident = peak;
+}
+
+int pm_stats_get(pm_stats_t *out) {
+    if (out == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    snapshot s;
+    collect(&s);
+    *out = s.total;
+    return 0;
+}
+
+int pm_stats_get_class(unsigned index, pm_class_stats_t *out) {
+    if (out == NULL || index == 0 || index >= PM_NUM_CLASSES) {
+        errno = EINVAL;
+        return -1;
+    }
+    snapshot s;
+    collect(&s);
+    *out = s.cls[index];
+    return 0;
+}
+
+/* ---- the text report ------------------------------------------------------------------------ */
+
+/* 1234567 -> "1,234,567" */
+static const char *grouped(char *buf, size_t len, uint64_t v) {
+    char digits[32];
+    int n = pm_snprintf(digits, sizeof digits, "%llu", (unsigned long long)v);
+    size_t o = 0;
+    for (int i = 0; i < n && o + 1 < len; i++) {
+        if (i > 0 && (n - i) % 3 == 0 && o + 2 < len)
+            buf[o++] = ',';
+        buf[o++] = digits[i];
+    }
+    buf[o] = 0;
+    return buf;
+}
+
+/* A "# name = value" line, CPython's format, with the value right-aligned. */
+static void row(pm_writer *w, const char *name, uint64_t v) {
+    char num[40];
+    pm_writer_printf(w, "# %s", name);
+    pm_writer_pad(w, 44);
+    pm_writer_printf(w, "= %21s\n", grouped(num, sizeof num, v));
+}
+
+static void print_text(pm_writer *w, const snapshot *s) {
+    const pm_stats_t *t = &s->total;
+    char size_text[24];
+    pm_format_size(size_text, sizeof size_text, s->arena_size);
+    pm_writer_printf(w, "poolmalloc statistics, pid %d%s\n", (int)getpid(),
+                     PM_STATS ? "" : " (configured with --disable-stats: no per-class counts)");
+    pm_writer_printf(w, "class  block  pool  pools   blocks in use     free blocks"
+                        "          allocs           frees    bytes requested\n");
+    for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
+        const pm_class_stats_t *k = &s->cls[c];
+        if (k->pools == 0 && k->allocs == 0 && k->frees == 0)
+            continue;
+        pm_format_size(size_text, sizeof size_text, k->pool_bytes);
+        pm_writer_printf(w, "%5u %6u %5s %6llu %15llu %15llu %15llu %15llu %18llu\n", c,
+                         k->block_size, size_text, (unsigned long long)k->pools,
+                         (unsigned long long)k->blocks_in_use,
+                         (unsigned long long)k->blocks_free, (unsigned long long)k->allocs,
+                         (unsigned long long)k->frees, (unsigned long long)k->bytes_requested);
+    }
+    pm_writer_printf(w, "\n");
+    pm_format_size(size_text, sizeof size_text, s->arena_size);
+    pm_writer_printf(w, "# arena size = %s, mmap threshold = %llu bytes\n", size_text,
+                     (unsigned long long)pm_opt.mmap_threshold);
+    row(w, "arenas mapped now", t->arenas);
+    row(w, "arenas mapped in total", t->arenas_mapped);
+    row(w, "arenas returned to the OS", t->arenas_unmapped);
+    row(w, "pools in use", t->pools_in_use);
+    row(w, "pools acquired", t->pools_acquired);
+    row(w, "pools released", t->pools_released);
+    row(w, "purges", t->purges);
+    row(w, "bytes purged", t->purged_bytes);
+    pm_writer_printf(w, "\n");
+    row(w, "small allocations", t->small_allocs);
+    row(w, "small frees", t->small_frees);
+    row(w, "remote frees (other thread's block)", t->remote_frees);
+    row(w, "large blocks in use", t->large_blocks_in_use);
+    row(w, "large allocations", t->large_allocs);
+    row(w, "large frees", t->large_frees);
+    row(w, "large remaps", t->large_remaps);
+    row(w, "large cache hits", t->large_cache_hits);
+    pm_writer_printf(w, "\n");
+    row(w, "bytes requested (small, all time)", t->small_bytes_requested);
+    row(w, "bytes in small blocks in use", t->small_bytes_in_use);
+    row(w, "bytes in large blocks in use", t->large_bytes_in_use);
+    row(w, "bytes in use", t->bytes_in_use);
+    row(w, "bytes in cached large mappings", t->large_cached_bytes);
+    row(w, "bytes mapped", t->bytes_mapped);
+    row(w, "bytes resident (process)", t->bytes_resident);
+    row(w, "peak bytes resident (process)", t->peak_resident);
+    pm_writer_printf(w, "\n");
+    row(w, "heaps created", t->heaps_created);
+    row(w, "heaps abandoned (thread exit)", t->heaps_abandoned);
+    row(w, "heaps adopted (by a new thread)", t->heaps_adopted);
+}
+
+/* ---- the JSON report: one line, so that several reports in a file form JSON Lines ------ */
+
+static void json_u64(pm_writer *w, const char *key, uint64_t v, bool comma) {
+    pm_writer_printf(w, "\"%s\":%llu%s", key, (unsigned long long)v, comma ? "," : "");
+}
+
+static void print_json(pm_writer *w, const snapshot *s) {
+    const pm_stats_t *t = &s->total;
+    pm_writer_printf(w, "{\"allocator\":\"poolmalloc\",\"pid\":%d,\"counters\":%s,", (int)getpid(),
+                     PM_STATS ? "true" : "false");
+    pm_writer_printf(w, "\"options\":{");
+    json_u64(w, "mmap_threshold", pm_opt.mmap_threshold, true);
+    json_u64(w, "arena_size", pm_opt.arena_size, true);
+    pm_writer_printf(w, "\"purge_delay_ms\":%ld,", pm_opt.purge_delay_ms);
+    json_u64(w, "large_cache", pm_opt.large_cache, true);
+    pm_writer_printf(w, "\"arena_retain\":%ld},", pm_opt.arena_retain);
+    pm_writer_printf(w, "\"totals\":{");
+    json_u64(w, "bytes_in_use", t->bytes_in_use, true);
+    json_u64(w, "small_bytes_in_use", t->small_bytes_in_use, true);
+    json_u64(w, "small_blocks_in_use", t->small_blocks_in_use, true);
+    json_u64(w, "large_bytes_in_use", t->large_bytes_in_use, true);
+    json_u64(w, "large_blocks_in_use", t->large_blocks_in_use, true);
+    json_u64(w, "small_bytes_requested", t->small_bytes_requested, true);
+    json_u64(w, "small_allocs", t->small_allocs, true);
+    json_u64(w, "small_frees", t->small_frees, true);
+    json_u64(w, "large_allocs", t->large_allocs, true);
+    json_u64(w, "large_frees", t->large_frees, true);
+    json_u64(w, "large_remaps", t->large_remaps, true);
+    json_u64(w, "large_cache_hits", t->large_cache_hits, true);
+    json_u64(w, "large_cached_bytes", t->large_cached_bytes, true);
+    json_u64(w, "bytes_mapped", t->bytes_mapped, true);
+    json_u64(w, "bytes_resident", t->bytes_resident, true);
+    json_u64(w, "peak_resident", t->peak_resident, true);
+    json_u64(w, "arenas", t->arenas, true);
+    json_u64(w, "arenas_mapped", t->arenas_mapped, true);
+    json_u64(w, "arenas_unmapped", t->arenas_unmapped, true);
+    json_u64(w, "pools_in_use", t->pools_in_use, true);
+    json_u64(w, "pools_acquired", t->pools_acquired, true);
+    json_u64(w, "pools_released", t->pools_released, true);
+    json_u64(w, "purges", t->purges, true);
+    json_u64(w, "purged_bytes", t->purged_bytes, true);
+    json_u64(w, "remote_frees", t->remote_frees, true);
+    json_u64(w, "heaps_created", t->heaps_created, true);
+    json_u64(w, "heaps_abandoned", t->heaps_abandoned, true);
+    json_u64(w, "heaps_adopted", t->heaps_adopted, false);
+    pm_writer_printf(w, "},\"classes\":[");
+    for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
+        const pm_class_stats_t *k = &s->cls[c];
+        pm_writer_printf(w, "%s{\"class\":%u,", c > 1 ? "," : "", c);
+        json_u64(w, "block_size", k->block_size, true);
+        json_u64(w, "pool_bytes", k->pool_bytes, true);
+        json_u64(w, "pools", k->pools, true);
+        json_u64(w, "blocks_in_use", k->blocks_in_use, true);
+        json_u64(w, "blocks_free", k->blocks_free, true);
+        json_u64(w, "allocs", k->allocs, true);
+        json_u64(w, "frees", k->frees, true);
+        json_u64(w, "bytes_requested", k->bytes_requested, false);
+        pm_writer_printf(w, "}");
+    }
+    pm_writer_printf(w, "]}\n");
+}
+
+void pm_stats_print_fd(int fd, int json) {
+    snapshot s;
+    collect(&s);
+    char buf[4096];
+    pm_writer w;
+    pm_writer_init(&w, buf, sizeof buf, fd);
+    if (json)
+        print_json(&w, &s);
+    else
+        print_text(&w, &s);
+    pm_writer_flush(&w);
+}
+
+void pm_stats_print(void) {
+    pm_stats_print_fd(2, 0);
+}
+
+/* ---- the exit report ---------------------------------------------------------------------- */
+
+static bool report_at_exit;
+/* Where the report goes, settled at start: programs such as coreutils close stderr before they
+ * exit, and a program may chdir, so at exit neither fd 2 nor a relative path can be trusted. */
+static int report_fd = -1;            /* a close-on-exec duplicate of stderr */
+static char report_dir[1024];         /* the start-up directory, for a relative stats file */
+
+/* A close-on-exec duplicate of fd, numbered high so that it stays out of the program's way. */
+static int dup_out_of_the_way(int fd) {
+    int saved = errno;
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, 500);
+    if (d < 0)
+        d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    errno = saved;
+    return d;
+}
+
+void pm_stats_init(void) {
+    report_at_exit = pm_opt.stats;
+    if (!report_at_exit)
+        return;
+    if (pm_opt.stats_file[0] == 0) {
+        report_fd = dup_out_of_the_way(2);
+    } else if (pm_opt.stats_file[0] != '/') {
+        int saved = errno;
+        if (getcwd(report_dir, sizeof report_dir) == NULL) /* a buffer given: no allocation */
+            report_dir[0] = 0;
+        errno = saved;
+    }
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* POOLMALLOC_STATS_FILE, made absolute against the start-up directory, with each %p replaced
+ * by the pid (one file per process of a process tree). */
+static void report_path(char *out, size_t len) {
+    const char *path = pm_opt.stats_file;
+    size_t o = 0;
+    if (path[0] != '/' && report_dir[0] != 0)
+        o = (size_t)pm_snprintf(out, len, "%s/", report_dir);
+    for (const char *p = path; *p && o + 1 < len; p++) {
+        if (p[0] == '%' && p[1] == 'p') {
+            o += (size_t)pm_snprintf(out + o, len - o, "%d", (int)getpid());
+            p++;
+        } else {
+            out[o++] = *p;
+        }
+    }
+    out[o < len ? o : len - 1] = 0;
+}
+
+__attribute__((destructor)) static void pm_stats_exit_report(void) {
+    if (!report_at_exit || atomic_load(&pm_initialized) != 2)
+        return;
+    int fd = report_fd >= 0 ? report_fd : 2;
+    bool json = pm_opt_stats_format == PM_STATS_FORMAT_JSON;
+    bool opened = false;
+    if (pm_opt.stats_file[0] != 0) {
+        char path[sizeof report_dir + sizeof pm_opt.stats_file + 32];
+        report_path(path, sizeof path);
+        int saved = errno;
+        int f = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (f < 0)
+            pm_warn("cannot open POOLMALLOC_STATS_FILE '%s' (errno %d): statistics go to stderr",
+                    path, errno);
+        errno = saved;
+        if (f >= 0) {
+            fd = f;
+            opened = true;
+        }
+        json = json || ends_with(path, ".json");
+    }
+    pm_stats_print_fd(fd, json);
+    if (opened)
+        close(fd);
+}
