@@ -6,7 +6,6 @@
 
 #include <sched.h>
 
-uintptr_t pm_free_key;
 _Atomic int pm_initialized; /* 0 not yet, 1 running, 2 done */
 static PM_TLS bool initialising;
 
@@ -33,7 +32,6 @@ void pm_init(void) {
     int expected = 0;
     if (atomic_compare_exchange_strong(&pm_initialized, &expected, 1)) {
         initialising = true;
-        pm_free_key = pm_os_random();
         pm_sizeclass_init();
         pm_options_init();
         pm_arena_init();
@@ -61,13 +59,13 @@ void pm_report_invalid_free(const void *p, const char *what) {
 
 /* I3 and I2 for a pointer inside an arena; aborts with a clear message on misuse. */
 static void check_pool_block(const pm_pool *pool, const void *p, const char *fn) {
-    if (PM_UNLIKELY(pool->owner == NULL))
+    if (PM_UNLIKELY(pm_pool_owner(pool) == NULL))
         pm_fatal("%s(): invalid pointer %p (inside a poolmalloc arena, but in no allocated pool)",
                  fn, p);
     if (PM_UNLIKELY(!pm_pool_is_block(pool, p)))
         pm_fatal("%s(): invalid pointer %p (not the start of a block; this pool's blocks are "
                  "%u bytes)", fn, p, pool->block_size);
-    if (PM_UNLIKELY(((const pm_block *)p)->key == pm_free_key))
+    if (PM_UNLIKELY(((const pm_block *)p)->key == pm_free_key(pool)))
         pm_fatal("%s(): double free or use after free of %p (a free %u-byte block)", fn, p,
                  pool->block_size);
 }
@@ -199,19 +197,18 @@ static void free_pool_block(pm_pool *pool, void *p) {
     check_pool_block(pool, p, "free");
     pm_heap *me = pm_thread_heap;
     pm_block *b = p;
-    if (pool->owner != me) {
+    if (me == NULL || pm_pool_owner(pool) != me) {
         pm_heap_free_remote(pool, b);
         return;
     }
     if (PM_UNLIKELY(pm_opt.poison) && pool->block_size > sizeof(pm_block))
         memset((char *)p + sizeof(pm_block), PM_POISON_FREED, pool->block_size - sizeof(pm_block));
-    pm_block *old = pool->free;
-    b->next = old;
-    b->key = pm_free_key;
+    b->next = pool->free;
+    b->key = pm_free_key(pool);
     pool->free = b;
     PM_STAT(me->cls_stats[pool->cls].nfree++);
-    if (--pool->used == 0 || old == NULL)
-        pm_heap_pool_event(me, pool);
+    pool->used--;
+    pm_heap_pool_event(me, pool);
 }
 
 void pm_free_slow(void *p) {
@@ -256,8 +253,8 @@ int pm_owns(const void *p) {
         return 0;
     if (pm_in_arena(p)) {
         const pm_pool *pool = pm_pool_of(p);
-        return pool->owner != NULL && pm_pool_is_block(pool, p) &&
-               ((const pm_block *)p)->key != pm_free_key;
+        return pm_pool_owner(pool) != NULL && pm_pool_is_block(pool, p) &&
+               ((const pm_block *)p)->key != pm_free_key(pool);
     }
     return pm_large_usable(p) != 0;
 }
@@ -314,6 +311,7 @@ int pm_trim(void) {
     int saved = errno;
     if (pm_thread_heap)
         pm_heap_drain_remote(pm_thread_heap);
+    pm_heap_service_abandoned();
     size_t bytes = pm_arena_purge(true) + pm_large_trim();
     errno = saved;
     return bytes > 0;

@@ -113,12 +113,13 @@ static void pool_init(pm_pool *pool, pm_arena *a, unsigned u, unsigned n, unsign
     uint32_t bs = pm_class_size[cls];
     size_t bytes = (size_t)n * PM_UNIT_SIZE;
     pool->free = NULL;
-    pool->owner = heap;
-    pool->start = (char *)a + (size_t)u * PM_UNIT_SIZE;
+    pm_pool_set_owner(pool, heap, false);
+    /* Blocks end at the pool's end; the tail goes in front (I3). */
+    pool->start = (char *)a + (size_t)u * PM_UNIT_SIZE + bytes % bs;
     pool->div_magic = UINT64_MAX / bs + 1; /* ceil(2^64 / bs) for bs not a power of two, */
     if ((bs & (bs - 1)) == 0)              /* and exactly 2^64 / bs for powers of two */
         pool->div_magic = (uint64_t)1 << (64 - __builtin_ctz(bs));
-    pool->used = 0;
+    pool->used = 1; /* it starts as its heap's current pool (I1) */
     pool->block_size = bs;
     pool->capacity = (uint32_t)(bytes / bs);
     pool->span = pool->capacity * bs;
@@ -167,11 +168,12 @@ void pm_pool_release(pm_pool *pool) {
     pthread_mutex_lock(&pm_arena_lock);
     for (unsigned k = 0; k < pool->units; k++)
         a->unit_pool[pool->first_unit + k] = &pm_dead_pool;
-    pool->owner = NULL;
+    pm_pool_set_owner(pool, NULL, false);
     pool->state = PM_POOL_FREE;
     pool->free = NULL;
     /* Only the part of the pool ever carved was touched; the rest needs no purge. */
-    unsigned touched = (unsigned)((pool->carve - pool->start + PM_UNIT_SIZE - 1) / PM_UNIT_SIZE);
+    char *base = (char *)a + (size_t)pool->first_unit * PM_UNIT_SIZE;
+    unsigned touched = (unsigned)((pool->carve - base + PM_UNIT_SIZE - 1) / PM_UNIT_SIZE);
     for (unsigned k = 0; k < pool->units; k++) {
         bit_set(a->free_map, pool->first_unit + k);
         if (k < touched && !bit_get(a->dirty_map, pool->first_unit + k)) {
@@ -202,13 +204,13 @@ bool pm_pool_carve(pm_pool *pool) {
     char *b = pool->carve;
     for (; b + pool->block_size <= limit; b += pool->block_size) {
         pm_block *blk = (pm_block *)b;
-        blk->key = pm_free_key;
+        blk->key = pm_free_key(pool);
         *tail = blk;
         tail = &blk->next;
     }
     if (head == NULL) { /* the page ends inside a block: take that block whole */
         pm_block *blk = (pm_block *)b;
-        blk->key = pm_free_key;
+        blk->key = pm_free_key(pool);
         head = blk;
         tail = &blk->next;
         b += pool->block_size;

@@ -105,6 +105,7 @@ pm_heap *pm_heap_get(void) {
 
 static void partial_push(pm_heap *h, pm_pool *pool) {
     pool->state = PM_POOL_PARTIAL;
+    pm_pool_set_owner(pool, h, false);
     pool->prev = NULL;
     pool->next = h->partial[pool->cls];
     if (pool->next)
@@ -125,6 +126,9 @@ static void partial_unlink(pm_heap *h, pm_pool *pool) {
 void pm_heap_pool_event(pm_heap *heap, pm_pool *pool) {
     if (pool->state == PM_POOL_FULL)
         partial_push(heap, pool);
+    if (pool->used == 0 && pool->state == PM_POOL_CURRENT)
+        pm_fatal("pool %p of class %u: use count underflow (heap corrupt)", (void *)pool,
+                 pool->cls);
     if (pool->used == 0 && pool->state == PM_POOL_PARTIAL) {
         partial_unlink(heap, pool);
         pm_pool_release(pool);
@@ -133,9 +137,25 @@ void pm_heap_pool_event(pm_heap *heap, pm_pool *pool) {
 
 /* ---- cross-thread frees ------------------------------------------------------------------ */
 
+/* A heap nobody holds cannot drain its remote list, so blocks freed into it would stay
+ * allocated until a new thread adopts it, which may never happen. The freeing thread drains
+ * it instead, under heap_lock, which also keeps adopters out meanwhile. */
+static void service_abandoned(pm_heap *heap) {
+    pthread_mutex_lock(&heap_lock);
+    if (atomic_load(&heap->abandoned))
+        pm_heap_drain_remote(heap);
+    pthread_mutex_unlock(&heap_lock);
+}
+
+void pm_heap_service_abandoned(void) {
+    for (pm_heap *h = atomic_load(&pm_all_heaps); h; h = h->next_all)
+        if (atomic_load(&h->abandoned) && atomic_load(&h->remote) != NULL)
+            service_abandoned(h);
+}
+
 void pm_heap_free_remote(pm_pool *pool, pm_block *block) {
-    pm_heap *owner = pool->owner;
-    block->key = pm_free_key; /* a second free of this block is now detectable (I2) */
+    pm_heap *owner = pm_pool_owner(pool);
+    block->key = pm_free_key(pool); /* a second free of this block is now detectable (I2) */
     pm_block *head = atomic_load_explicit(&owner->remote, memory_order_relaxed);
     do
         block->next = head;
@@ -144,6 +164,8 @@ void pm_heap_free_remote(pm_pool *pool, pm_block *block) {
     pm_heap *me = pm_thread_heap;
     if (me)
         PM_STAT(me->remote_frees_sent++; me->cls_stats[pool->cls].nfree++);
+    if (PM_UNLIKELY(atomic_load_explicit(&owner->abandoned, memory_order_relaxed)))
+        service_abandoned(owner);
 }
 
 void pm_heap_drain_remote(pm_heap *heap) {
@@ -153,11 +175,10 @@ void pm_heap_drain_remote(pm_heap *heap) {
     while (b != NULL) {
         pm_block *next = b->next;
         pm_pool *pool = pm_pool_of(b);
-        pm_block *old = pool->free;
-        b->next = old;
+        b->next = pool->free;
         pool->free = b;
         PM_STAT(heap->remote_frees_received++);
-        if (--pool->used == 0 || old == NULL)
+        if (--pool->used == 0 || pool->state == PM_POOL_FULL)
             pm_heap_pool_event(heap, pool);
         b = next;
     }
@@ -183,14 +204,19 @@ void *pm_heap_alloc(pm_heap *heap, unsigned cls) {
     if (pool->free != NULL)
         return pool_pop(pool);
     if (pool != &pm_empty_pool) {
-        pool->state = PM_POOL_FULL; /* a free into it will put it on the partial list */
+        /* Exhausted: every block is out, so used stays >= 1 without the current count. A
+         * local free will find the FULL mark in the owner word and list the pool (I6). */
+        pool->used--;
+        pool->state = PM_POOL_FULL;
+        pm_pool_set_owner(pool, heap, true);
         heap->current[cls] = &pm_empty_pool;
     }
     pool = heap->partial[cls];
     if (pool != NULL) {
         partial_unlink(heap, pool);
+        pool->used++; /* the current pool's extra count (I1) */
     } else {
-        pool = pm_pool_acquire(heap, cls);
+        pool = pm_pool_acquire(heap, cls); /* comes with used == 1 */
         if (pool == NULL)
             return NULL;
         pm_pool_carve(pool);
@@ -211,12 +237,14 @@ void pm_heap_abandon(pm_heap *heap) {
         if (pool == &pm_empty_pool)
             continue;
         heap->current[c] = &pm_empty_pool;
-        if (pool->used == 0) {
+        if (--pool->used == 0) { /* drop the current pool's extra count (I1) */
+            pool->state = PM_POOL_FREE;
             pm_pool_release(pool);
         } else if (pool->free != NULL || pool->carve < pool->end) {
             partial_push(heap, pool);
         } else {
             pool->state = PM_POOL_FULL;
+            pm_pool_set_owner(pool, heap, true);
         }
     }
     atomic_store(&heap->abandoned, 1);

@@ -84,10 +84,20 @@
  * Invariants (checked in debug builds; the cheap ones on every free)
  * ===========================================================================================
  *  I1 pool->used counts blocks handed out and not yet freed locally (remote frees in flight
- *     included); 0 <= used <= capacity.
- *  I2 every block on a free list has word 1 == pm_free_key; malloc clears it. So a free that
- *     finds the key in its block is a double free (glibc's tcache uses the same idea).
+ *     included), plus one while the pool is its heap's current pool. The extra one keeps the
+ *     free fast path from seeing 0 (and leaving the fast path) when a program allocates and
+ *     frees one block over and over.
+ *  I2 every block on a free list has word 1 == the address of its pool's descriptor (the
+ *     "free key"); malloc clears it. So a free that finds the key in its block is a double
+ *     free (glibc's tcache uses the same idea). User data cannot hold that address by chance:
+ *     nothing outside the allocator ever sees a descriptor.
  *  I3 free(p) accepts p only if p's unit maps to an in-use pool and p is a block boundary in it.
+ *     Blocks are packed against the pool's end (the unusable tail, a multiple of 16 smaller
+ *     than a block, sits at the front), so one exact divisibility test on p - start rejects
+ *     every other address in the pool's units: see pm_pool_is_block.
+ *  I6 pool->owner is the owning heap, with bit 0 set while the pool is FULL: a free into a full
+ *     pool thus fails the fast path's owner test and takes the slow path that moves the pool
+ *     to the partial list, at no cost to the fast path.
  *  I4 arena_map[a >> 22] != 0 exactly while an arena starts at a.
  *  I5 the allocator never calls anything that may allocate (stdio, getenv, dlsym): output goes
  *     through pm_print (write(2)), the environment is read by walking environ.
@@ -159,7 +169,7 @@ typedef struct __attribute__((aligned(64))) pm_pool {
     /* hot: the fast paths touch only this first cache line */
     pm_block *free;         /* local free list */
     struct pm_heap *owner;  /* NULL while FREE: frees into it are invalid */
-    char *start;            /* first block (unit-aligned) */
+    char *start;            /* first block (after the tail, see I3) */
     uint64_t div_magic;     /* ceil(2^64 / block_size): exact divisibility test (I3) */
     uint32_t used;          /* I1 */
     uint32_t block_size;
@@ -210,7 +220,6 @@ typedef struct pm_heap {
 /* I4. A 32 MiB array in .bss: the kernel backs only the pages that arenas touch, and free()
  * can test any pointer, even before initialisation, with one load and no NULL check. */
 PM_HIDDEN extern uint8_t pm_arena_map[];
-PM_HIDDEN extern uintptr_t pm_free_key;          /* random, never 0 */
 PM_HIDDEN extern pm_pool pm_empty_pool;          /* current[] sentinel: free == NULL */
 PM_HIDDEN extern pm_pool pm_dead_pool;           /* unit_pool[] sentinel: owner == NULL */
 PM_HIDDEN extern pm_heap pm_sentinel_heap;       /* fast heap before init and in checked mode */
@@ -304,12 +313,31 @@ PM_INLINE bool pm_in_arena(const void *p) {
 PM_INLINE pm_pool *pm_pool_of(const void *p) {
     return pm_arena_of(p)->unit_pool[((uintptr_t)p >> PM_UNIT_SHIFT) & (PM_UNITS_MAX - 1)];
 }
-/* I3: is p a block boundary in pool? (Lemire's divisibility test: off % d == 0 iff
- * off * ceil(2^64/d) mod 2^64 < ceil(2^64/d), exact for 32-bit off.) */
+/* I3: is p a block boundary in pool? Lemire's divisibility test: off % d == 0 iff
+ * off * ceil(2^64/d) mod 2^64 < ceil(2^64/d), exact for off < 2^32. An address in the tail in
+ * front of start gives off = 2^64 - k with 0 < k <= tail <= d - 16, and for those the product
+ * is 2^64 - k * ceil(2^64/d), never below ceil(2^64/d): rejected too, with no bound check. */
 PM_INLINE bool pm_pool_is_block(const pm_pool *pool, const void *p) {
-    uint64_t off = (uint64_t)((const char *)p - pool->start);
-    return off < pool->span &&
-           off * pool->div_magic < pool->div_magic;
+    uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)pool->start);
+    return off * pool->div_magic < pool->div_magic;
+}
+
+#define PM_OWNER_FULL ((uintptr_t)1) /* I6 */
+
+/* The heap that owns pool, or NULL for a free pool; safe from any thread (I6). */
+PM_INLINE pm_heap *pm_pool_owner(const pm_pool *pool) {
+    uintptr_t raw = (uintptr_t)__atomic_load_n(&pool->owner, __ATOMIC_RELAXED);
+    return (pm_heap *)(raw & ~PM_OWNER_FULL);
+}
+PM_INLINE void pm_pool_set_owner(pm_pool *pool, pm_heap *heap, bool full) {
+    __atomic_store_n(&pool->owner, (pm_heap *)((uintptr_t)heap | (full ? PM_OWNER_FULL : 0)),
+                     __ATOMIC_RELAXED);
+}
+/* I2 */
+PM_INLINE uintptr_t pm_free_key(const pm_pool *pool) { return (uintptr_t)pool; }
+/* Blocks handed out, without the current pool's extra count (I1). */
+PM_INLINE uint32_t pm_pool_blocks_used(const pm_pool *pool) {
+    return pool->used - (pool->state == PM_POOL_CURRENT ? 1u : 0u);
 }
 
 /* ---- heap.c --------------------------------------------------------------------------------- */
@@ -320,9 +348,11 @@ PM_HIDDEN pm_heap *pm_heap_get(void);
 PM_HIDDEN void pm_heap_drain_remote(pm_heap *heap);
 /* A block of a pool heap does not own: push it onto the owner's remote list. */
 PM_HIDDEN void pm_heap_free_remote(pm_pool *pool, pm_block *block);
-/* Local free slow path: a FULL pool gains a block, or a pool became empty. */
+/* After a local free: a FULL pool gained a block, or a pool became empty. */
 PM_HIDDEN void pm_heap_pool_event(pm_heap *heap, pm_pool *pool);
 PM_HIDDEN void pm_heap_abandon(pm_heap *heap);
+/* Drains the remote lists of abandoned heaps (pm_trim). */
+PM_HIDDEN void pm_heap_service_abandoned(void);
 /* A block of class cls from heap: current pool, carving, remote frees, partial pools, a new
  * pool, in that order. NULL when the OS has no memory. */
 PM_HIDDEN void *pm_heap_alloc(pm_heap *heap, unsigned cls);
@@ -393,14 +423,13 @@ PM_INLINE void pm_free_inline(void *p) {
         pm_pool *pool = pm_pool_of(p);
         pm_heap *heap = pm_fast_heap;
         pm_block *b = (pm_block *)p;
-        if (PM_LIKELY(pool->owner == heap && b->key != pm_free_key &&
+        if (PM_LIKELY(pool->owner == heap && b->key != pm_free_key(pool) &&
                       pm_pool_is_block(pool, p))) {
-            pm_block *old = pool->free;
-            b->next = old;
-            b->key = pm_free_key;
+            b->next = pool->free;
+            b->key = pm_free_key(pool);
             pool->free = b;
             PM_STAT(heap->cls_stats[pool->cls].nfree++);
-            if (PM_LIKELY(--pool->used != 0 && old != NULL))
+            if (PM_LIKELY(--pool->used != 0))
                 return;
             pm_heap_pool_event(heap, pool);
             return;

@@ -14,6 +14,7 @@
 #define MAX_LARGE (64u << 20)
 #define HEAD_BYTES (16u << 10)
 #define PAGE 4096u
+#define LARGE_STEPS 300
 
 typedef struct large_thread {
     uint64_t seed;
@@ -64,8 +65,8 @@ int main(int argc, char **argv) {
     large_thread threads[WL_MAX_THREADS];
     for (int i = 0; i < args.threads; i++)
         threads[i] = (large_thread){.seed = 0x1a7e0000u + (uint64_t)i,
-                                    .steps = wl_scaled(3000, args.scale)};
+                                    .steps = wl_scaled(LARGE_STEPS, args.scale)};
     wl_run_threads("large", args.threads, large_main, threads, sizeof threads[0]);
-    wl_report(wl_scaled(3000, args.scale) * (uint64_t)args.threads);
+    wl_report(wl_scaled(LARGE_STEPS, args.scale) * (uint64_t)args.threads);
     return 0;
 }

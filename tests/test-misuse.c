@@ -1,0 +1,229 @@
+/*
+ * test-misuse.c: a pointer poolmalloc did not hand out, or one it already took back, ends the
+ * process with a clear message on stderr and SIGABRT, as glibc's checks do; it is never
+ * trusted.
+ *
+ * Each misuse runs twice: as a Criterion test that expects SIGABRT, and in a forked child whose
+ * stderr goes to a pipe, so that the message itself is checked too. The test binary links only
+ * the core, so plain malloc() here is glibc's and gives foreign pointers.
+ */
+#include <criterion/criterion.h>
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "poolmalloc.h"
+
+#define KiB ((size_t)1 << 10)
+#define MiB ((size_t)1 << 20)
+
+/* Each misuse records the pointer it is about to misuse (note), for the message check, in
+ * memory shared with the parent (NULL when running as a plain Criterion test). */
+typedef void *(*misuse_fn)(void);
+static void *volatile *misused_pointer;
+
+static void *note(void *p) {
+    if (misused_pointer != NULL)
+        *misused_pointer = p;
+    return p;
+}
+
+static void *double_free_small(void) {
+    void *p = pm_malloc(32);
+    pm_free(p);
+    pm_free(note(p));
+    return p;
+}
+
+static void *double_free_medium(void) {
+    void *p = pm_malloc(50 * KiB);
+    pm_free(p);
+    pm_free(note(p));
+    return p;
+}
+
+static void *double_free_large(void) {
+    void *p = pm_malloc(3 * MiB);
+    pm_free(p);
+    pm_free(note(p));
+    return p;
+}
+
+static void *double_free_after_realloc_zero(void) {
+    void *p = pm_malloc(200);
+    (void)pm_realloc(p, 0); /* frees p */
+    pm_free(note(p));
+    return p;
+}
+
+static void *remote_owner_alloc(void *arg) {
+    (void)arg;
+    return pm_malloc(64);
+}
+
+/* The block's pool belongs to another thread: both frees take the remote path. */
+static void *double_free_remote(void) {
+    pthread_t t;
+    void *p = NULL;
+    pthread_create(&t, NULL, remote_owner_alloc, NULL);
+    pthread_join(t, &p);
+    pm_free(p);
+    pm_free(note(p));
+    return p;
+}
+
+static void *free_stack_pointer(void) {
+    static volatile char *escape;
+    char local[64];
+    escape = local;
+    pm_free(note((void *)escape));
+    return (void *)escape;
+}
+
+static void *free_glibc_small(void) {
+    void *p = malloc(40); /* glibc's heap */
+    pm_free(note(p));
+    return p;
+}
+
+static void *free_glibc_large(void) {
+    void *p = malloc(8 * MiB); /* glibc's own mmap */
+    pm_free(note(p));
+    return p;
+}
+
+static void *free_interior_small(void) {
+    char *p = pm_malloc(100);
+    pm_free(note(p + 32));
+    return p + 32;
+}
+
+static void *free_interior_large(void) {
+    char *p = pm_malloc(2 * MiB);
+    pm_free(note(p + 8192));
+    return p + 8192;
+}
+
+static void *realloc_foreign(void) {
+    void *p = malloc(24);
+    (void)pm_realloc(note(p), 100);
+    return p;
+}
+
+static void *usable_size_foreign(void) {
+    void *p = malloc(24);
+    (void)pm_usable_size(note(p));
+    return p;
+}
+
+static void *free_sized_too_big(void) {
+    void *p = pm_malloc(100);
+    pm_free_sized(note(p), 5000);
+    return p;
+}
+
+/* ---- the process aborts ------------------------------------------------------------------ */
+
+#define ABORTS(name) Test(misuse, name##_aborts, .signal = SIGABRT) { (void)name(); }
+
+ABORTS(double_free_small)
+ABORTS(double_free_medium)
+ABORTS(double_free_large)
+ABORTS(double_free_after_realloc_zero)
+ABORTS(double_free_remote)
+ABORTS(free_stack_pointer)
+ABORTS(free_glibc_small)
+ABORTS(free_glibc_large)
+ABORTS(free_interior_small)
+ABORTS(free_interior_large)
+ABORTS(realloc_foreign)
+ABORTS(usable_size_foreign)
+ABORTS(free_sized_too_big)
+
+/* ---- with a clear message ------------------------------------------------------------------- */
+
+/* Runs fn in a child with stderr on a pipe; returns what it wrote and its wait status. The
+ * child also writes the pointer fn returned, which it never reaches unless fn came back. */
+static void run_in_child(misuse_fn fn, char *out, size_t cap, int *status, void **pointer) {
+    void *volatile *shared = mmap(NULL, sizeof(void *), PROT_READ | PROT_WRITE,
+                                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq((void *)shared, MAP_FAILED);
+    *shared = NULL;
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        misused_pointer = shared;
+        void *p = fn();
+        dprintf(2, "survived misuse of %p\n", p);
+        _exit(0);
+    }
+    close(fds[1]);
+    size_t len = 0;
+    ssize_t n;
+    while (len + 1 < cap && (n = read(fds[0], out + len, cap - 1 - len)) > 0)
+        len += (size_t)n;
+    out[len] = 0;
+    close(fds[0]);
+    waitpid(pid, status, 0);
+    *pointer = *shared;
+    munmap((void *)shared, sizeof(void *));
+}
+
+static void check_message(const char *what, misuse_fn fn, const char *call, const char *words) {
+    char out[4096], pointer_text[64];
+    int status;
+    void *pointer;
+    run_in_child(fn, out, sizeof out, &status, &pointer);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
+              "%s: the process was not aborted (status %#x); stderr: %s", what, status, out);
+    cr_assert(strncmp(out, "poolmalloc: ", 12) == 0,
+              "%s: the message does not start with \"poolmalloc: \": %s", what, out);
+    cr_assert(strstr(out, call) != NULL, "%s: the message does not name %s: %s", what, call,
+              out);
+    /* words: alternatives separated by '|'; one of them must appear. */
+    char alternatives[256];
+    snprintf(alternatives, sizeof alternatives, "%s", words);
+    bool found = false;
+    for (char *save, *w = strtok_r(alternatives, "|", &save); w; w = strtok_r(NULL, "|", &save))
+        found = found || strstr(out, w) != NULL;
+    cr_assert(found, "%s: the message says none of \"%s\": %s", what, words, out);
+    /* The exact pointer, so that a user can find it in a debugger. */
+    cr_assert_not_null(pointer, "%s: the child did not record its pointer", what);
+    snprintf(pointer_text, sizeof pointer_text, "%p", pointer);
+    cr_assert(strstr(out, pointer_text) != NULL, "%s: the message does not show %s: %s", what,
+              pointer_text, out);
+    cr_assert(strchr(out, '\n') != NULL, "%s: the message is not a whole line: %s", what, out);
+}
+
+Test(misuse, messages_are_clear, .timeout = 30) {
+    check_message("double free (small)", double_free_small, "free()", "double free");
+    check_message("double free (medium)", double_free_medium, "free()", "double free");
+    check_message("double free (large)", double_free_large, "free()",
+                  "double free|invalid pointer");
+    check_message("double free (remote)", double_free_remote, "free()", "double free");
+    check_message("stack pointer", free_stack_pointer, "free()", "invalid pointer");
+    check_message("glibc pointer", free_glibc_small, "free()", "not allocated by poolmalloc");
+    check_message("glibc mmapped pointer", free_glibc_large, "free()",
+                  "not allocated by poolmalloc");
+    check_message("interior pointer (small)", free_interior_small, "free()",
+                  "not the start of a block");
+    check_message("interior pointer (large)", free_interior_large, "free()", "invalid pointer");
+    check_message("realloc of a foreign pointer", realloc_foreign, "realloc()",
+                  "invalid pointer");
+    check_message("usable size of a foreign pointer", usable_size_foreign,
+                  "malloc_usable_size()", "invalid pointer");
+    check_message("free_sized with a wrong size", free_sized_too_big, "free_sized()", "size");
+}
