@@ -13,7 +13,7 @@
 #include "internal.h"
 
 uint8_t pm_arena_map[PM_ARENA_MAP_LEN];
-pthread_mutex_t pm_arena_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_mutex_t pm_arena_lock = PM_LOCK_INITIALIZER;
 pm_arena *pm_arenas;
 pm_global_stats pm_gstats;
 
@@ -137,7 +137,7 @@ static void purge_if_due(uint64_t now);
 
 pm_pool *pm_pool_acquire(pm_heap *heap, unsigned cls) {
     unsigned n = pm_class_units[cls];
-    pthread_mutex_lock(&pm_arena_lock);
+    pm_lock(&pm_arena_lock);
     int u;
     pm_arena *a = arena_for_pool(n, &u);
     pm_pool *pool = NULL;
@@ -159,13 +159,13 @@ pm_pool *pm_pool_acquire(pm_heap *heap, unsigned cls) {
         pm_gstats.pools_acquired++;
     }
     purge_if_due(pm_os_now_ms());
-    pthread_mutex_unlock(&pm_arena_lock);
+    pm_unlock(&pm_arena_lock);
     return pool;
 }
 
 void pm_pool_release(pm_pool *pool) {
     pm_arena *a = pool->arena;
-    pthread_mutex_lock(&pm_arena_lock);
+    pm_lock(&pm_arena_lock);
     for (unsigned k = 0; k < pool->units; k++)
         a->unit_pool[pool->first_unit + k] = &pm_dead_pool;
     pm_pool_set_owner(pool, NULL, false);
@@ -187,7 +187,7 @@ void pm_pool_release(pm_pool *pool) {
         a->dirty_since_ms = now ? now : 1;
     pm_gstats.pools_released++;
     purge_if_due(now);
-    pthread_mutex_unlock(&pm_arena_lock);
+    pm_unlock(&pm_arena_lock);
 }
 
 /* Threads up to a page of never-used blocks (at least one) onto the free list, in address
@@ -280,8 +280,8 @@ static void purge_if_due(uint64_t now) {
 }
 
 size_t pm_arena_purge(bool force) {
-    pthread_mutex_lock(&pm_arena_lock);
+    pm_lock(&pm_arena_lock);
     size_t bytes = purge_locked(pm_os_now_ms(), force);
-    pthread_mutex_unlock(&pm_arena_lock);
+    pm_unlock(&pm_arena_lock);
     return bytes;
 }

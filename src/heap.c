@@ -18,7 +18,7 @@ PM_TLS pm_heap *pm_fast_heap = &pm_sentinel_heap;
 PM_TLS pm_heap *pm_thread_heap;
 pm_heap *_Atomic pm_all_heaps;
 
-static pthread_mutex_t heap_lock = PTHREAD_MUTEX_INITIALIZER; /* abandoned stack, chunks */
+static pthread_mutex_t heap_lock = PM_LOCK_INITIALIZER; /* abandoned stack, chunks */
 static pm_heap *abandoned;
 static char *chunk_next, *chunk_end;
 static uint64_t next_heap_id;
@@ -61,7 +61,7 @@ static pm_heap *heap_new_locked(void) {
 }
 
 static pm_heap *heap_take(void) {
-    pthread_mutex_lock(&heap_lock);
+    pm_lock(&heap_lock);
     pm_heap *h = abandoned;
     if (h != NULL) {
         abandoned = h->next_abandoned;
@@ -71,7 +71,7 @@ static pm_heap *heap_take(void) {
     } else {
         h = heap_new_locked();
     }
-    pthread_mutex_unlock(&heap_lock);
+    pm_unlock(&heap_lock);
     return h;
 }
 
@@ -141,10 +141,10 @@ void pm_heap_pool_event(pm_heap *heap, pm_pool *pool) {
  * allocated until a new thread adopts it, which may never happen. The freeing thread drains
  * it instead, under heap_lock, which also keeps adopters out meanwhile. */
 static void service_abandoned(pm_heap *heap) {
-    pthread_mutex_lock(&heap_lock);
+    pm_lock(&heap_lock);
     if (atomic_load(&heap->abandoned))
         pm_heap_drain_remote(heap);
-    pthread_mutex_unlock(&heap_lock);
+    pm_unlock(&heap_lock);
 }
 
 void pm_heap_service_abandoned(void) {
@@ -248,11 +248,11 @@ void pm_heap_abandon(pm_heap *heap) {
         }
     }
     atomic_store(&heap->abandoned, 1);
-    pthread_mutex_lock(&heap_lock);
+    pm_lock(&heap_lock);
     heap->next_abandoned = abandoned;
     abandoned = heap;
     pm_gstats.heaps_abandoned++;
-    pthread_mutex_unlock(&heap_lock);
+    pm_unlock(&heap_lock);
 }
 
 static void heap_on_thread_exit(void *arg) {
@@ -268,20 +268,20 @@ static void heap_on_thread_exit(void *arg) {
  * of the fork: in the child, that thread would not exist to release it. */
 
 void pm_heap_fork_prepare(void) {
-    pthread_mutex_lock(&heap_lock);
-    pthread_mutex_lock(&pm_arena_lock);
+    pm_lock(&heap_lock);
+    pm_lock(&pm_arena_lock);
 }
 
 void pm_heap_fork_parent(void) {
-    pthread_mutex_unlock(&pm_arena_lock);
-    pthread_mutex_unlock(&heap_lock);
+    pm_unlock(&pm_arena_lock);
+    pm_unlock(&heap_lock);
 }
 
 /* In the child only the forking thread exists: the other threads' heaps are orphans. Put them
  * on the abandoned stack so that their pools are adopted and reused rather than lost. */
 void pm_heap_fork_child(void) {
-    pthread_mutex_init(&pm_arena_lock, NULL);
-    pthread_mutex_init(&heap_lock, NULL);
+    pm_lock_reinit(&pm_arena_lock);
+    pm_lock_reinit(&heap_lock);
     pm_heap *mine = pm_thread_heap;
     for (pm_heap *h = atomic_load(&pm_all_heaps); h; h = h->next_all) {
         if (h == mine || atomic_load(&h->abandoned))

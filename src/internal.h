@@ -230,6 +230,24 @@ PM_HIDDEN extern pm_arena *pm_arenas;            /* all arenas, under pm_arena_l
 PM_HIDDEN extern pm_heap *_Atomic pm_all_heaps;  /* registry, push-only */
 PM_HIDDEN extern _Atomic int pm_initialized;
 
+/* ---- locks: slow paths only ------------------------------------------------------------------ */
+/* Error-checking mutexes: a thread that re-enters the allocator while holding one of its locks
+ * (malloc from a signal handler that interrupted malloc) gets a clear message, not a hang. */
+#define PM_LOCK_INITIALIZER PTHREAD_ERRORCHECK_MUTEX_INITIALIZER_NP
+PM_HIDDEN PM_NORETURN void pm_lock_failed(int rc);
+PM_INLINE void pm_lock(pthread_mutex_t *m) {
+    int rc = pthread_mutex_lock(m);
+    if (PM_UNLIKELY(rc != 0))
+        pm_lock_failed(rc);
+}
+PM_INLINE void pm_unlock(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
+/* In a fork child: the lock the parent's prepare handler took is held by a thread id that no
+ * longer exists, so it is made anew rather than unlocked. */
+PM_INLINE void pm_lock_reinit(pthread_mutex_t *m) {
+    pthread_mutex_t fresh = PM_LOCK_INITIALIZER;
+    memcpy(m, &fresh, sizeof fresh);
+}
+
 /* ---- options (options.c): read once at start, without allocating --------------------------- */
 typedef struct pm_options {
     size_t mmap_threshold;   /* requests above go to mmap; 1K..128K, default 128K */

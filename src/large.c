@@ -25,7 +25,7 @@ typedef struct cached_map {
 #define DELETED ((uintptr_t)1)
 #define CACHE_SLOTS 16
 
-static pthread_mutex_t large_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t large_lock = PM_LOCK_INITIALIZER;
 static large_entry *table;
 static size_t table_cap, table_used /* live + deleted */, live_count;
 static cached_map cache[CACHE_SLOTS];
@@ -156,9 +156,9 @@ void *pm_large_alloc(size_t size, size_t align, bool zero) {
     size_t map_size = need;
     bool from_cache = false;
     if (align == PM_PAGE_SIZE && pm_opt.large_cache > 0) {
-        pthread_mutex_lock(&large_lock);
+        pm_lock(&large_lock);
         map = cache_take(need, &map_size);
-        pthread_mutex_unlock(&large_lock);
+        pm_unlock(&large_lock);
         from_cache = map != NULL;
     }
     if (map == NULL) {
@@ -170,13 +170,13 @@ void *pm_large_alloc(size_t size, size_t align, bool zero) {
     p = map;
     if (zero && from_cache)
         memset(p, 0, size);
-    pthread_mutex_lock(&large_lock);
+    pm_lock(&large_lock);
     bool ok = table_insert((uintptr_t)p, map, map_size);
     if (ok) {
         stats.nalloc++;
         stats.live_bytes += map_size;
     }
-    pthread_mutex_unlock(&large_lock);
+    pm_unlock(&large_lock);
     if (!ok) {
         pm_os_unmap(map, map_size);
         return NULL;
@@ -186,10 +186,10 @@ void *pm_large_alloc(size_t size, size_t align, bool zero) {
 
 bool pm_large_free(void *p) {
     uint64_t now = pm_os_now_ms();
-    pthread_mutex_lock(&large_lock);
+    pm_lock(&large_lock);
     large_entry *e = table_find((uintptr_t)p);
     if (e == NULL) {
-        pthread_mutex_unlock(&large_lock);
+        pm_unlock(&large_lock);
         return false;
     }
     char *map = e->map;
@@ -199,17 +199,17 @@ bool pm_large_free(void *p) {
     stats.live_bytes -= size;
     cache_expire(now, false);
     bool kept = map == (char *)p && pm_opt.large_cache > 0 && cache_put(map, size, now);
-    pthread_mutex_unlock(&large_lock);
+    pm_unlock(&large_lock);
     if (!kept)
         pm_os_unmap(map, size);
     return true;
 }
 
 size_t pm_large_usable(const void *p) {
-    pthread_mutex_lock(&large_lock);
+    pm_lock(&large_lock);
     large_entry *e = table_find((uintptr_t)p);
     size_t n = e ? (size_t)(e->map + e->map_size - (const char *)p) : 0;
-    pthread_mutex_unlock(&large_lock);
+    pm_unlock(&large_lock);
     return n;
 }
 
@@ -219,52 +219,52 @@ void *pm_large_realloc(void *p, size_t size) {
     size_t need = page_round(size);
     if (need < size)
         return NULL;
-    pthread_mutex_lock(&large_lock);
+    pm_lock(&large_lock);
     /* Grow first (it moves entries), so that the insert below cannot fail or need to. */
     if ((table_used + 1) * 2 > table_cap && !table_grow()) {
-        pthread_mutex_unlock(&large_lock);
+        pm_unlock(&large_lock);
         return NULL;
     }
     large_entry *e = table_find((uintptr_t)p);
     if (e == NULL || e->map != (char *)p) { /* aligned blocks are not remapped */
-        pthread_mutex_unlock(&large_lock);
+        pm_unlock(&large_lock);
         return NULL;
     }
     size_t old = e->map_size;
     if (need <= old && need >= old / 2) { /* shrinking a little: keep the pages */
-        pthread_mutex_unlock(&large_lock);
+        pm_unlock(&large_lock);
         return p;
     }
     char *q = pm_os_remap(p, old, need, true);
     if (q == NULL) {
-        pthread_mutex_unlock(&large_lock);
+        pm_unlock(&large_lock);
         return NULL;
     }
     table_remove(e);
     table_insert((uintptr_t)q, q, need);
     stats.nremap++;
     stats.live_bytes += need - old;
-    pthread_mutex_unlock(&large_lock);
+    pm_unlock(&large_lock);
     return q;
 }
 
 size_t pm_large_trim(void) {
-    pthread_mutex_lock(&large_lock);
+    pm_lock(&large_lock);
     size_t bytes = cache_bytes;
     cache_expire(0, true);
-    pthread_mutex_unlock(&large_lock);
+    pm_unlock(&large_lock);
     return bytes;
 }
 
 void pm_large_get_stats(pm_large_stats *out) {
-    pthread_mutex_lock(&large_lock);
+    pm_lock(&large_lock);
     *out = stats;
     out->live_blocks = live_count;
     out->cached_bytes = cache_bytes;
     out->mapped_bytes = stats.live_bytes + cache_bytes;
-    pthread_mutex_unlock(&large_lock);
+    pm_unlock(&large_lock);
 }
 
-void pm_large_fork_prepare(void) { pthread_mutex_lock(&large_lock); }
-void pm_large_fork_parent(void) { pthread_mutex_unlock(&large_lock); }
-void pm_large_fork_child(void) { pthread_mutex_init(&large_lock, NULL); }
+void pm_large_fork_prepare(void) { pm_lock(&large_lock); }
+void pm_large_fork_parent(void) { pm_unlock(&large_lock); }
+void pm_large_fork_child(void) { pm_lock_reinit(&large_lock); }

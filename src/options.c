@@ -750,7 +750,7 @@ void pm_options_help(int fd) {
     pm_writer_printf(&w, "poolmalloc options: environment variables read once at start.\n"
                          "Sizes take K, M or G suffixes; booleans are 1/0, yes/no, on/off or "
                          "true/false; an empty value counts as unset.\n\n");
-    enum { COL_DEFAULT = 28, COL_ACCEPTS = 41, COL_HELP = 62 };
+    enum { COL_DEFAULT = 28, COL_ACCEPTS = 41, COL_HELP = 64 };
     pm_writer_printf(&w, "NAME");
     pm_writer_pad(&w, COL_DEFAULT);
     pm_writer_printf(&w, "DEFAULT");

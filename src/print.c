@@ -180,3 +180,10 @@ void pm_fatal(const char *fmt, ...) {
     va_end(ap);
     abort();
 }
+
+void pm_lock_failed(int rc) {
+    if (rc == EDEADLK)
+        pm_fatal("the allocator was re-entered while it held its lock (malloc or free called "
+                 "from a signal handler that interrupted them?)");
+    pm_fatal("pthread_mutex_lock failed with error %d", rc);
+}

@@ -41,7 +41,7 @@ static void collect_heaps(snapshot *s) {
 /* Pools and blocks in use, per class, from the pool descriptors. A pool's first unit holds
  * its descriptor; the descriptors of its other units are stale, so we skip over them. */
 static void collect_arenas(snapshot *s) {
-    pthread_mutex_lock(&pm_arena_lock);
+    pm_lock(&pm_arena_lock);
     for (pm_arena *a = pm_arenas; a != NULL; a = a->next) {
         s->total.arenas++;
         for (unsigned u = a->first_unit; u < a->nunits;) {
@@ -51,16 +51,21 @@ static void collect_arenas(snapshot *s) {
                 continue;
             }
             unsigned c = p->cls;
-            uint32_t used = LOAD(p->used);
+            /* Without the current pool's extra count (I1). The owner may be changing used and
+             * state as we read them: clamp, so a racing read is stale but never absurd. */
+            uint32_t raw = LOAD(p->used);
+            uint32_t used = raw - (LOAD(p->state) == PM_POOL_CURRENT && raw > 0 ? 1u : 0u);
+            if (used > p->capacity)
+                used = p->capacity;
             if (c > 0 && c < PM_NUM_CLASSES) {
                 s->cls[c].pools++;
                 s->cls[c].blocks_in_use += used;
-                s->cls[c].blocks_free += p->capacity - (used < p->capacity ? used : p->capacity);
+                s->cls[c].blocks_free += p->capacity - used;
             }
             u += p->units;
         }
     }
-    pthread_mutex_unlock(&pm_arena_lock);
+    pm_unlock(&pm_arena_lock);
 }
 
 /* The process's peak resident set, VmHWM in /proc/self/status (read without stdio). */
@@ -191,8 +196,10 @@ static void print_text(pm_writer *w, const snapshot *s) {
     const pm_stats_t *t = &s->total;
     char size_text[24];
     pm_format_size(size_text, sizeof size_text, s->arena_size);
-    pm_writer_printf(w, "poolmalloc statistics, pid %d%s\n", (int)getpid(),
-                     PM_STATS ? "" : " (configured with --disable-stats: no per-class counts)");
+    pm_writer_printf(w, "poolmalloc statistics, pid %d\n", (int)getpid());
+    if (!PM_STATS)
+        pm_writer_printf(w, "# allocation counters compiled out (--disable-stats): allocs, frees "
+                            "and bytes requested read 0\n");
     pm_writer_printf(w, "class  block  pool  pools   blocks in use     free blocks"
                         "          allocs           frees    bytes requested\n");
     for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {

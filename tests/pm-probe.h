@@ -11,6 +11,8 @@
 #ifndef PM_TEST_PROBE_H
 #define PM_TEST_PROBE_H
 
+#include "config.h" /* first: it defines _GNU_SOURCE, which internal.h relies on */
+
 #include <criterion/criterion.h>
 
 #include <errno.h>
@@ -147,6 +149,10 @@ static inline void capture_stderr(void (*fn)(void *), void *arg, char *buf, size
         got += (size_t)n;
     buf[got] = 0;
     close(p[0]);
+}
+
+static inline bool starts_with(const char *s, const char *prefix) {
+    return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
 /* Lines in s. */

@@ -10,6 +10,8 @@
  * classes, about 8 MiB over all classes), and the page tables and such of the process. The
  * bounds below leave room for that and nothing like the working set.
  */
+#include "config.h" /* first: internal.h needs its _GNU_SOURCE before any libc header */
+
 #include <criterion/criterion.h>
 
 #include <pthread.h>

@@ -59,7 +59,8 @@ static void *double_free_large(void) {
 
 static void *double_free_after_realloc_zero(void) {
     void *p = pm_malloc(200);
-    (void)pm_realloc(p, 0); /* frees p */
+    if (pm_realloc(p, 0) != NULL) /* frees p */
+        return NULL;
     pm_free(note(p));
     return p;
 }
@@ -114,7 +115,8 @@ static void *free_interior_large(void) {
 
 static void *realloc_foreign(void) {
     void *p = malloc(24);
-    (void)pm_realloc(note(p), 100);
+    if (pm_realloc(note(p), 100) != NULL)
+        return NULL;
     return p;
 }
 
@@ -213,7 +215,10 @@ Test(misuse, messages_are_clear, .timeout = 30) {
     check_message("double free (medium)", double_free_medium, "free()", "double free");
     check_message("double free (large)", double_free_large, "free()",
                   "double free|invalid pointer");
-    check_message("double free (remote)", double_free_remote, "free()", "double free");
+    /* The first free may have emptied the exited owner's pool and released it: then the
+     * second free finds no pool at all, and "invalid pointer" is all that can be said. */
+    check_message("double free (remote)", double_free_remote, "free()",
+                  "double free|invalid pointer");
     check_message("stack pointer", free_stack_pointer, "free()", "invalid pointer");
     check_message("glibc pointer", free_glibc_small, "free()", "not allocated by poolmalloc");
     check_message("glibc mmapped pointer", free_glibc_large, "free()",

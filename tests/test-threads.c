@@ -5,6 +5,8 @@
  * Linked with the core only; the test reads the core's global counters (internal.h) to check
  * that heaps are adopted rather than created anew for every thread.
  */
+#include "config.h" /* first: internal.h needs its _GNU_SOURCE before any libc header */
+
 #include <criterion/criterion.h>
 
 #include <pthread.h>
