@@ -105,11 +105,17 @@ static void *alloc_large(size_t size, size_t align, bool zero) {
     return p;
 }
 
+/* Also the fast path of sizes above the lookup table (1 KiB .. the mmap threshold). Before
+ * initialisation pm_opt holds the defaults and the sentinel heap has no blocks, so the first
+ * call falls through to alloc_from_class, which initialises. */
 void *pm_malloc_slow(size_t size) {
+    if (PM_LIKELY(size <= pm_opt.mmap_threshold)) {
+        unsigned cls = pm_size_class(size);
+        void *p = pm_pop_current(cls, size);
+        return PM_LIKELY(p != NULL) ? p : alloc_from_class(cls, size);
+    }
     pm_init();
-    if (size > pm_opt.mmap_threshold)
-        return alloc_large(size, 0, false);
-    return alloc_from_class(pm_size_class(size), size);
+    return alloc_large(size, 0, false);
 }
 
 void *pm_malloc(size_t size) { return pm_malloc_inline(size); }

@@ -419,19 +419,26 @@ PM_HIDDEN extern pm_global_stats pm_gstats;
 
 /* ---- fast paths: inlined into pm_malloc/pm_free and into the preload shim's malloc/free ---- */
 
+/* Pops a block of class cls from the calling thread's current pool, or NULL if it has none
+ * (or the thread has no heap yet: the sentinel heap's pools are all empty). */
+PM_INLINE void *pm_pop_current(unsigned cls, size_t size) {
+    pm_heap *heap = pm_fast_heap;
+    pm_pool *pool = heap->current[cls];
+    pm_block *b = pool->free;
+    if (PM_UNLIKELY(b == NULL))
+        return NULL;
+    pool->free = b->next;
+    b->key = 0;
+    pool->used++;
+    PM_STAT(heap->cls_stats[cls].nmalloc++; heap->cls_stats[cls].requested += size);
+    return b;
+}
+
 PM_INLINE void *pm_malloc_inline(size_t size) {
     if (PM_LIKELY(size <= PM_SMALL_LOOKUP_MAX)) {
-        unsigned cls = pm_class_of_small[(size + 15) >> 4];
-        pm_heap *heap = pm_fast_heap;
-        pm_pool *pool = heap->current[cls];
-        pm_block *b = pool->free;
-        if (PM_LIKELY(b != NULL)) {
-            pool->free = b->next;
-            b->key = 0;
-            pool->used++;
-            PM_STAT(heap->cls_stats[cls].nmalloc++; heap->cls_stats[cls].requested += size);
-            return b;
-        }
+        void *p = pm_pop_current(pm_class_of_small[(size + 15) >> 4], size);
+        if (PM_LIKELY(p != NULL))
+            return p;
     }
     return pm_malloc_slow(size);
 }

@@ -1,0 +1,260 @@
+/*
+ * test-compare: a smoke test of scripts/compare, the comparison tool. It runs the tool on the
+ * built tree with tiny inputs (--quick, one run, glibc and poolmalloc) and checks what it
+ * writes: the CSV and JSON hold a sane measurement for each allocator, the runs under
+ * poolmalloc really were served by libpoolmalloc.so, the report has the tables, and bad input
+ * or a failing command is reported as such. No timing is asserted: speed is for benchmarks.
+ */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define OUTPUT_MAX (1 << 20)
+
+static const char *top_srcdir(void) {
+    const char *dir = getenv("PM_TOP_SRCDIR");
+    return dir != NULL ? dir : ".";
+}
+
+/* A fresh results folder for one test (each test runs in its own process). */
+static void make_outdir(char *out, size_t size, const char *name) {
+    snprintf(out, size, "/tmp/pm-test-compare-%s-%ld", name, (long)getpid());
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static void remove_outdir(const char *out) {
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
+    system(cmd);
+}
+
+/* Runs scripts/compare with args (a shell fragment); returns its exit status and its stdout
+ * and stderr together in output. */
+static int run_compare(const char *args, char *output, size_t size) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "'%s/scripts/compare' --no-build --no-install %s 2>&1",
+             top_srcdir(), args);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p, "popen: %s", strerror(errno));
+    size_t n = fread(output, 1, size - 1, p);
+    output[n] = 0;
+    int status = pclose(p);
+    cr_assert(WIFEXITED(status), "scripts/compare did not exit normally: %s", output);
+    return WEXITSTATUS(status);
+}
+
+static char *read_file(const char *dir, const char *name) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s was not written", path);
+    char *text = calloc(1, OUTPUT_MAX);
+    cr_assert_not_null(text);
+    size_t n = fread(text, 1, OUTPUT_MAX - 1, f);
+    text[n] = 0;
+    fclose(f);
+    return text;
+}
+
+/* ---- a minimal CSV reader: the tool's rows have no quoted commas unless a run failed ---- */
+
+static int split_csv_line(char *line, char **fields, int max) {
+    int n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(line, ",", &save); tok != NULL && n < max;
+         tok = strtok_r(NULL, ",", &save))
+        fields[n++] = tok;
+    return n;
+}
+
+static int column(char **header, int n, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(header[i], name) == 0)
+            return i;
+    cr_assert_fail("column %s missing from results.csv", name);
+    return -1;
+}
+
+typedef struct csv_row {
+    char allocator[32], workload[32];
+    double wall, cpu, maxrss;
+    int ok_runs;
+} csv_row;
+
+/* Reads results.csv into rows; returns how many. */
+static int read_results(const char *dir, csv_row *rows, int max) {
+    char *text = read_file(dir, "results.csv");
+    char *save = NULL;
+    char *line = strtok_r(text, "\r\n", &save);
+    cr_assert_not_null(line, "results.csv is empty");
+    char header_copy[2048];
+    snprintf(header_copy, sizeof header_copy, "%s", line);
+    char *header[64];
+    int ncols = split_csv_line(header_copy, header, 64);
+    int c_alloc = column(header, ncols, "allocator"), c_wl = column(header, ncols, "workload");
+    int c_wall = column(header, ncols, "wall_median_s"), c_cpu = column(header, ncols, "cpu_median_s");
+    int c_rss = column(header, ncols, "maxrss_median_kib"), c_ok = column(header, ncols, "ok_runs");
+    int n = 0;
+    while ((line = strtok_r(NULL, "\r\n", &save)) != NULL && n < max) {
+        char *f[64];
+        int got = split_csv_line(line, f, 64);
+        cr_assert_geq(got, c_rss + 1, "short row in results.csv: %s", line);
+        snprintf(rows[n].allocator, sizeof rows[n].allocator, "%s", f[c_alloc]);
+        snprintf(rows[n].workload, sizeof rows[n].workload, "%s", f[c_wl]);
+        rows[n].wall = strtod(f[c_wall], NULL);
+        rows[n].cpu = strtod(f[c_cpu], NULL);
+        rows[n].maxrss = strtod(f[c_rss], NULL);
+        rows[n].ok_runs = atoi(f[c_ok]);
+        n++;
+    }
+    free(text);
+    return n;
+}
+
+Test(compare, quick_churn_writes_sane_csv_json_and_report, .timeout = 120) {
+    char out[PATH_MAX], args[PATH_MAX + 256];
+    make_outdir(out, sizeof out, "churn");
+    snprintf(args, sizeof args, "--quick --runs 1 --allocators glibc,poolmalloc --workloads churn "
+             "--out '%s'", out);
+    char *output = malloc(OUTPUT_MAX);
+    int status = run_compare(args, output, OUTPUT_MAX);
+    cr_assert_eq(status, 0, "scripts/compare failed:\n%s", output);
+
+    char expect[PATH_MAX + 16];
+    snprintf(expect, sizeof expect, "results: %s", out);
+    cr_assert_not_null(strstr(output, expect), "the results folder is not printed:\n%s", output);
+
+    csv_row rows[8];
+    int n = read_results(out, rows, 8);
+    cr_assert_eq(n, 2, "expected a row for glibc and one for poolmalloc, got %d", n);
+    bool seen_glibc = false, seen_pool = false;
+    for (int i = 0; i < n; i++) {
+        cr_assert_str_eq(rows[i].workload, "churn");
+        cr_assert_eq(rows[i].ok_runs, 1, "%s: the run failed", rows[i].allocator);
+        cr_assert(rows[i].wall > 0.0 && rows[i].wall < 60.0, "%s: wall %f s", rows[i].allocator,
+                  rows[i].wall);
+        cr_assert(rows[i].cpu > 0.0 && rows[i].cpu < 120.0, "%s: cpu %f s", rows[i].allocator,
+                  rows[i].cpu);
+        /* a process that ran at all has resident memory, and churn's working set is small */
+        cr_assert(rows[i].maxrss > 500.0 && rows[i].maxrss < 1024.0 * 1024.0,
+                  "%s: peak RSS %f KiB", rows[i].allocator, rows[i].maxrss);
+        seen_glibc |= strcmp(rows[i].allocator, "glibc") == 0;
+        seen_pool |= strcmp(rows[i].allocator, "poolmalloc") == 0;
+    }
+    cr_assert(seen_glibc && seen_pool);
+
+    /* The JSON records who served malloc in each run: poolmalloc's runs must name it. */
+    char *json = read_file(out, "results.json");
+    cr_assert_not_null(strstr(json, "\"malloc_from\": \"/"), "no malloc_from in results.json");
+    cr_assert_not_null(strstr(json, "libpoolmalloc.so"), "poolmalloc was not preloaded");
+    cr_assert_not_null(strstr(json, "\"wall_s_vs_glibc\": 1.0"), "no ratio to glibc");
+    free(json);
+
+    char *report = read_file(out, "report.md");
+    cr_assert_not_null(strstr(report, "## churn"), "no churn table in the report");
+    cr_assert_not_null(strstr(report, "| poolmalloc "), "no poolmalloc row in the report");
+    free(report);
+
+    char *runs = read_file(out, "runs.csv");
+    cr_assert_not_null(strstr(runs, "churn,,glibc,1,0,"), "runs.csv lacks the glibc run:\n%s",
+                       runs);
+    free(runs);
+
+    if (system("command -v gnuplot >/dev/null 2>&1") == 0) {
+        char *png = read_file(out, "chart.png");
+        cr_assert_eq(memcmp(png, "\x89PNG", 4), 0, "chart.png is not a PNG");
+        free(png);
+    }
+    free(output);
+    remove_outdir(out);
+}
+
+Test(compare, user_command_is_measured_per_run, .timeout = 60) {
+    char out[PATH_MAX], args[PATH_MAX + 256];
+    make_outdir(out, sizeof out, "user");
+    snprintf(args, sizeof args, "--runs 2 --allocators glibc,poolmalloc --no-chart --out '%s' "
+             "-- /bin/sh -c 'echo hello'", out);
+    char *output = malloc(OUTPUT_MAX);
+    int status = run_compare(args, output, OUTPUT_MAX);
+    cr_assert_eq(status, 0, "scripts/compare failed:\n%s", output);
+    csv_row rows[8];
+    int n = read_results(out, rows, 8);
+    cr_assert_eq(n, 2);
+    for (int i = 0; i < n; i++) {
+        cr_assert_str_eq(rows[i].workload, "sh");
+        cr_assert_eq(rows[i].ok_runs, 2, "%s: %d of 2 runs succeeded", rows[i].allocator,
+                     rows[i].ok_runs);
+    }
+    free(output);
+    remove_outdir(out);
+}
+
+Test(compare, failing_command_is_reported, .timeout = 60) {
+    char out[PATH_MAX], args[PATH_MAX + 256];
+    make_outdir(out, sizeof out, "fail");
+    snprintf(args, sizeof args, "--runs 1 --allocators glibc --no-chart --out '%s' -- "
+             "/bin/sh -c 'echo broken >&2; exit 7'", out);
+    char *output = malloc(OUTPUT_MAX);
+    int status = run_compare(args, output, OUTPUT_MAX);
+    cr_assert_eq(status, 1, "a failing command must make the tool fail:\n%s", output);
+    cr_assert_not_null(strstr(output, "exit status 7: broken"), "no reason given:\n%s", output);
+    free(output);
+    remove_outdir(out);
+}
+
+Test(compare, unknown_names_are_refused, .timeout = 60) {
+    char *output = malloc(OUTPUT_MAX);
+    int status = run_compare("--allocators glibc,nosuchmalloc --out /tmp/pm-test-compare-never",
+                             output, OUTPUT_MAX);
+    cr_assert_eq(status, 2);
+    cr_assert_not_null(strstr(output, "unknown allocator 'nosuchmalloc'"), "%s", output);
+    status = run_compare("--workloads churn,nosuchwork --out /tmp/pm-test-compare-never", output,
+                         OUTPUT_MAX);
+    cr_assert_eq(status, 2);
+    cr_assert_not_null(strstr(output, "unknown workload 'nosuchwork'"), "%s", output);
+    status = run_compare("--runs 0", output, OUTPUT_MAX);
+    cr_assert_eq(status, 2);
+    cr_assert_not_null(strstr(output, "--runs must be from 1 to 100"), "%s", output);
+    struct stat st;
+    cr_assert_neq(stat("/tmp/pm-test-compare-never", &st), 0, "a refused run wrote results");
+    free(output);
+}
+
+Test(compare, instructions_per_pair_are_counted, .timeout = 120) {
+    if (system("command -v valgrind >/dev/null 2>&1") != 0)
+        cr_skip_test("valgrind is not installed");
+    char out[PATH_MAX], args[PATH_MAX + 256];
+    make_outdir(out, sizeof out, "instr");
+    snprintf(args, sizeof args, "--instructions --quick --allocators glibc,poolmalloc --out '%s'",
+             out);
+    char *output = malloc(OUTPUT_MAX);
+    int status = run_compare(args, output, OUTPUT_MAX);
+    cr_assert_eq(status, 0, "scripts/compare --instructions failed:\n%s", output);
+    char *csv = read_file(out, "instructions.csv");
+    int seen = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(csv, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save)) {
+        char *f[16];
+        int n = split_csv_line(line, f, 16);
+        if (n < 7 || strcmp(f[0], "allocator") == 0)
+            continue;
+        double per_pair = strtod(f[6], NULL);
+        /* a malloc+free pair costs some instructions, and no sane allocator needs thousands */
+        cr_assert(per_pair > 2.0 && per_pair < 1000.0, "%s: %f instructions per pair", f[0],
+                  per_pair);
+        seen++;
+    }
+    cr_assert_eq(seen, 2, "expected counts for glibc and poolmalloc:\n%s", output);
+    free(csv);
+    free(output);
+    remove_outdir(out);
+}
