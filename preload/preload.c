@@ -108,7 +108,13 @@ PM_EXPORT void free_aligned_sized(void *p, size_t alignment, size_t size) {
  * glibc's internal names. Aliases, not wrappers: same code, one less call.
  * ========================================================================================== */
 
+/* copy(): the alias gets the target's attributes (malloc, alloc_size, nothrow...) as declared
+ * by glibc's headers; gcc warns about an alias with fewer. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 9
+#define PM_ALIAS(target) __attribute__((alias(#target), copy(target), visibility("default")))
+#else
 #define PM_ALIAS(target) __attribute__((alias(#target), visibility("default")))
+#endif
 
 void *__libc_malloc(size_t size) PM_ALIAS(malloc);
 void __libc_free(void *p) PM_ALIAS(free);

@@ -219,8 +219,9 @@ void *pm_heap_alloc(pm_heap *heap, unsigned cls) {
         pool = pm_pool_acquire(heap, cls); /* comes with used == 1 */
         if (pool == NULL)
             return NULL;
-        pm_pool_carve(pool);
     }
+    if (pool->free == NULL) /* a new pool, or a partial one whose room is all uncarved */
+        pm_pool_carve(pool);
     pool->state = PM_POOL_CURRENT;
     heap->current[cls] = pool;
     return pool_pop(pool);

@@ -149,7 +149,7 @@ static bool cache_put(char *map, size_t size, uint64_t now) {
 void *pm_large_alloc(size_t size, size_t align, bool zero) {
     if (align < PM_PAGE_SIZE)
         align = PM_PAGE_SIZE;
-    size_t need = page_round(size);
+    size_t need = page_round(size ? size : 1); /* even 0 bytes get a unique block */
     if (need < size || need + align < need)
         return NULL;
     char *map = NULL, *p;

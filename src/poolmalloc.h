@@ -120,6 +120,277 @@ PM_API void pm_options_help(int fd);
 
 /*@options-stats-api@*/
 
+/* ------------------------------------------------------------------------------------------ */
+/* Objects: reference counting and a generational cycle collector, with CPython's semantics.   */
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * An object is a pool-heap block that starts with a pm_object header. A type is a pm_type
+ * descriptor; an instance struct embeds the header as its first member:
+ *
+ *     typedef struct pair { pm_object base; pm_object *first, *second; } pair;
+ *     static const uint16_t pair_refs[] = {offsetof(pair, first), offsetof(pair, second), 0};
+ *     static pm_type pair_type = {.name = "pair", .size = sizeof(pair), .ref_offsets = pair_refs};
+ *
+ *     pair *p = (pair *)pm_new(&pair_type);   // reference count 1, fields zeroed, untracked
+ *     p->first = pm_newref(x);                // store a new reference
+ *     pm_track(&p->base);                     // the collector may look at it from now on
+ *     pm_decref(&p->base);                    // the last reference: freed at once
+ *
+ * Life cycle. pm_new returns a reference the caller owns. Dropping the last reference runs, at
+ * once: the type's finalize (at most once in the object's life, PEP 442; it may resurrect the
+ * object by storing a new reference somewhere), the callbacks of weak references to it, the
+ * release of its references and its release hook, then frees the memory. This is iterative: a
+ * chain of ten million objects is freed in constant stack space (dying objects found while
+ * another one is being released wait on a list; CPython's "trashcan" done in the core).
+ *
+ * The header is 24 bytes (CPython's is 32 for a collected object: 16 of links, 16 of head):
+ *   offset  0  the type pointer, with three flag bits in its low bits (finalized, has weak
+ *              references, was tracked)
+ *   offset  8  the collector word: state (untracked, generation 0-2, frozen, unreachable) and
+ *              the object's slot in its generation's table
+ *   offset 16  the reference count, signed 64-bit
+ * The allocator keeps its free-list link in the first 16 bytes of a freed block; the reference
+ * count sits after them and is set to a large negative value when the object is freed, so
+ * pm_incref/pm_decref of a freed object, or a decref below zero, aborts with a message (until
+ * the block is reused). Generations are tables of object pointers, not linked lists, and the
+ * collector keeps one byte per tracked object in a side table (1 byte per 32 bytes of address
+ * space holding objects) for its marks and counts: a collection reads objects in table order
+ * and touches only that compact table for the objects they refer to.
+ *
+ * Tracking. Only tracked objects are seen by the collector. Track an object once every
+ * reference it reports is valid (pm_new zeroes the fields, so right after pm_new is fine;
+ * storing a stale pointer before pm_track is not): debug builds, and PM_GC_DEBUG_CHECKS at run
+ * time, walk the references at pm_track and abort on one to a freed object. Objects of
+ * PM_TYPE_NO_REFS types are never tracked (pm_track ignores them).
+ *
+ * Collection. Three generations, as CPython 3.13: a new tracked object enters generation 0;
+ * an allocation that takes the count of container objects allocated minus freed past
+ * threshold 0 (2000) collects generation 0; every threshold-1 (10) collections of generation 0
+ * collect generation 1, and every threshold-2 (10) of generation 1 collect all three, but only
+ * when the objects moved to generation 2 since the last full collection exceed 25% of those
+ * that survived it (the long-lived heuristic, which keeps the total work linear). Survivors
+ * move one generation up. Unreachable objects are handled as CPython does: weak references to
+ * them are cleared (before any clear runs), then the callbacks of those weak references that
+ * are not garbage themselves run; finalizers run once; objects that a finalizer made
+ * reachable again stay alive, intact, with everything they refer to; the rest are cleared,
+ * which breaks the cycles, and freed by reference counting.
+ * POOLMALLOC_GC_THRESHOLD=a,b,c sets the thresholds, POOLMALLOC_GC=0 disables automatic
+ * collection, POOLMALLOC_GC_DEBUG sets the PM_GC_DEBUG_* flags below (the names stats,
+ * saveall, leak, or a number: 8 is CHECKS).
+ *
+ * Threads. The objects of a process form one collector domain, used by one thread at a time:
+ * CPython's model under its GIL. A program that uses objects from several threads serializes
+ * every object operation (pm_new, pm_incref/pm_decref, pm_track, collections, weak references)
+ * with its own lock; passing the domain between threads through that lock is fine, and object
+ * memory may be freed by another thread than the one that allocated it. We chose this over
+ * shared objects with atomic or biased reference counts because it keeps pm_incref/pm_decref
+ * a plain add and the collector free of safepoints and stop-the-world machinery; a runtime
+ * with free threading needs both, and they are not built. Debug builds (--enable-debug) check
+ * the rule: every library call records the thread inside the domain, and a second thread
+ * entering while the first is inside aborts with a message.
+ */
+typedef struct pm_object {
+    uintptr_t pm_typebits_;  /* private: use pm_type_of() */
+    uint64_t pm_gcword_;     /* private: the collector's */
+    int64_t pm_refcnt_;      /* private: use pm_refcount(); changed by pm_incref/pm_decref */
+} pm_object;
+
+/* A traverse callback calls visit(ref, arg) for each non-NULL reference the object holds and
+ * returns the first non-zero result of visit (which stops the traversal early), else 0. */
+typedef int (*pm_visit_fn)(pm_object *ref, void *arg);
+
+/* pm_type.flags */
+#define PM_TYPE_NO_REFS 0x1u       /* instances hold no references: never tracked or walked */
+#define PM_TYPE_ITEMS_POINTER 0x2u /* items_offset holds a pointer to the items, not the items */
+
+/*
+ * A type. Keep it in writable storage for as long as instances live (the library caches a
+ * checked form in pm_ready_ at the first pm_new: do not declare it const).
+ *
+ * References are described either by a traverse callback or by a layout the collector walks
+ * itself, with no indirect call (faster): ref_offsets lists the offsets of pm_object * fields
+ * (0-terminated: offset 0 is the header), and items_offset/length_offset describe an array
+ * of pm_object * whose length is the size_t at length_offset: inline at items_offset (a
+ * flexible array member, filled by pm_new_var), or pointed to by the field at items_offset
+ * with PM_TYPE_ITEMS_POINTER (a growable list). traverse, if set, is used instead.
+ */
+typedef struct pm_type {
+    const char *name;
+    size_t size;     /* bytes of an instance, header included: sizeof(your struct) */
+    size_t itemsize; /* pm_new_var(type, n) allocates size + n * itemsize */
+    unsigned flags;  /* PM_TYPE_* */
+    int (*traverse)(pm_object *self, pm_visit_fn visit, void *arg);
+    /* Drops the references (setting fields to NULL): the collector's way to break a cycle;
+     * the object must stay valid. NULL: the library clears the layout's references itself;
+     * a traverse-only type without clear cannot be cleared, so its unreachable cycles are
+     * uncollectable (counted as such and kept in pm_gc_garbage). */
+    void (*clear)(pm_object *self);
+    /* Runs at most once, before the object dies, with the object fully valid (PEP 442). It
+     * may store a new reference to the object somewhere: the object then lives on. */
+    void (*finalize)(pm_object *self);
+    /* Runs once when the object dies, after the library dropped the layout's references (or,
+     * for a type with traverse and no release, every reference traverse reports): drop any
+     * other reference and free owned buffers. The library frees the object itself. */
+    void (*release)(pm_object *self);
+    const uint16_t *ref_offsets;
+    uint16_t items_offset, length_offset;
+    uintptr_t pm_ready_; /* private */
+} pm_type;
+
+/* A new object: refcount 1, everything after the header zeroed, untracked. NULL with errno
+ * ENOMEM when out of memory, EINVAL for a malformed type (with a message on stderr). May run
+ * an automatic collection first. */
+PM_API pm_object *pm_new(pm_type *type);
+/* Variable size: type->size + n * type->itemsize bytes; stores n at length_offset if the type
+ * has inline items. NULL with ENOMEM when the size overflows. */
+PM_API pm_object *pm_new_var(pm_type *type, size_t n);
+
+/* Out-of-line parts of pm_incref/pm_decref: a count that went to zero, or a misuse. */
+PM_API void pm__object_zero(pm_object *o);
+PM_API void pm__object_revive(pm_object *o);
+
+static inline void pm_incref(pm_object *o) {
+    if (__builtin_expect(o->pm_refcnt_++ <= 0, 0))
+        pm__object_revive(o); /* incref of a freed object: aborts */
+}
+static inline void pm_decref(pm_object *o) {
+    if (__builtin_expect(--o->pm_refcnt_ <= 0, 0))
+        pm__object_zero(o); /* frees it, or aborts if it went below zero */
+}
+static inline void pm_xincref(pm_object *o) { if (o != NULL) pm_incref(o); }
+static inline void pm_xdecref(pm_object *o) { if (o != NULL) pm_decref(o); }
+/* pm_incref that returns its argument (CPython's Py_NewRef / Py_XNewRef). */
+static inline pm_object *pm_newref(pm_object *o) { pm_incref(o); return o; }
+static inline pm_object *pm_xnewref(pm_object *o) { pm_xincref(o); return o; }
+static inline int64_t pm_refcount(const pm_object *o) { return o->pm_refcnt_; }
+static inline pm_type *pm_type_of(const pm_object *o) {
+    return (pm_type *)(o->pm_typebits_ & ~(uintptr_t)7);
+}
+#define PM_OBJ(p) ((pm_object *)(p))
+
+/* Py_CLEAR: set the field (any pointer to an object struct) to NULL, then drop the reference
+ * it held; in that order, so that code the decref runs never sees a dangling field. */
+#define PM_CLEAR(field)                                                                       \
+    do {                                                                                      \
+        __typeof__(field) *pm_clear_p_ = &(field);                                            \
+        __typeof__(field) pm_clear_old_ = *pm_clear_p_;                                       \
+        if (pm_clear_old_ != NULL) {                                                          \
+            *pm_clear_p_ = NULL;                                                              \
+            pm_decref((pm_object *)pm_clear_old_);                                            \
+        }                                                                                     \
+    } while (0)
+/* Py_SETREF / Py_XSETREF: store a new value (a reference the caller gives away), then drop
+ * the old one. */
+#define PM_SETREF(field, value)                                                               \
+    do {                                                                                      \
+        __typeof__(field) *pm_set_p_ = &(field);                                              \
+        __typeof__(field) pm_set_old_ = *pm_set_p_;                                           \
+        *pm_set_p_ = (value);                                                                 \
+        pm_decref((pm_object *)pm_set_old_);                                                  \
+    } while (0)
+#define PM_XSETREF(field, value)                                                              \
+    do {                                                                                      \
+        __typeof__(field) *pm_set_p_ = &(field);                                              \
+        __typeof__(field) pm_set_old_ = *pm_set_p_;                                           \
+        *pm_set_p_ = (value);                                                                 \
+        pm_xdecref((pm_object *)pm_set_old_);                                                 \
+    } while (0)
+
+/* Tracking (no-ops for objects that hold no references). Tracking a tracked object aborts.
+ * pm_track returns 0, or -1 with errno ENOMEM when its generation's table cannot grow (the
+ * object then stays untracked: safe, but its cycles are not collected). */
+PM_API int pm_track(pm_object *o);
+PM_API void pm_untrack(pm_object *o);
+PM_API int pm_is_tracked(const pm_object *o);
+/* 1 once the object's finalizer ran (or was due and the object had none), else 0. */
+PM_API int pm_is_finalized(const pm_object *o);
+
+/* ---- the collector ---- */
+typedef struct pm_gc_result {
+    size_t collected;     /* unreachable objects found and freed (or saved, with SAVEALL) */
+    size_t uncollectable; /* unreachable objects that could not be cleared (pm_gc_garbage) */
+} pm_gc_result;
+/* Collects generations 0..generation (0, 1 or 2) now, even when automatic collection is
+ * disabled. During a collection (from a finalizer or callback) returns zeros at once. A bad
+ * generation gives zeros and errno EINVAL. */
+PM_API pm_gc_result pm_gc_collect(int generation);
+/* Automatic collection on/off; each returns the previous state (1 enabled, 0 disabled). */
+PM_API int pm_gc_enable(void);
+PM_API int pm_gc_disable(void);
+PM_API int pm_gc_is_enabled(void);
+/* Thresholds, as gc.set_threshold: 0 for threshold 0 disables automatic collection.
+ * Negative values give -1 and EINVAL. */
+PM_API int pm_gc_set_threshold(long threshold0, long threshold1, long threshold2);
+PM_API void pm_gc_get_threshold(long out[3]);
+/* count[0]: containers allocated minus freed since the last collection; count[1], count[2]:
+ * collections of the younger generation since this one was collected (gc.get_count). */
+PM_API void pm_gc_get_count(long out[3]);
+/* Moves every tracked object to a permanent generation the collector ignores (gc.freeze), for
+ * fork-heavy servers: children then never write to those objects' pages for the collector.
+ * unfreeze moves them back to the oldest generation. 0, or -1 and ENOMEM. */
+PM_API int pm_gc_freeze(void);
+PM_API int pm_gc_unfreeze(void);
+PM_API size_t pm_gc_get_freeze_count(void);
+
+typedef struct pm_gc_stats {
+    uint64_t collections;
+    uint64_t collected;
+    uint64_t uncollectable;
+    uint64_t total_pause_ns; /* summed wall time of this generation's collections */
+    uint64_t max_pause_ns;   /* the longest one */
+} pm_gc_stats;
+/* Per-generation statistics: out[0..2]. */
+PM_API void pm_gc_get_stats(pm_gc_stats out[3]);
+
+/* Callbacks at the start and stop of every collection (gc.callbacks). info->generation is
+ * set for both; collected/uncollectable at stop. A callback may not collect (pm_gc_collect
+ * returns zeros) but may allocate, free and inspect. At most 16; returns 0, or -1 and ENOSPC. */
+enum { PM_GC_START = 0, PM_GC_STOP = 1 };
+typedef struct pm_gc_info {
+    int generation;
+    size_t collected, uncollectable;
+} pm_gc_info;
+typedef void (*pm_gc_callback)(int phase, const pm_gc_info *info, void *arg);
+PM_API int pm_gc_callback_add(pm_gc_callback callback, void *arg);
+/* Removes one registration of (callback, arg); returns 0, or -1 and ENOENT. */
+PM_API int pm_gc_callback_remove(pm_gc_callback callback, void *arg);
+
+/* Debug flags (gc.set_debug): STATS logs each collection on stderr; SAVEALL keeps every
+ * unreachable object in pm_gc_garbage instead of freeing it (leak hunting); LEAK also prints
+ * each unreachable object found (and implies SAVEALL); CHECKS validates every reference the
+ * collector walks and every pm_track (on by default in debug builds). */
+#define PM_GC_DEBUG_STATS 0x1
+#define PM_GC_DEBUG_SAVEALL 0x2
+#define PM_GC_DEBUG_LEAK 0x4
+#define PM_GC_DEBUG_CHECKS 0x8
+PM_API void pm_gc_set_debug(int flags);
+PM_API int pm_gc_get_debug(void);
+
+/* Introspection. Each fills out[0..max) with new references (the caller decrefs them) and
+ * returns how many there are in all, which may exceed max. */
+/* The references o reports (gc.get_referents). */
+PM_API size_t pm_gc_get_referents(pm_object *o, pm_object **out, size_t max);
+/* The tracked objects of generation 0, 1 or 2, 3 for the frozen ones, -1 for 0-2 (gc.get_objects). */
+PM_API size_t pm_gc_get_objects(int generation, pm_object **out, size_t max);
+/* Objects the collector kept: uncollectable ones, and everything with SAVEALL (gc.garbage). */
+PM_API size_t pm_gc_garbage(pm_object **out, size_t max);
+/* Drops the collector's references to the kept objects (gc.garbage.clear()); returns how many. */
+PM_API size_t pm_gc_garbage_clear(void);
+
+/* ---- weak references ---- */
+/* Called when the referent of weakref dies, with the weak reference (alive for the call) and
+ * the data object given at creation (may be NULL). */
+typedef void (*pm_weakref_callback)(pm_object *weakref, pm_object *data);
+/* A new weak reference to target (which must be alive), with an optional callback and data
+ * object (the weak reference holds a strong reference to data). NULL and ENOMEM on failure. */
+PM_API pm_object *pm_weakref_new(pm_object *target, pm_weakref_callback callback,
+                                 pm_object *data);
+/* A new strong reference to the referent, or NULL once it died. */
+PM_API pm_object *pm_weakref_get(pm_object *weakref);
+PM_API int pm_is_weakref(const pm_object *o);
+/* Number of weak references to o. */
+PM_API size_t pm_weakref_count(const pm_object *o);
+
 /*@object-api@*/
 
 #ifdef __cplusplus

@@ -1,0 +1,272 @@
+/*
+ * gc-bench.c: poolmalloc's cycle collector on the shapes scripts/compare-gc measures; the
+ * same shapes are built by gc-bench.py (CPython) and gc-bench-boehm.c (Boehm GC).
+ *
+ *   gc-bench full N alloc|shuffled [layout|traverse] [reps]
+ *       A root object holding N nodes (allocated first), and N nodes with two references
+ *       each, forming a doubly linked ring in a logical order: the allocation order, or a
+ *       random permutation of it ("shuffled": every reference jumps across memory). Every
+ *       object is tracked and live. Prints the median time of a full collection per tracked
+ *       object. "traverse" gives the nodes a traverse callback instead of a layout.
+ *   gc-bench cycles N [reps]
+ *       N/2 unreachable two-object cycles: median full-collection time per freed object.
+ *   gc-bench young N_OLD [reps]
+ *       N_OLD live old objects, then 1000 young two-object cycles: median pause of a
+ *       generation-0 collection, in microseconds.
+ *   gc-bench refcount [iterations]
+ *       ns per pm_incref + pm_decref pair.
+ * Output: one line "result <name> <value> <unit>".
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "poolmalloc.h"
+
+typedef struct node {
+    pm_object base;
+    pm_object *a, *b;
+} node;
+
+typedef struct root {
+    pm_object base;
+    size_t n;
+    pm_object *items[];
+} root;
+
+static const uint16_t node_refs[] = {offsetof(node, a), offsetof(node, b), 0};
+static pm_type node_type = {.name = "node", .size = sizeof(node), .ref_offsets = node_refs};
+
+static int node_traverse(pm_object *self, pm_visit_fn visit, void *arg) {
+    node *n = (node *)self;
+    int e;
+    if (n->a && (e = visit(n->a, arg)) != 0)
+        return e;
+    if (n->b && (e = visit(n->b, arg)) != 0)
+        return e;
+    return 0;
+}
+static pm_type node_cb_type = {.name = "node-cb", .size = sizeof(node), .traverse = node_traverse,
+                               .ref_offsets = node_refs};
+
+static pm_type root_type = {.name = "root",
+                            .size = sizeof(root),
+                            .itemsize = sizeof(pm_object *),
+                            .items_offset = offsetof(root, items),
+                            .length_offset = offsetof(root, n)};
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15u;
+static uint64_t rng(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n);
+    if (p == NULL) {
+        perror("malloc");
+        exit(1);
+    }
+    return p;
+}
+
+static pm_object *xnew(pm_type *t) {
+    pm_object *o = pm_new(t);
+    if (o == NULL) {
+        perror("pm_new");
+        exit(1);
+    }
+    return o;
+}
+
+static void bench_full(size_t n, int shuffled, int use_traverse, int reps) {
+    pm_gc_disable();
+    root *r = (root *)pm_new_var(&root_type, n);
+    if (r == NULL) {
+        perror("pm_new_var");
+        exit(1);
+    }
+    pm_track(&r->base);
+    pm_type *t = use_traverse ? &node_cb_type : &node_type;
+    node **nodes = xmalloc(n * sizeof *nodes);
+    for (size_t i = 0; i < n; i++) {
+        nodes[i] = (node *)xnew(t);
+        pm_track(&nodes[i]->base);
+    }
+    size_t *perm = xmalloc(n * sizeof *perm);
+    for (size_t i = 0; i < n; i++)
+        perm[i] = i;
+    if (shuffled)
+        for (size_t i = n - 1; i > 0; i--) {
+            size_t j = (size_t)(rng() % (i + 1)), tmp = perm[i];
+            perm[i] = perm[j];
+            perm[j] = tmp;
+        }
+    for (size_t i = 0; i < n; i++) {
+        node *x = nodes[perm[i]];
+        x->a = pm_newref(&nodes[perm[(i + 1) % n]]->base);
+        x->b = pm_newref(&nodes[perm[(i + n - 1) % n]]->base);
+        r->items[i] = &x->base; /* the root takes the reference pm_new gave */
+    }
+    free(nodes);
+    free(perm);
+    pm_gc_collect(2); /* everything to the oldest generation */
+    double *t_ns = xmalloc((size_t)reps * sizeof *t_ns);
+    for (int k = 0; k < reps; k++) {
+        double t0 = now();
+        pm_gc_result res = pm_gc_collect(2);
+        t_ns[k] = (now() - t0) * 1e9 / (double)(n + 1);
+        if (res.collected != 0) {
+            fprintf(stderr, "unexpected garbage\n");
+            exit(1);
+        }
+    }
+    printf("result full-%s-%s-%zu %.2f ns/object\n", shuffled ? "shuffled" : "alloc",
+           use_traverse ? "traverse" : "layout", n, median(t_ns, reps));
+    free(t_ns);
+    pm_decref(&r->base);
+}
+
+static void bench_cycles(size_t n, int reps) {
+    pm_gc_disable();
+    double *t_ns = xmalloc((size_t)reps * sizeof *t_ns);
+    for (int k = 0; k < reps; k++) {
+        for (size_t i = 0; i < n / 2; i++) {
+            node *x = (node *)xnew(&node_type), *y = (node *)xnew(&node_type);
+            x->a = pm_newref(&y->base);
+            y->a = &x->base; /* takes pm_new's reference to x */
+            pm_track(&x->base);
+            pm_track(&y->base);
+            pm_decref(&y->base);
+        }
+        double t0 = now();
+        pm_gc_result res = pm_gc_collect(2);
+        double dt = now() - t0;
+        if (res.collected != n / 2 * 2) {
+            fprintf(stderr, "collected %zu, expected %zu\n", res.collected, n / 2 * 2);
+            exit(1);
+        }
+        t_ns[k] = dt * 1e9 / (double)res.collected;
+    }
+    printf("result cycles-%zu %.2f ns/freed-object\n", n, median(t_ns, reps));
+    free(t_ns);
+}
+
+static void bench_young(size_t n_old, int reps) {
+    pm_gc_disable();
+    root *r = (root *)pm_new_var(&root_type, n_old);
+    pm_track(&r->base);
+    for (size_t i = 0; i < n_old; i++) {
+        node *x = (node *)xnew(&node_type);
+        pm_track(&x->base);
+        r->items[i] = &x->base;
+        if (i > 0)
+            x->a = pm_newref(r->items[i - 1]);
+    }
+    pm_gc_collect(2);
+    double *t_us = xmalloc((size_t)reps * sizeof *t_us);
+    for (int k = 0; k < reps; k++) {
+        for (int i = 0; i < 1000; i++) {
+            node *x = (node *)xnew(&node_type), *y = (node *)xnew(&node_type);
+            x->a = pm_newref(&y->base);
+            y->a = &x->base;
+            /* young objects refer to old ones too */
+            if (n_old > 0)
+                y->b = pm_newref(r->items[rng() % n_old]);
+            pm_track(&x->base);
+            pm_track(&y->base);
+            pm_decref(&y->base);
+        }
+        double t0 = now();
+        pm_gc_result res = pm_gc_collect(0);
+        t_us[k] = (now() - t0) * 1e6;
+        if (res.collected != 2000) {
+            fprintf(stderr, "collected %zu\n", res.collected);
+            exit(1);
+        }
+    }
+    printf("result young-pause-old-%zu %.1f us\n", n_old, median(t_us, reps));
+    free(t_us);
+    pm_decref(&r->base);
+}
+
+static void bench_refcount(long iters) {
+    node *x = (node *)xnew(&node_type);
+    pm_object *volatile vo = &x->base;
+    pm_object *o = vo;
+    double best = 1e9;
+    for (int k = 0; k < 5; k++) {
+        double t0 = now();
+        for (long i = 0; i < iters; i++) {
+            pm_incref(o);
+            __asm__ volatile("" : : "r"(o) : "memory");
+            pm_decref(o);
+            __asm__ volatile("" : : "r"(o) : "memory");
+        }
+        double dt = (now() - t0) * 1e9 / (double)iters;
+        if (dt < best)
+            best = dt;
+    }
+    printf("result incref-decref %.2f ns/pair\n", best);
+    pm_decref(o);
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: gc-bench full N alloc|shuffled [layout|traverse] [reps]\n"
+                    "       gc-bench cycles N [reps] | young N_OLD [reps] | refcount [iters]\n");
+    exit(2);
+}
+
+static size_t parse_size(const char *s) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v == 0)
+        usage();
+    return (size_t)v;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2)
+        usage();
+    if (!strcmp(argv[1], "full") && argc >= 4) {
+        int shuffled = !strcmp(argv[3], "shuffled");
+        if (!shuffled && strcmp(argv[3], "alloc"))
+            usage();
+        int trav = argc >= 5 && !strcmp(argv[4], "traverse");
+        int reps = argc >= 6 ? (int)parse_size(argv[5]) : 5;
+        bench_full(parse_size(argv[2]), shuffled, trav, reps);
+    } else if (!strcmp(argv[1], "cycles") && argc >= 3) {
+        bench_cycles(parse_size(argv[2]), argc >= 4 ? (int)parse_size(argv[3]) : 5);
+    } else if (!strcmp(argv[1], "young") && argc >= 3) {
+        size_t n_old = strcmp(argv[2], "0") ? parse_size(argv[2]) : 0;
+        bench_young(n_old, argc >= 4 ? (int)parse_size(argv[3]) : 21);
+    } else if (!strcmp(argv[1], "refcount")) {
+        bench_refcount(argc >= 3 ? (long)parse_size(argv[2]) : 100000000L);
+    } else {
+        usage();
+    }
+    return 0;
+}

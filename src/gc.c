@@ -1,0 +1,993 @@
+/*
+ * gc.c: the generational cycle collector (CPython's algorithm and semantics; object.h has the
+ * design and the side-table layout) and its public API.
+ */
+#include "internal.h"
+/* In the collector's walks, the items of a long array are prefetched ahead: the side bytes
+ * of their referents, which may lie anywhere. */
+#define PM_ITEM_PREFETCH(items, i, n)                                                          \
+    do {                                                                                       \
+        if ((i) + 16 < (n) && (items)[(i) + 16] != NULL)                                      \
+            __builtin_prefetch(pm_side_of((items)[(i) + 16]), 0, 3);                          \
+    } while (0)
+#include "object.h"
+
+#include <time.h>
+
+/* Objects this far ahead in a table are prefetched while the scan works on the current one:
+ * tables give the future addresses for free, which a linked list would not. */
+#define PREFETCH_AHEAD 8
+
+/* The set of states being collected: lo..lo+span. */
+typedef struct yset {
+    unsigned lo, span;
+} yset;
+
+typedef struct mark_ctx {
+    yset y;
+    const pm_object *from;  /* the object being walked, for the CHECKS messages */
+    const uintptr_t *top;   /* pm_side_top */
+    bool checks;            /* PM_GC_DEBUG_CHECKS */
+    /* What a reference does to its referent's side byte, by the byte's value: the states
+     * outside the set and the settled scratch values map to themselves, 0xFF (state 7 does
+     * not exist) means "the slow path". One load and compare instead of decoding. */
+    uint8_t count_next[256];
+    uint8_t mark_next[256];
+} mark_ctx;
+
+#define NEXT_SLOW 0xFFu
+
+PM_INLINE uint8_t with_scratch(unsigned v, unsigned scr) { return (uint8_t)((v & 7u) | (scr << 3)); }
+PM_INLINE size_t table_live(const pm_gc_table *t) { return t->len - t->holes; }
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- counts past the side byte: a small open-addressing table --------------------------- */
+
+static size_t overflow_hash(const pm_object *x, size_t mask) {
+    return (size_t)(((uintptr_t)x >> 5) * UINT64_C(0x9E3779B97F4A7C15) >> 20) & mask;
+}
+
+static bool overflow_grow(void) {
+    struct pm_gc_overflow *ov = &pm_gc.overflow;
+    size_t cap = ov->cap ? ov->cap * 2 : 64;
+    const pm_object **keys = pm_calloc(cap, sizeof *keys);
+    uint64_t *counts = pm_malloc(cap * sizeof *counts);
+    if (keys == NULL || counts == NULL) {
+        pm_free(keys);
+        pm_free(counts);
+        return false;
+    }
+    for (size_t i = 0; i < ov->cap; i++) {
+        if (ov->keys[i] == NULL)
+            continue;
+        size_t j = overflow_hash(ov->keys[i], cap - 1);
+        while (keys[j] != NULL)
+            j = (j + 1) & (cap - 1);
+        keys[j] = ov->keys[i];
+        counts[j] = ov->counts[i];
+    }
+    pm_free(ov->keys);
+    pm_free(ov->counts);
+    ov->keys = keys;
+    ov->counts = counts;
+    ov->cap = cap;
+    return true;
+}
+
+static uint64_t *overflow_find(const pm_object *x, bool create) {
+    struct pm_gc_overflow *ov = &pm_gc.overflow;
+    if (create && (ov->used + 1) * 2 > ov->cap && !overflow_grow())
+        return NULL;
+    if (ov->cap == 0)
+        return NULL;
+    size_t mask = ov->cap - 1;
+    for (size_t i = overflow_hash(x, mask);; i = (i + 1) & mask) {
+        if (ov->keys[i] == x)
+            return &ov->counts[i];
+        if (ov->keys[i] == NULL) {
+            if (!create)
+                return NULL;
+            ov->keys[i] = x;
+            ov->counts[i] = 0;
+            ov->used++;
+            return &ov->counts[i];
+        }
+    }
+}
+
+static void overflow_reset(void) {
+    struct pm_gc_overflow *ov = &pm_gc.overflow;
+    if (ov->used == 0)
+        return;
+    memset(ov->keys, 0, ov->cap * sizeof *ov->keys);
+    ov->used = 0;
+}
+
+/* ---- steps 1 and 2: the reference walks ---------------------------------------------------
+ * The passes keep the side-table map and the set bounds in locals: the side bytes are
+ * stored through a char pointer, which may alias anything, and globals or struct fields
+ * would be reloaded after every store. Layout types are walked inline (PM_WALK_LAYOUT);
+ * traverse types get the same edge functions through a visit callback. */
+
+/* The side byte of an object. Every object's region has a chunk (pm_new makes it). */
+PM_INLINE uint8_t *side_known(const uintptr_t *top, const pm_object *x) {
+    uintptr_t a = (uintptr_t)x;
+    return (uint8_t *)(top[a >> PM_SIDE_REGION_SHIFT] + (a >> PM_SIDE_SHIFT));
+}
+
+
+/* Prefetches the side bytes that object y (a masked layout, whose memory was prefetched
+ * earlier) will touch: the graph may send its references anywhere in memory. */
+PM_INLINE void prefetch_targets(const uintptr_t *top, pm_object *y) {
+    if (y == NULL)
+        return;
+    const pm_type *t = pm_obj_type(y);
+    uintptr_t rd = t->pm_ready_;
+    if (!(rd & PM_TYPE_MASKED))
+        return;
+    uint64_t m = (uint64_t)rd >> PM_READY_MASK_SHIFT;
+    pm_object **w = (pm_object **)y;
+    while (m != 0) {
+        pm_object *r = w[PM_READY_FIRST_WORD + __builtin_ctzll(m)];
+        m &= m - 1;
+        if (r != NULL)
+            __builtin_prefetch(side_known(top, r), 0, 3);
+    }
+}
+
+static PM_NOINLINE void count_overflow(pm_object *r, uint8_t *b, unsigned v) {
+    unsigned s = v >> 3;
+    if (s == PM_SCR_REACHABLE)
+        return; /* kept conservatively after an allocation failure */
+    uint64_t *c = overflow_find(r, true);
+    if (c == NULL) {
+        /* no memory to count: treat it as referenced from outside, which is always safe */
+        *b = with_scratch(v, PM_SCR_REACHABLE);
+        return;
+    }
+    if (s == PM_SCR_COUNT_MAX) {
+        *c = PM_SCR_COUNT_MAX + 1;
+        *b = with_scratch(v, PM_SCR_OVERFLOW);
+    } else {
+        (*c)++;
+    }
+}
+
+/* Step 1 for one reference: one more reference from inside the set. */
+PM_INLINE void count_edge(const uintptr_t *top, const uint8_t *next, pm_object *r) {
+    uint8_t *b = side_known(top, r);
+    unsigned v = *b, nv = next[v];
+    if (nv == v)
+        return;
+    if (PM_LIKELY(nv != NEXT_SLOW))
+        *b = (uint8_t)nv;
+    else
+        count_overflow(r, b, v);
+}
+
+static PM_NOINLINE void push_slow(pm_object *r, uint8_t *b, unsigned v) {
+    pm_gc_domain *d = &pm_gc;
+    size_t cap = d->stack_cap ? d->stack_cap * 2 : 1024;
+    pm_object **stack = pm_realloc(d->stack, cap * sizeof *stack);
+    if (stack == NULL) {
+        /* no memory: leave it PENDING, a rescan of the set walks it */
+        *b = with_scratch(v, PM_SCR_PENDING);
+        d->stack_failed = true;
+        return;
+    }
+    d->stack = stack;
+    d->stack_cap = cap;
+    d->stack[d->stack_len++] = r;
+    *b = with_scratch(v, PM_SCR_REACHABLE);
+}
+
+/* Step 2 for one reference from a reachable object. */
+PM_INLINE void mark_edge(const uintptr_t *top, const uint8_t *next, pm_object *r) {
+    uint8_t *b = side_known(top, r);
+    unsigned v = *b, nv = next[v];
+    if (nv == v)
+        return;
+    if (PM_LIKELY(nv != NEXT_SLOW)) {
+        /* not scanned yet: now reachable, and the scan walks it when it gets there */
+        *b = (uint8_t)nv;
+        return;
+    }
+    /* TENTATIVE: the scan passed it; walk it from the stack */
+    pm_gc_domain *d = &pm_gc;
+    if (PM_LIKELY(d->stack_len < d->stack_cap)) {
+        d->stack[d->stack_len++] = r;
+        *b = with_scratch(v, PM_SCR_REACHABLE);
+    } else {
+        push_slow(r, b, v);
+    }
+}
+
+static void check_edge(const mark_ctx *m, const pm_object *r) {
+    if (pm_side_find(r) == NULL)
+        pm_object_misuse(m->from, "collection: object %p (type %s) refers to %p, which is not "
+                         "an object from pm_new", (const void *)m->from,
+                         pm_obj_type(m->from)->name ? pm_obj_type(m->from)->name : "?",
+                         (const void *)r);
+    pm_object_check_ref(m->from, r, "collection");
+}
+
+static int count_visit(pm_object *r, void *arg) {
+    mark_ctx *m = arg;
+    if (m->checks)
+        check_edge(m, r);
+    count_edge(m->top, m->count_next, r);
+    return 0;
+}
+
+static int mark_visit(pm_object *r, void *arg) {
+    mark_ctx *m = arg;
+    if (m->checks)
+        check_edge(m, r);
+    mark_edge(m->top, m->mark_next, r);
+    return 0;
+}
+
+PM_INLINE void count_table(const pm_gc_table *tb, mark_ctx *m, bool checks) {
+    const uintptr_t *top = m->top;
+    const uint8_t *next = m->count_next;
+    pm_object **items = tb->items;
+    size_t n = tb->len;
+    for (size_t i = 0; i < n; i++) {
+        if (i + 2 * PREFETCH_AHEAD < n)
+            __builtin_prefetch(items[i + 2 * PREFETCH_AHEAD], 0, 3);
+        if (i + PREFETCH_AHEAD < n)
+            prefetch_targets(top, items[i + PREFETCH_AHEAD]);
+        pm_object *x = items[i];
+        if (x == NULL)
+            continue;
+        const pm_type *t = pm_obj_type(x);
+        uintptr_t rd = t->pm_ready_;
+        if (checks || !(rd & PM_TYPE_LAYOUT)) {
+            m->from = x;
+            pm_walk(x, t, count_visit, m);
+            continue;
+        }
+        PM_WALK_LAYOUT(x, t, rd, r, count_edge(top, next, r));
+    }
+}
+
+static PM_NOINLINE void count_table_checked(const pm_gc_table *tb, mark_ctx *m) {
+    count_table(tb, m, true);
+}
+static PM_NOINLINE void count_table_fast(const pm_gc_table *tb, mark_ctx *m) {
+    count_table(tb, m, false);
+}
+
+/* Walks a reachable object: its referents in the set become reachable. */
+PM_INLINE void walk_reachable(pm_object *x, mark_ctx *m, bool checks, const uintptr_t *top,
+                              const uint8_t *next) {
+    const pm_type *t = pm_obj_type(x);
+    uintptr_t rd = t->pm_ready_;
+    if (checks || !(rd & PM_TYPE_LAYOUT)) {
+        m->from = x;
+        pm_walk(x, t, mark_visit, m);
+        return;
+    }
+    PM_WALK_LAYOUT(x, t, rd, r, mark_edge(top, next, r));
+}
+
+PM_INLINE void drain(mark_ctx *m, bool checks) {
+    pm_gc_domain *d = &pm_gc;
+    const uintptr_t *top = m->top;
+    const uint8_t *next = m->mark_next;
+    while (d->stack_len > 0) {
+        pm_object *x = d->stack[--d->stack_len];
+        if (d->stack_len >= 4)
+            __builtin_prefetch(d->stack[d->stack_len - 4], 0, 3);
+        walk_reachable(x, m, checks, top, next);
+    }
+}
+
+static PM_COLD void refcount_too_small(const pm_object *x, uint64_t internal) {
+    pm_object_misuse(x, "collection: object %p (type %s) has reference count %lld but %llu "
+                     "references to it come from other tracked objects: a missing pm_incref",
+                     (const void *)x, pm_obj_type(x)->name ? pm_obj_type(x)->name : "?",
+                     (long long)x->pm_refcnt_, (unsigned long long)internal);
+}
+
+PM_INLINE void mark_table(const pm_gc_table *tb, mark_ctx *m, bool checks) {
+    const uintptr_t *top = m->top;
+    const uint8_t *next = m->mark_next;
+    pm_object **items = tb->items;
+    size_t n = tb->len;
+    for (size_t i = 0; i < n; i++) {
+        if (i + 2 * PREFETCH_AHEAD < n) {
+            pm_object *ahead = items[i + 2 * PREFETCH_AHEAD];
+            __builtin_prefetch(ahead, 0, 3);
+            if (ahead != NULL)
+                __builtin_prefetch(side_known(top, ahead), 1, 3);
+        }
+        if (i + PREFETCH_AHEAD < n)
+            prefetch_targets(top, items[i + PREFETCH_AHEAD]);
+        pm_object *x = items[i];
+        if (x == NULL)
+            continue;
+        uint8_t *b = side_known(top, x);
+        unsigned v = *b, s = v >> 3;
+        if (s != PM_SCR_REACHABLE) {
+            uint64_t internal = s;
+            if (PM_UNLIKELY(s == PM_SCR_OVERFLOW))
+                internal = *overflow_find(x, false);
+            int64_t rc = x->pm_refcnt_;
+            if (rc <= (int64_t)internal) {
+                if (PM_UNLIKELY(rc < (int64_t)internal))
+                    refcount_too_small(x, internal);
+                *b = with_scratch(v, PM_SCR_TENTATIVE);
+                continue;
+            }
+            /* referenced from outside the set: a root */
+            *b = with_scratch(v, PM_SCR_REACHABLE);
+        }
+        walk_reachable(x, m, checks, top, next);
+    }
+    drain(m, checks);
+}
+
+static PM_NOINLINE void mark_table_checked(const pm_gc_table *tb, mark_ctx *m) {
+    mark_table(tb, m, true);
+}
+static PM_NOINLINE void mark_table_fast(const pm_gc_table *tb, mark_ctx *m) {
+    mark_table(tb, m, false);
+}
+
+PM_INLINE void walk_mark(pm_object *x, mark_ctx *m, bool checks) {
+    walk_reachable(x, m, checks, m->top, m->mark_next);
+}
+
+/* After the stack could not grow: walk the PENDING objects until none is left. */
+static void rescan_pending(unsigned lo, unsigned hi, mark_ctx *m, bool checks) {
+    pm_gc_domain *d = &pm_gc;
+    while (d->stack_failed) {
+        d->stack_failed = false;
+        for (unsigned st = lo; st <= hi; st++) {
+            const pm_gc_table *t = &d->table[st];
+            for (size_t i = 0; i < t->len; i++) {
+                pm_object *x = t->items[i];
+                if (x == NULL)
+                    continue;
+                uint8_t *b = pm_side_of(x);
+                if ((*b >> 3) != PM_SCR_PENDING)
+                    continue;
+                *b = with_scratch(*b, PM_SCR_REACHABLE);
+                walk_mark(x, m, checks);
+                drain(m, checks);
+            }
+        }
+    }
+}
+
+static void init_ctx(mark_ctx *m, unsigned lo, unsigned hi) {
+    m->y.lo = lo;
+    m->y.span = hi - lo;
+    m->from = NULL;
+    m->top = pm_side_top;
+    m->checks = (pm_gc.debug & PM_GC_DEBUG_CHECKS) != 0;
+    for (unsigned v = 0; v < 256; v++) {
+        unsigned s = v >> 3, c = v, k = v;
+        if ((v & 7u) - lo <= hi - lo) {
+            if (s < PM_SCR_COUNT_MAX)
+                c = v + 8;
+            else if (s == PM_SCR_COUNT_MAX || s == PM_SCR_OVERFLOW)
+                c = NEXT_SLOW;
+            if (s < PM_SCR_PENDING)
+                k = with_scratch(v, PM_SCR_REACHABLE);
+            else if (s == PM_SCR_TENTATIVE)
+                k = NEXT_SLOW;
+        }
+        m->count_next[v] = (uint8_t)c;
+        m->mark_next[v] = (uint8_t)k;
+    }
+}
+
+/* Steps 1 and 2 over tables lo..hi (their states form the set). */
+static void find_reachable(unsigned lo, unsigned hi) {
+    pm_gc_domain *d = &pm_gc;
+    mark_ctx m;
+    init_ctx(&m, lo, hi);
+    for (unsigned st = lo; st <= hi; st++) {
+        if (m.checks)
+            count_table_checked(&d->table[st], &m);
+        else
+            count_table_fast(&d->table[st], &m);
+    }
+    /* oldest first: old objects usually refer to younger ones, which they then mark before
+     * the scan reaches them, so fewer objects go TENTATIVE and onto the stack */
+    for (unsigned st = hi; st >= lo; st--) {
+        if (m.checks)
+            mark_table_checked(&d->table[st], &m);
+        else
+            mark_table_fast(&d->table[st], &m);
+    }
+    rescan_pending(lo, hi, &m, m.checks);
+    overflow_reset();
+}
+
+/* ---- step 3: sweep --------------------------------------------------------------------------- */
+
+/* Appends x to a table whose room was reserved. */
+PM_INLINE void move_to(unsigned state, pm_object *x) {
+    pm_gc_table *t = &pm_gc.table[state];
+    size_t slot = t->len++;
+    t->items[slot] = x;
+    pm_obj_set_place(x, state, slot);
+    *pm_side_of(x) = (uint8_t)state;
+}
+
+/* An unreachable object goes to U, which grows as needed; false if it cannot grow (the
+ * object then survives this collection: keeping garbage a while longer is always safe). */
+PM_INLINE bool move_unreachable(pm_object *x) {
+    pm_gc_table *u = &pm_gc.table[PM_ST_UNREACHABLE];
+    if (PM_UNLIKELY(u->len == u->cap) && !pm_table_reserve(u, u->len < 1024 ? 1024 : u->len))
+        return false;
+    move_to(PM_ST_UNREACHABLE, x);
+    return true;
+}
+
+/* Empties table st: reachable objects to dest (room reserved), the rest to U. Returns the
+ * number moved to dest. */
+static size_t sweep_table(unsigned st, unsigned dest) {
+    pm_gc_table *t = &pm_gc.table[st];
+    size_t kept = 0;
+    for (size_t i = 0; i < t->len; i++) {
+        pm_object *x = t->items[i];
+        if (x == NULL)
+            continue;
+        unsigned s = *pm_side_of(x) >> 3;
+        if (s == PM_SCR_REACHABLE || !move_unreachable(x)) {
+            move_to(dest, x);
+            kept++;
+        }
+    }
+    t->len = 0;
+    t->holes = 0;
+    return kept;
+}
+
+/* Table st keeps its reachable objects (packed, in order); the others go to U. */
+static void sweep_in_place(unsigned st) {
+    pm_gc_table *t = &pm_gc.table[st];
+    const uintptr_t *top = pm_side_top;
+    size_t w = 0;
+    for (size_t r = 0; r < t->len; r++) {
+        pm_object *x = t->items[r];
+        if (x == NULL)
+            continue;
+        uint8_t *b = side_known(top, x);
+        if ((*b >> 3) != PM_SCR_REACHABLE && move_unreachable(x))
+            continue;
+        *b = (uint8_t)st;
+        if (w != r) {
+            t->items[w] = x;
+            pm_obj_set_place(x, st, w);
+        }
+        w++;
+    }
+    t->len = w;
+    t->holes = 0;
+}
+
+/* ---- step 4: the unreachable objects ----------------------------------------------------- */
+
+void pm_gc_garbage_add(pm_object *o) {
+    pm_gc_domain *d = &pm_gc;
+    if (d->garbage_len == d->garbage_cap) {
+        size_t cap = d->garbage_cap ? d->garbage_cap * 2 : 64;
+        pm_object **g = pm_realloc(d->garbage, cap * sizeof *g);
+        if (g == NULL)
+            return; /* not kept: it stays alive through its cycle and is found again */
+        d->garbage = g;
+        d->garbage_cap = cap;
+    }
+    pm_incref(o);
+    d->garbage[d->garbage_len++] = o;
+}
+
+static const char *name_of(const pm_object *o) {
+    const pm_type *t = pm_obj_type(o);
+    return t->name ? t->name : "?";
+}
+
+/* Objects of types that cannot be cleared, and all the garbage they reach, are kept in
+ * pm_gc_garbage: clearing what they refer to would leave them pointing at cleared objects
+ * (CPython does the same for objects with legacy finalizers). */
+static size_t keep_uncollectable(unsigned dest) {
+    pm_gc_domain *d = &pm_gc;
+    pm_gc_table *u = &d->table[PM_ST_UNREACHABLE];
+    bool any = false;
+    for (size_t i = 0; i < u->len && !any; i++)
+        any = u->items[i] != NULL && !(pm_obj_type(u->items[i])->pm_ready_ & PM_TYPE_CLEARABLE);
+    if (!any)
+        return 0;
+    mark_ctx m;
+    init_ctx(&m, PM_ST_UNREACHABLE, PM_ST_UNREACHABLE);
+    bool checks = m.checks;
+    for (size_t i = 0; i < u->len; i++)
+        if (u->items[i] != NULL)
+            *pm_side_of(u->items[i]) = with_scratch(PM_ST_UNREACHABLE, PM_SCR_TENTATIVE);
+    for (size_t i = 0; i < u->len; i++) {
+        pm_object *x = u->items[i];
+        if (x == NULL || (pm_obj_type(x)->pm_ready_ & PM_TYPE_CLEARABLE))
+            continue;
+        uint8_t *b = pm_side_of(x);
+        if ((*b >> 3) == PM_SCR_REACHABLE)
+            continue;
+        *b = with_scratch(*b, PM_SCR_REACHABLE);
+        walk_mark(x, &m, checks);
+        drain(&m, checks);
+    }
+    rescan_pending(PM_ST_UNREACHABLE, PM_ST_UNREACHABLE, &m, checks);
+    size_t kept = 0, w = 0;
+    for (size_t r = 0; r < u->len; r++) {
+        pm_object *x = u->items[r];
+        if (x == NULL)
+            continue;
+        uint8_t *b = pm_side_of(x);
+        if ((*b >> 3) == PM_SCR_REACHABLE) {
+            if (d->debug & PM_GC_DEBUG_LEAK)
+                pm_fdprintf(2, "poolmalloc gc: uncollectable <%s %p>\n", name_of(x), (void *)x);
+            move_to(dest, x);
+            pm_gc_garbage_add(x);
+            kept++;
+            continue;
+        }
+        *b = PM_ST_UNREACHABLE;
+        u->items[w] = x;
+        pm_obj_set_place(x, PM_ST_UNREACHABLE, w);
+        w++;
+    }
+    u->len = w;
+    u->holes = 0;
+    return kept;
+}
+
+/* After user code ran (finalizers, weak reference callbacks): the unreachable objects that
+ * are referenced again from outside, and what they reach, live on, untouched. */
+static void rescue_resurrected(unsigned dest) {
+    pm_gc_table *u = &pm_gc.table[PM_ST_UNREACHABLE];
+    if (table_live(u) == 0)
+        return;
+    find_reachable(PM_ST_UNREACHABLE, PM_ST_UNREACHABLE);
+    size_t w = 0;
+    for (size_t r = 0; r < u->len; r++) {
+        pm_object *x = u->items[r];
+        if (x == NULL)
+            continue;
+        uint8_t *b = pm_side_of(x);
+        if ((*b >> 3) == PM_SCR_REACHABLE) {
+            move_to(dest, x);
+            continue;
+        }
+        *b = PM_ST_UNREACHABLE;
+        if (w != r) {
+            u->items[w] = x;
+            pm_obj_set_place(x, PM_ST_UNREACHABLE, w);
+        }
+        w++;
+    }
+    u->len = w;
+    u->holes = 0;
+}
+
+static void handle_unreachable(unsigned dest, pm_gc_result *res) {
+    pm_gc_domain *d = &pm_gc;
+    pm_gc_table *u = &d->table[PM_ST_UNREACHABLE];
+    if (d->debug & PM_GC_DEBUG_LEAK)
+        for (size_t i = 0; i < u->len; i++)
+            if (u->items[i] != NULL)
+                pm_fdprintf(2, "poolmalloc gc: collectable <%s %p>\n", name_of(u->items[i]),
+                            (void *)u->items[i]);
+    if (d->debug & (PM_GC_DEBUG_SAVEALL | PM_GC_DEBUG_LEAK)) {
+        /* leak hunting: keep everything, cleared of nothing */
+        for (size_t i = 0; i < u->len; i++) {
+            pm_object *x = u->items[i];
+            if (x == NULL)
+                continue;
+            move_to(dest, x);
+            pm_gc_garbage_add(x);
+            res->collected++;
+        }
+        u->len = u->holes = 0;
+        return;
+    }
+    res->uncollectable += keep_uncollectable(dest);
+
+    /* Weak references to the garbage are cleared, all of them, before any user code runs:
+     * no callback or finalizer can reach a garbage object through one. */
+    bool user_code = false;
+    pm_object *callbacks = NULL;
+    for (size_t i = 0; i < u->len; i++) {
+        pm_object *x = u->items[i];
+        if (x != NULL && (x->pm_typebits_ & PM_OF_WEAKREFS))
+            pm_weakref_clear_for_gc(x, &callbacks);
+    }
+    if (callbacks != NULL) {
+        user_code = true;
+        pm_weakref_run_callbacks(callbacks);
+    }
+
+    /* PEP 442: finalizers run once, with every garbage object still intact. Objects they
+     * free by refcounting leave the table through untrack (their slot becomes NULL). */
+    for (size_t i = 0; i < u->len; i++) {
+        pm_object *x = u->items[i];
+        if (x == NULL)
+            continue;
+        const pm_type *t = pm_obj_type(x);
+        if (t->finalize == NULL || (x->pm_typebits_ & PM_OF_FINALIZED))
+            continue;
+        x->pm_typebits_ |= PM_OF_FINALIZED;
+        user_code = true;
+        pm_incref(x);
+        t->finalize(x);
+        pm_decref(x);
+    }
+    if (user_code)
+        rescue_resurrected(dest);
+
+    res->collected += table_live(u);
+    /* Clearing breaks the cycles; reference counting frees the objects. */
+    for (size_t i = 0; i < u->len; i++) {
+        pm_object *x = u->items[i];
+        if (x == NULL)
+            continue;
+        pm_incref(x);
+        pm_object_clear(x, pm_obj_type(x));
+        pm_decref(x);
+    }
+    /* Whatever clearing did not free lives on in the next generation, as in CPython. */
+    for (size_t i = 0; i < u->len; i++)
+        if (u->items[i] != NULL)
+            move_to(dest, u->items[i]);
+    u->len = u->holes = 0;
+}
+
+/* ---- one collection ---------------------------------------------------------------------- */
+
+static void run_callbacks(int phase, int generation, const pm_gc_result *res) {
+    pm_gc_domain *d = &pm_gc;
+    if (d->ncallbacks == 0)
+        return;
+    /* a copy: callbacks may register or remove callbacks */
+    __typeof__(d->callbacks) cbs;
+    int n = d->ncallbacks;
+    memcpy(cbs, d->callbacks, sizeof cbs);
+    pm_gc_info info = {.generation = generation,
+                       .collected = res ? res->collected : 0,
+                       .uncollectable = res ? res->uncollectable : 0};
+    for (int i = 0; i < n; i++)
+        cbs[i].fn(phase, &info, cbs[i].arg);
+}
+
+static void release_scratch_memory(void) {
+    pm_gc_domain *d = &pm_gc;
+    pm_gc_table *u = &d->table[PM_ST_UNREACHABLE];
+    if (u->cap > 65536 && u->len == 0) {
+        pm_free(u->items);
+        u->items = NULL;
+        u->cap = 0;
+    }
+    if (d->stack_cap > 65536) {
+        pm_free(d->stack);
+        d->stack = NULL;
+        d->stack_cap = 0;
+    }
+}
+
+static pm_gc_result collect(int g) {
+    pm_gc_domain *d = &pm_gc;
+    pm_gc_result res = {0, 0};
+    d->collecting = 1;
+    uint64_t start = now_ns();
+    run_callbacks(PM_GC_START, g, NULL);
+    if (d->debug & PM_GC_DEBUG_STATS)
+        pm_fdprintf(2, "poolmalloc gc: collecting generation %d (objects per generation: %zu "
+                    "%zu %zu, frozen %zu)\n", g, table_live(&d->table[1]),
+                    table_live(&d->table[2]), table_live(&d->table[3]),
+                    table_live(&d->table[4]));
+
+    /* CPython resets the counts first: allocations by finalizers count for the next one */
+    if (g < 2)
+        d->count[g + 1]++;
+    for (int i = 0; i <= g; i++)
+        d->count[i] = 0;
+
+    unsigned hi = (unsigned)g + 1, dest = g < 2 ? hi + 1 : PM_ST_GEN2;
+    size_t ysize = 0;
+    for (unsigned st = 1; st <= hi; st++)
+        ysize += table_live(&d->table[st]);
+    /* Room in dest for every object of the set (survivors, and the unreachable that come
+     * back), so that nothing below can fail half-way. */
+    size_t need = dest == PM_ST_GEN2 && g == 2 ? ysize - table_live(&d->table[3]) : ysize;
+    if (ysize > 0 && pm_table_reserve(&d->table[dest], need)) {
+        find_reachable(1, hi);
+        if (dest == PM_ST_GEN2 && g == 2)
+            sweep_in_place(PM_ST_GEN2);
+        size_t promoted = 0;
+        for (unsigned st = dest == hi ? hi - 1 : hi; st >= 1; st--)
+            promoted += sweep_table(st, dest);
+        if (g == 1)
+            d->long_lived_pending += promoted;
+        if (table_live(&d->table[PM_ST_UNREACHABLE]) > 0)
+            handle_unreachable(dest, &res);
+        if (g == 2) {
+            d->long_lived_pending = 0;
+            d->long_lived_total = table_live(&d->table[PM_ST_GEN2]);
+        }
+        release_scratch_memory();
+    }
+
+    uint64_t pause = now_ns() - start;
+    pm_gc_stats *st = &d->stats[g];
+    st->collections++;
+    st->collected += res.collected;
+    st->uncollectable += res.uncollectable;
+    st->total_pause_ns += pause;
+    if (pause > st->max_pause_ns)
+        st->max_pause_ns = pause;
+    if (d->debug & PM_GC_DEBUG_STATS)
+        pm_fdprintf(2, "poolmalloc gc: done, %zu unreachable, %zu uncollectable, %llu us "
+                    "elapsed\n", res.collected + res.uncollectable, res.uncollectable,
+                    (unsigned long long)(pause / 1000));
+    run_callbacks(PM_GC_STOP, g, &res);
+    d->collecting = 0;
+    return res;
+}
+
+/* CPython's collect_generations: the oldest generation over its threshold, with the
+ * long-lived heuristic holding full collections back until enough has been promoted. */
+void pm_gc_maybe_collect(void) {
+    pm_gc_domain *d = &pm_gc;
+    if (!d->enabled || d->threshold[0] <= 0 || d->collecting ||
+        d->count[0] <= d->threshold[0])
+        return;
+    for (int i = 2; i >= 0; i--) {
+        if (d->count[i] <= d->threshold[i])
+            continue;
+        if (i == 2 && d->long_lived_pending < d->long_lived_total / 4)
+            continue;
+        collect(i);
+        return;
+    }
+}
+
+/* ---- public API ------------------------------------------------------------------------------ */
+
+pm_gc_result pm_gc_collect(int generation) {
+    pm_gc_result res = {0, 0};
+    pm_gc_ready();
+    if (generation < 0 || generation > 2) {
+        errno = EINVAL;
+        return res;
+    }
+    if (pm_gc.collecting)
+        return res;
+    PM_GC_ENTER();
+    res = collect(generation);
+    PM_GC_LEAVE();
+    return res;
+}
+
+int pm_gc_enable(void) {
+    pm_gc_ready();
+    int was = pm_gc.enabled;
+    pm_gc.enabled = 1;
+    return was;
+}
+
+int pm_gc_disable(void) {
+    pm_gc_ready();
+    int was = pm_gc.enabled;
+    pm_gc.enabled = 0;
+    return was;
+}
+
+int pm_gc_is_enabled(void) {
+    pm_gc_ready();
+    return pm_gc.enabled;
+}
+
+int pm_gc_set_threshold(long threshold0, long threshold1, long threshold2) {
+    pm_gc_ready();
+    if (threshold0 < 0 || threshold1 < 0 || threshold2 < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    pm_gc.threshold[0] = threshold0;
+    pm_gc.threshold[1] = threshold1;
+    pm_gc.threshold[2] = threshold2;
+    return 0;
+}
+
+void pm_gc_get_threshold(long out[3]) {
+    pm_gc_ready();
+    memcpy(out, pm_gc.threshold, sizeof pm_gc.threshold);
+}
+
+void pm_gc_get_count(long out[3]) {
+    pm_gc_ready();
+    memcpy(out, pm_gc.count, sizeof pm_gc.count);
+}
+
+/* Moves the live objects of table `from` to the end of table `to` (room reserved). */
+static void move_table(unsigned from, unsigned to) {
+    pm_gc_table *t = &pm_gc.table[from];
+    for (size_t i = 0; i < t->len; i++)
+        if (t->items[i] != NULL)
+            move_to(to, t->items[i]);
+    t->len = t->holes = 0;
+}
+
+int pm_gc_freeze(void) {
+    pm_gc_ready();
+    pm_gc_domain *d = &pm_gc;
+    if (d->collecting)
+        return 0;
+    size_t n = table_live(&d->table[1]) + table_live(&d->table[2]) + table_live(&d->table[3]);
+    PM_GC_ENTER();
+    int rc = 0;
+    if (!pm_table_reserve(&d->table[PM_ST_PERMANENT], n)) {
+        errno = ENOMEM;
+        rc = -1;
+    } else {
+        for (unsigned st = PM_ST_GEN2; st >= PM_ST_GEN0; st--)
+            move_table(st, PM_ST_PERMANENT);
+        for (int i = 0; i < 3; i++)
+            d->count[i] = 0;
+        d->long_lived_total = d->long_lived_pending = 0;
+    }
+    PM_GC_LEAVE();
+    return rc;
+}
+
+int pm_gc_unfreeze(void) {
+    pm_gc_ready();
+    pm_gc_domain *d = &pm_gc;
+    if (d->collecting)
+        return 0;
+    PM_GC_ENTER();
+    int rc = 0;
+    if (!pm_table_reserve(&d->table[PM_ST_GEN2], table_live(&d->table[PM_ST_PERMANENT]))) {
+        errno = ENOMEM;
+        rc = -1;
+    } else {
+        move_table(PM_ST_PERMANENT, PM_ST_GEN2);
+    }
+    PM_GC_LEAVE();
+    return rc;
+}
+
+size_t pm_gc_get_freeze_count(void) {
+    pm_gc_ready();
+    return table_live(&pm_gc.table[PM_ST_PERMANENT]);
+}
+
+void pm_gc_get_stats(pm_gc_stats out[3]) {
+    pm_gc_ready();
+    memcpy(out, pm_gc.stats, sizeof pm_gc.stats);
+}
+
+int pm_gc_callback_add(pm_gc_callback callback, void *arg) {
+    pm_gc_ready();
+    pm_gc_domain *d = &pm_gc;
+    if (callback == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (d->ncallbacks == PM_GC_MAX_CALLBACKS) {
+        errno = ENOSPC;
+        return -1;
+    }
+    d->callbacks[d->ncallbacks].fn = callback;
+    d->callbacks[d->ncallbacks].arg = arg;
+    d->ncallbacks++;
+    return 0;
+}
+
+int pm_gc_callback_remove(pm_gc_callback callback, void *arg) {
+    pm_gc_ready();
+    pm_gc_domain *d = &pm_gc;
+    for (int i = 0; i < d->ncallbacks; i++) {
+        if (d->callbacks[i].fn != callback || d->callbacks[i].arg != arg)
+            continue;
+        memmove(&d->callbacks[i], &d->callbacks[i + 1],
+                (size_t)(d->ncallbacks - i - 1) * sizeof d->callbacks[0]);
+        d->ncallbacks--;
+        return 0;
+    }
+    errno = ENOENT;
+    return -1;
+}
+
+void pm_gc_set_debug(int flags) {
+    pm_gc_ready();
+    pm_gc.debug = flags;
+}
+
+int pm_gc_get_debug(void) {
+    pm_gc_ready();
+    return pm_gc.debug;
+}
+
+typedef struct collect_refs {
+    pm_object **out;
+    size_t max, n;
+} collect_refs;
+
+static void give(collect_refs *c, pm_object *o) {
+    if (c->n < c->max)
+        c->out[c->n] = pm_newref(o);
+    c->n++;
+}
+
+static int referent_visit(pm_object *ref, void *arg) {
+    give(arg, ref);
+    return 0;
+}
+
+size_t pm_gc_get_referents(pm_object *o, pm_object **out, size_t max) {
+    pm_gc_ready();
+    collect_refs c = {out, max, 0};
+    if (o == NULL || !(pm_obj_type(o)->pm_ready_ & PM_TYPE_CONTAINER))
+        return 0;
+    PM_GC_ENTER();
+    pm_object_traverse(o, referent_visit, &c);
+    PM_GC_LEAVE();
+    return c.n;
+}
+
+size_t pm_gc_get_objects(int generation, pm_object **out, size_t max) {
+    pm_gc_ready();
+    unsigned lo, hi;
+    if (generation == -1) {
+        lo = PM_ST_GEN0;
+        hi = PM_ST_GEN2;
+    } else if (generation >= 0 && generation <= 3) {
+        lo = hi = (unsigned)generation + 1;
+    } else {
+        errno = EINVAL;
+        return 0;
+    }
+    collect_refs c = {out, max, 0};
+    PM_GC_ENTER();
+    for (unsigned st = lo; st <= hi; st++) {
+        const pm_gc_table *t = &pm_gc.table[st];
+        for (size_t i = 0; i < t->len; i++)
+            if (t->items[i] != NULL)
+                give(&c, t->items[i]);
+    }
+    PM_GC_LEAVE();
+    return c.n;
+}
+
+size_t pm_gc_garbage(pm_object **out, size_t max) {
+    pm_gc_ready();
+    collect_refs c = {out, max, 0};
+    for (size_t i = 0; i < pm_gc.garbage_len; i++)
+        give(&c, pm_gc.garbage[i]);
+    return c.n;
+}
+
+size_t pm_gc_garbage_clear(void) {
+    pm_gc_ready();
+    pm_gc_domain *d = &pm_gc;
+    PM_GC_ENTER();
+    /* detach first: a decref may run code that inspects or extends the list */
+    pm_object **g = d->garbage;
+    size_t n = d->garbage_len;
+    d->garbage = NULL;
+    d->garbage_len = d->garbage_cap = 0;
+    for (size_t i = 0; i < n; i++)
+        pm_decref(g[i]);
+    pm_free(g);
+    PM_GC_LEAVE();
+    return n;
+}

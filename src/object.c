@@ -1,0 +1,513 @@
+/*
+ * object.c: objects on the pool heap: creation, types, reference-count slow paths, the
+ * iterative release of dying objects, tracking, generation tables and the side table.
+ * The collector itself is in gc.c, weak references in weakref.c; object.h has the design.
+ */
+#include "object.h"
+
+#include <stdio.h>
+#include <sys/mman.h>
+
+_Static_assert(sizeof(pm_object) == 24, "the object header is documented as 24 bytes");
+_Static_assert(offsetof(pm_object, pm_refcnt_) >= 2 * sizeof(void *),
+               "the reference count must sit past the allocator's free-list words");
+
+pm_gc_domain pm_gc;
+uintptr_t *pm_side_top;
+
+/* ---- misuse --------------------------------------------------------------------------------- */
+
+/* A count this negative is a freed object (PM_REFCNT_FREED, or POOLMALLOC_POISON's 0xDD..). */
+static bool refcnt_says_freed(int64_t rc) { return rc < -((int64_t)1 << 60); }
+
+void pm_object_misuse(const pm_object *o, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    pm_vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    (void)o;
+    pm_fatal("%s", msg);
+}
+
+/* The type name of an object that may be dying but is not freed (its type word is intact). */
+static const char *type_name(const pm_object *o) {
+    const pm_type *t = pm_obj_type(o);
+    return t != NULL && t->name != NULL ? t->name : "?";
+}
+
+static void check_not_freed(const pm_object *o, const char *fn) {
+    if (PM_UNLIKELY(o == NULL))
+        pm_object_misuse(o, "%s(): NULL object", fn);
+    if (PM_UNLIKELY(refcnt_says_freed(o->pm_refcnt_)))
+        pm_object_misuse(o, "%s(): object %p was freed (use after free)", fn, (const void *)o);
+}
+
+static void check_alive(const pm_object *o, const char *fn) {
+    check_not_freed(o, fn);
+    if (PM_UNLIKELY(o->pm_refcnt_ <= 0))
+        pm_object_misuse(o, "%s(): object %p (type %s) is being destroyed (reference count %lld)",
+                         fn, (const void *)o, type_name(o), (long long)o->pm_refcnt_);
+}
+
+void pm_object_check_ref(const pm_object *from, const pm_object *ref, const char *when) {
+    if (PM_UNLIKELY(refcnt_says_freed(ref->pm_refcnt_) || ref->pm_refcnt_ <= 0))
+        pm_object_misuse(from, "%s: object %p (type %s) refers to %p, which was freed "
+                         "(a missing pm_incref, or a stale field)",
+                         when, (const void *)from, type_name(from), (const void *)ref);
+}
+
+/* ---- the one-thread rule (debug builds) ---------------------------------------------------- */
+#if PM_DEBUG
+static PM_TLS int enter_depth;
+
+void pm_gc_enter(void) {
+    if (enter_depth++ != 0)
+        return;
+    uintptr_t me = (uintptr_t)&enter_depth; /* unique per thread */
+    uintptr_t prev = atomic_exchange(&pm_gc.user, me);
+    if (prev != 0 && prev != me)
+        pm_fatal("the object API was used by two threads at once; a collector domain is used by "
+                 "one thread at a time (serialize object operations with a lock)");
+}
+
+void pm_gc_leave(void) {
+    if (--enter_depth == 0)
+        atomic_store(&pm_gc.user, (uintptr_t)0);
+}
+#endif
+
+/* ---- domain ------------------------------------------------------------------------------ */
+
+static pthread_once_t domain_once = PTHREAD_ONCE_INIT;
+
+static void domain_init_once(void) {
+    pm_init(); /* loads pm_opt */
+    pm_side_top = pm_os_reserve(PM_SIDE_TOP_LEN * sizeof(uintptr_t));
+    if (pm_side_top == NULL)
+        pm_fatal("cannot reserve %zu bytes of address space for the collector's side table",
+                 PM_SIDE_TOP_LEN * sizeof(uintptr_t));
+    for (int i = 0; i < 3; i++)
+        pm_gc.threshold[i] = pm_opt.gc_threshold[i];
+    pm_gc.enabled = pm_opt.gc_enabled ? 1 : 0;
+    pm_gc.debug = (int)pm_opt.gc_debug | (PM_DEBUG ? PM_GC_DEBUG_CHECKS : 0);
+    __atomic_store_n(&pm_gc.ready, true, __ATOMIC_RELEASE);
+}
+
+void pm_gc_domain_init(void) { pthread_once(&domain_once, domain_init_once); }
+
+/* ---- side table --------------------------------------------------------------------------- */
+
+bool pm_side_ensure(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    size_t i = a >> PM_SIDE_REGION_SHIFT;
+    if (PM_UNLIKELY(i >= PM_SIDE_TOP_LEN))
+        pm_fatal("object %p lies beyond the %d-bit address space the collector maps", p,
+                 PM_ADDRESS_BITS);
+    if (PM_LIKELY(pm_side_top[i] != 0))
+        return true;
+    uintptr_t shift = (uintptr_t)i << (PM_SIDE_REGION_SHIFT - PM_SIDE_SHIFT);
+    void *chunk = pm_os_map_aligned(PM_SIDE_CHUNK, PM_SIDE_CHUNK);
+    if (chunk != NULL && (uintptr_t)chunk == shift) {
+        /* the bias would be 0, which means "no chunk": take another mapping */
+        void *other = pm_os_map_aligned(PM_SIDE_CHUNK, PM_SIDE_CHUNK);
+        pm_os_unmap(chunk, PM_SIDE_CHUNK);
+        chunk = other;
+    }
+    if (chunk == NULL)
+        return false;
+#ifdef MADV_HUGEPAGE
+    /* One TLB entry for the whole chunk: the collector reads these bytes in random order
+     * when the graph is shuffled, and 4 KiB pages would make every access a page walk. */
+    madvise(chunk, PM_SIDE_CHUNK, MADV_HUGEPAGE);
+#endif
+    pm_side_top[i] = (uintptr_t)chunk - shift;
+    return true;
+}
+
+/* ---- generation tables -------------------------------------------------------------------- */
+
+void pm_table_compact(pm_gc_table *t) {
+    size_t w = 0;
+    for (size_t r = 0; r < t->len; r++) {
+        pm_object *x = t->items[r];
+        if (x == NULL)
+            continue;
+        if (w != r) {
+            t->items[w] = x;
+            pm_obj_set_place(x, pm_obj_state(x), w);
+        }
+        w++;
+    }
+    t->len = w;
+    t->holes = 0;
+}
+
+/* Capacity for `more` appends past len. */
+bool pm_table_reserve(pm_gc_table *t, size_t more) {
+    if (t->cap - t->len >= more)
+        return true;
+    size_t need = t->len + more;
+    if (need < t->len)
+        return false;
+    size_t cap = t->cap < 256 ? 256 : t->cap;
+    while (cap < need)
+        cap *= 2;
+    pm_object **items = pm_realloc(t->items, cap * sizeof *items);
+    if (items == NULL)
+        return false;
+    t->items = items;
+    t->cap = cap;
+    return true;
+}
+
+static PM_NOINLINE bool table_make_room(pm_gc_table *t) {
+    /* Squeezing holes out costs one pass over the table; doing it only when they are a
+     * quarter of it keeps appends amortised O(1) and the table from growing with churn. */
+    if (t->holes > 0 && t->holes >= t->len / 4) {
+        pm_table_compact(t);
+        if (t->len < t->cap)
+            return true;
+    }
+    return pm_table_reserve(t, 1);
+}
+
+bool pm_table_append(unsigned state, pm_object *o) {
+    pm_gc_table *t = &pm_gc.table[state];
+    if (PM_UNLIKELY(t->len == t->cap) && !table_make_room(t))
+        return false;
+    size_t slot = t->len++;
+    t->items[slot] = o;
+    pm_obj_set_place(o, state, slot);
+    *pm_side_of(o) = (uint8_t)state;
+    return true;
+}
+
+void pm_table_remove(pm_object *o) {
+    pm_gc_table *t = &pm_gc.table[pm_obj_state(o)];
+    size_t slot = pm_obj_slot(o);
+    t->items[slot] = NULL;
+    if (slot + 1 == t->len)
+        t->len--;
+    else
+        t->holes++;
+    *pm_side_of(o) = 0;
+    o->pm_gcword_ = 0;
+}
+
+/* ---- types ----------------------------------------------------------------------------------- */
+
+static bool field_ok(const pm_type *t, size_t off, const char *what) {
+    if (off < sizeof(pm_object) || off % sizeof(void *) != 0 || off + sizeof(void *) > t->size) {
+        pm_warn("type '%s': %s %zu is not an aligned pointer-sized field after the header "
+                "and inside size %zu", t->name ? t->name : "?", what, off, t->size);
+        return false;
+    }
+    return true;
+}
+
+uintptr_t pm_type_prepare(pm_type *t) {
+    pm_gc_ready();
+    const char *name = t->name ? t->name : "?";
+    if (t->size < sizeof(pm_object)) {
+        pm_warn("type '%s': size %zu is smaller than the %zu-byte object header", name, t->size,
+                sizeof(pm_object));
+        return 0;
+    }
+    bool layout = false, items = false, masked = true;
+    uint64_t mask = 0;
+    if (t->ref_offsets != NULL) {
+        size_t n = 0;
+        for (const uint16_t *off = t->ref_offsets; *off != 0; off++, n++) {
+            if (n >= 4096 || !field_ok(t, *off, "ref_offsets entry"))
+                return 0;
+            size_t word = *off / sizeof(void *) - PM_READY_FIRST_WORD;
+            if (word >= PM_READY_MASK_WORDS) {
+                masked = false;
+                continue;
+            }
+            if (mask & (UINT64_C(1) << word)) {
+                pm_warn("type '%s': offset %u appears twice in ref_offsets", name, *off);
+                return 0;
+            }
+            mask |= UINT64_C(1) << word;
+        }
+        layout = n > 0;
+    }
+    if (t->items_offset != 0) {
+        if (!field_ok(t, t->length_offset, "length_offset"))
+            return 0;
+        if (t->flags & PM_TYPE_ITEMS_POINTER) {
+            if (!field_ok(t, t->items_offset, "items_offset"))
+                return 0;
+        } else if (t->items_offset < sizeof(pm_object) || t->items_offset > t->size ||
+                   t->items_offset % sizeof(void *) != 0 || t->itemsize != sizeof(void *)) {
+            pm_warn("type '%s': inline items need items_offset <= size (aligned) and itemsize "
+                    "== sizeof(pm_object *)", name);
+            return 0;
+        }
+        layout = items = true;
+    }
+    bool refs = t->traverse != NULL || layout;
+    if ((t->flags & PM_TYPE_NO_REFS) && refs) {
+        pm_warn("type '%s': PM_TYPE_NO_REFS with traverse or a reference layout", name);
+        return 0;
+    }
+    uintptr_t ready = PM_TYPE_READY;
+    if (refs) {
+        ready |= PM_TYPE_CONTAINER;
+        if (t->traverse == NULL)
+            ready |= PM_TYPE_LAYOUT;
+        if (t->traverse == NULL && masked)
+            ready |= PM_TYPE_MASKED | (uintptr_t)mask << PM_READY_MASK_SHIFT;
+        if (t->clear != NULL || t->traverse == NULL)
+            ready |= PM_TYPE_CLEARABLE;
+        if (items)
+            ready |= PM_TYPE_ITEMS;
+    }
+    t->pm_ready_ = ready;
+    return ready;
+}
+
+/* ---- reference walks ------------------------------------------------------------------------ */
+
+int pm_object_traverse(pm_object *o, pm_visit_fn visit, void *arg) {
+    return pm_walk(o, pm_obj_type(o), visit, arg);
+}
+
+/* Drops the layout's references, fields set to NULL first (Py_CLEAR order). */
+static void clear_layout(pm_object *o, const pm_type *t) {
+    char *base = (char *)o;
+    if (t->ref_offsets != NULL)
+        for (const uint16_t *off = t->ref_offsets; *off != 0; off++)
+            PM_CLEAR(*(pm_object **)(base + *off));
+    if (t->pm_ready_ & PM_TYPE_ITEMS) {
+        size_t n = *(size_t *)(base + t->length_offset);
+        pm_object **items = pm_items_of(o, t);
+        if (items != NULL)
+            for (size_t i = 0; i < n; i++)
+                PM_CLEAR(items[i]);
+    }
+}
+
+static int decref_visit(pm_object *ref, void *arg) {
+    (void)arg;
+    pm_decref(ref);
+    return 0;
+}
+
+void pm_object_release_refs(pm_object *o, const pm_type *t) {
+    if (t->pm_ready_ & PM_TYPE_LAYOUT)
+        clear_layout(o, t);
+    else if (t->traverse != NULL && t->release == NULL)
+        t->traverse(o, decref_visit, NULL);
+    if (t->release != NULL)
+        t->release(o);
+}
+
+void pm_object_clear(pm_object *o, const pm_type *t) {
+    if (t->clear != NULL)
+        t->clear(o);
+    else if (t->pm_ready_ & PM_TYPE_LAYOUT)
+        clear_layout(o, t);
+}
+
+/* ---- creation -------------------------------------------------------------------------------- */
+
+static pm_object *new_object(pm_type *t, uintptr_t ready, size_t size) {
+    if (ready & PM_TYPE_CONTAINER) {
+        /* CPython counts container allocations, not trackings: an object allocated and
+         * dropped without ever being tracked still moves the collector forward. */
+        if (PM_UNLIKELY(++pm_gc.count[0] > pm_gc.threshold[0]))
+            pm_gc_maybe_collect();
+    }
+    pm_object *o = pm_malloc_inline(size);
+    /* Every object's region gets its side-table chunk now, tracked or not: the collector
+     * then looks up any referent's byte with no check. */
+    if (PM_UNLIKELY(o == NULL) ||
+        (PM_UNLIKELY(pm_side_top[(uintptr_t)o >> PM_SIDE_REGION_SHIFT] == 0) &&
+         !pm_side_ensure(o))) {
+        pm_free(o);
+        if ((ready & PM_TYPE_CONTAINER) && pm_gc.count[0] > 0)
+            pm_gc.count[0]--;
+        errno = ENOMEM;
+        return NULL;
+    }
+    o->pm_typebits_ = (uintptr_t)t;
+    o->pm_gcword_ = 0;
+    o->pm_refcnt_ = 1;
+    memset(o + 1, 0, size - sizeof(pm_object));
+    return o;
+}
+
+static uintptr_t type_ready(pm_type *t) {
+    uintptr_t ready = t->pm_ready_;
+    if (PM_UNLIKELY(ready == 0)) {
+        ready = pm_type_prepare(t);
+        if (ready == 0)
+            errno = EINVAL;
+    }
+    return ready;
+}
+
+pm_object *pm_new(pm_type *type) {
+    uintptr_t ready = type_ready(type);
+    if (PM_UNLIKELY(ready == 0))
+        return NULL;
+    PM_GC_ENTER();
+    pm_object *o = new_object(type, ready, type->size);
+    PM_GC_LEAVE();
+    return o;
+}
+
+pm_object *pm_new_var(pm_type *type, size_t n) {
+    uintptr_t ready = type_ready(type);
+    if (PM_UNLIKELY(ready == 0))
+        return NULL;
+    size_t extra;
+    if (__builtin_mul_overflow(n, type->itemsize, &extra) ||
+        __builtin_add_overflow(extra, type->size, &extra)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    PM_GC_ENTER();
+    pm_object *o = new_object(type, ready, extra);
+    if (o != NULL && (ready & PM_TYPE_ITEMS) && !(type->flags & PM_TYPE_ITEMS_POINTER))
+        *(size_t *)((char *)o + type->length_offset) = n;
+    PM_GC_LEAVE();
+    return o;
+}
+
+/* ---- death -------------------------------------------------------------------------------- */
+
+/* PEP 442 from refcounting: the object gets one reference back for the call; anything more
+ * after it is a resurrection, and the object lives on (finalize never runs again). */
+static bool finalize_dying(pm_object *o, const pm_type *t) {
+    o->pm_typebits_ |= PM_OF_FINALIZED;
+    o->pm_refcnt_ = 1;
+    if (o->pm_typebits_ & PM_OF_WAS_TRACKED) {
+        /* it waited on the dealloc list untracked; as CPython, a finalizer sees it tracked */
+        o->pm_typebits_ &= ~PM_OF_WAS_TRACKED;
+        if (pm_side_ensure(o))
+            (void)pm_table_append(PM_ST_GEN0, o);
+    }
+    t->finalize(o);
+    int64_t rc = --o->pm_refcnt_;
+    if (PM_LIKELY(rc == 0))
+        return true;
+    if (rc < 0)
+        pm_object_misuse(o, "finalize of %p (type %s) dropped a reference it did not own",
+                         (const void *)o, type_name(o));
+    return false;
+}
+
+static void destroy(pm_object *o) {
+    const pm_type *t = pm_obj_type(o);
+    if (t->finalize != NULL && !(o->pm_typebits_ & PM_OF_FINALIZED) && !finalize_dying(o, t))
+        return; /* resurrected */
+    if (pm_obj_state(o) != PM_ST_UNTRACKED)
+        pm_table_remove(o);
+    o->pm_typebits_ &= ~PM_OF_WAS_TRACKED;
+    /* untracked first: a weak reference callback may collect, and must not find o */
+    if (o->pm_typebits_ & PM_OF_WEAKREFS)
+        pm_weakref_clear_all(o);
+    if ((t->pm_ready_ & PM_TYPE_CONTAINER) && pm_gc.count[0] > 0)
+        pm_gc.count[0]--;
+    pm_object_release_refs(o, t);
+    o->pm_refcnt_ = PM_REFCNT_FREED;
+    pm_free_inline(o);
+}
+
+/* The trashcan, in the core: a death found while another object is being released waits on
+ * a list (linked through its collector word, after untracking) and the outermost call frees
+ * the list. Nothing recurses, whatever the shape of the graph. */
+static void dealloc(pm_object *o) {
+    pm_gc_domain *d = &pm_gc;
+    if (d->releasing) {
+        if (pm_obj_state(o) != PM_ST_UNTRACKED) {
+            pm_table_remove(o);
+            o->pm_typebits_ |= PM_OF_WAS_TRACKED;
+        }
+        o->pm_gcword_ = (uint64_t)(uintptr_t)d->dealloc_list;
+        d->dealloc_list = o;
+        return;
+    }
+    d->releasing = 1;
+    for (;;) {
+        destroy(o);
+        o = d->dealloc_list;
+        if (o == NULL)
+            break;
+        d->dealloc_list = (pm_object *)(uintptr_t)o->pm_gcword_;
+        o->pm_gcword_ = 0;
+    }
+    d->releasing = 0;
+}
+
+void pm__object_zero(pm_object *o) {
+    int64_t rc = o->pm_refcnt_;
+    if (PM_UNLIKELY(rc < 0)) {
+        if (refcnt_says_freed(rc))
+            pm_object_misuse(o, "pm_decref(): object %p was already freed (use after free: its "
+                             "reference count went below zero)", (const void *)o);
+        pm_object_misuse(o, "pm_decref(): the reference count of %p (type %s) went below zero",
+                         (const void *)o, type_name(o));
+    }
+    PM_GC_ENTER();
+    dealloc(o);
+    PM_GC_LEAVE();
+}
+
+void pm__object_revive(pm_object *o) {
+    int64_t rc = --o->pm_refcnt_; /* undo, for the message */
+    if (refcnt_says_freed(rc))
+        pm_object_misuse(o, "pm_incref(): object %p was freed (use after free)", (const void *)o);
+    pm_object_misuse(o, "pm_incref(): object %p (type %s) is being destroyed (reference count "
+                     "%lld)", (const void *)o, type_name(o), (long long)rc);
+}
+
+/* ---- tracking --------------------------------------------------------------------------------- */
+
+static int check_ref_visit(pm_object *ref, void *arg) {
+    pm_object_check_ref((const pm_object *)arg, ref, "pm_track()");
+    return 0;
+}
+
+int pm_track(pm_object *o) {
+    check_alive(o, "pm_track");
+    const pm_type *t = pm_obj_type(o);
+    if (!(t->pm_ready_ & PM_TYPE_CONTAINER))
+        return 0; /* holds no references: never tracked */
+    if (PM_UNLIKELY(pm_obj_state(o) != PM_ST_UNTRACKED))
+        pm_object_misuse(o, "pm_track(): object %p (type %s) is already tracked",
+                         (const void *)o, type_name(o));
+    PM_GC_ENTER();
+    if (pm_gc.debug & PM_GC_DEBUG_CHECKS)
+        pm_walk(o, t, check_ref_visit, o);
+    int rc = 0;
+    if (!pm_side_ensure(o) || !pm_table_append(PM_ST_GEN0, o)) {
+        errno = ENOMEM;
+        rc = -1;
+    }
+    PM_GC_LEAVE();
+    return rc;
+}
+
+void pm_untrack(pm_object *o) {
+    check_not_freed(o, "pm_untrack");
+    if (pm_obj_state(o) == PM_ST_UNTRACKED)
+        return;
+    PM_GC_ENTER();
+    pm_table_remove(o);
+    PM_GC_LEAVE();
+}
+
+int pm_is_tracked(const pm_object *o) {
+    check_not_freed(o, "pm_is_tracked");
+    return pm_obj_state(o) != PM_ST_UNTRACKED;
+}
+
+int pm_is_finalized(const pm_object *o) {
+    check_not_freed(o, "pm_is_finalized");
+    return (o->pm_typebits_ & PM_OF_FINALIZED) != 0;
+}

@@ -1,0 +1,288 @@
+/*
+ * object.h: internals of the object API (object.c), the cycle collector (gc.c) and weak
+ * references (weakref.c). The public side, and the header layout, are in poolmalloc.h.
+ *
+ * ===========================================================================================
+ * Where the collector keeps its state
+ * ===========================================================================================
+ *  - The object header (24 bytes): type pointer | flag bits, the collector word, the count.
+ *      collector word = state << 56 | slot. state: untracked, generation 0..2, permanent
+ *      (frozen), unreachable (found unreachable by the collection running now). slot: the
+ *      object's index in the table of its state.
+ *  - One table per state (pm_gc_table): a growable array of object pointers. Tracking appends;
+ *    untracking writes NULL into the slot (a hole) or pops the tail, so the table keeps the
+ *    allocation order, which is the memory order for objects allocated together, and a
+ *    collection scans it front to back, prefetching a few objects ahead. Holes are squeezed
+ *    out when a table fills up and by every collection of it.
+ *  - The side table: one byte per 32 bytes of address space that holds a tracked object
+ *    (objects are at least 32 bytes, so no two share a byte), found from the object's address
+ *    alone: side[p >> 5] through a two-level map (64 MiB regions -> 2 MiB chunks). Low 3 bits:
+ *    the object's state, as in its header; high 5 bits: the running collection's scratch,
+ *    0 otherwise. The reference walk of a collection asks "is the referent in the generations
+ *    being collected, and what is its count/mark" of this byte only: for 10 million objects it
+ *    is a few MiB that stay in cache, where the headers would mean a cache miss per reference.
+ *
+ * ===========================================================================================
+ * A collection of generations 0..g (CPython's algorithm, reorganised for tables)
+ * ===========================================================================================
+ *  1. count: walk every object of the young set Y (states 1..g+1) and add one to the scratch
+ *     count of each referent in Y: after it, count(x) = references to x from inside Y.
+ *  2. mark: scan Y oldest table first. An object is reachable if it was marked by an earlier
+ *     one, or if refcount > count (a reference from outside Y: a root); reachable objects are
+ *     walked and mark their referents in Y. A referent the scan already passed (TENTATIVE) is
+ *     pushed on a stack and walked from there. Each object is walked once more, no object is
+ *     moved, and the scan reads the objects in table order.
+ *  3. sweep: reachable objects go to generation g+1 (g = 2: stay) with their byte reset;
+ *     the others to the unreachable table U, with state UNREACHABLE.
+ *  4. U as CPython: uncollectable objects (no way to clear them) and what they reach are
+ *     kept; weak references to U are cleared, their callbacks run; finalizers run once; if any
+ *     user code ran, steps 1-3 on U alone find the objects resurrected; the rest are cleared,
+ *     which frees them by reference counting (freed objects leave U through untrack).
+ *
+ * No user code runs during 1-3 except traverse callbacks, which may not change anything.
+ */
+#ifndef PM_OBJECT_H
+#define PM_OBJECT_H
+
+#include "internal.h"
+
+/* ---- header words ---------------------------------------------------------------------- */
+
+/* Flag bits in the low bits of pm_typebits_ (pm_type is at least 8-aligned). */
+#define PM_OF_FINALIZED ((uintptr_t)1)    /* finalize ran (PEP 442: at most once) */
+#define PM_OF_WEAKREFS ((uintptr_t)2)     /* weak references point here (see weakref.c) */
+#define PM_OF_WAS_TRACKED ((uintptr_t)4)  /* untracked while waiting on the dealloc list */
+#define PM_OF_MASK ((uintptr_t)7)
+
+#define PM_GCW_STATE_SHIFT 56
+#define PM_GCW_SLOT_MASK ((UINT64_C(1) << 48) - 1)
+
+enum pm_gc_state {
+    PM_ST_UNTRACKED = 0,
+    PM_ST_GEN0 = 1,
+    PM_ST_GEN1 = 2,
+    PM_ST_GEN2 = 3,
+    PM_ST_PERMANENT = 4,   /* frozen: tracked, never collected */
+    PM_ST_UNREACHABLE = 5, /* found unreachable by the running collection */
+    PM_ST_COUNT = 6
+};
+
+/* A freed object's reference count: incref/decref of it goes (or stays) negative. */
+#define PM_REFCNT_FREED (INT64_MIN / 2)
+
+PM_INLINE const pm_type *pm_obj_type(const pm_object *o) {
+    return (const pm_type *)(o->pm_typebits_ & ~PM_OF_MASK);
+}
+PM_INLINE unsigned pm_obj_state(const pm_object *o) {
+    return (unsigned)(o->pm_gcword_ >> PM_GCW_STATE_SHIFT);
+}
+PM_INLINE size_t pm_obj_slot(const pm_object *o) {
+    return (size_t)(o->pm_gcword_ & PM_GCW_SLOT_MASK);
+}
+PM_INLINE void pm_obj_set_place(pm_object *o, unsigned state, size_t slot) {
+    o->pm_gcword_ = ((uint64_t)state << PM_GCW_STATE_SHIFT) | (uint64_t)slot;
+}
+
+/* ---- the side table ------------------------------------------------------------------------ */
+#define PM_SIDE_SHIFT 5         /* one byte per 32 bytes */
+#define PM_SIDE_REGION_SHIFT 26 /* a chunk covers 64 MiB: 2 MiB of bytes */
+#define PM_SIDE_CHUNK ((size_t)1 << (PM_SIDE_REGION_SHIFT - PM_SIDE_SHIFT))
+#define PM_SIDE_TOP_LEN ((size_t)1 << (PM_ADDRESS_BITS - PM_SIDE_REGION_SHIFT))
+
+/* Scratch values (byte >> 3) during a collection, for objects in the set being collected. */
+#define PM_SCR_COUNT_MAX 27u  /* 0..27: references from inside the set */
+#define PM_SCR_OVERFLOW 28u   /* more: the count is in the overflow table */
+#define PM_SCR_PENDING 29u    /* reachable, passed by the scan, not walked (no stack memory) */
+#define PM_SCR_TENTATIVE 30u  /* passed by the scan, not (yet) found reachable */
+#define PM_SCR_REACHABLE 31u  /* found reachable */
+#define PM_SIDE_STATE(b) ((unsigned)(b) & 7u)
+#define PM_SIDE_SCR(b) ((unsigned)(b) >> 3)
+
+/* top[p >> 26] = chunk address - ((p >> 26) << 21), so that byte = top + (p >> 5); 0 where no
+ * chunk was made. Reserved lazily backed (16 MiB of address space). */
+PM_HIDDEN extern uintptr_t *pm_side_top;
+
+/* The side byte of p, or NULL when no object was ever tracked in p's region. */
+PM_INLINE uint8_t *pm_side_find(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    uintptr_t bias = pm_side_top[(a >> PM_SIDE_REGION_SHIFT) & (PM_SIDE_TOP_LEN - 1)];
+    return bias ? (uint8_t *)(bias + (a >> PM_SIDE_SHIFT)) : NULL;
+}
+/* The side byte of an object known to be tracked (its chunk exists). */
+PM_INLINE uint8_t *pm_side_of(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    return (uint8_t *)(pm_side_top[a >> PM_SIDE_REGION_SHIFT] + (a >> PM_SIDE_SHIFT));
+}
+/* Makes sure p's chunk exists; false when out of memory. */
+PM_HIDDEN bool pm_side_ensure(const void *p);
+
+/* pm_ready_: 0 until the type is checked (at its first pm_new); then these bits, and for a
+ * layout whose references all lie in words 3..58 of the object, a bitmask of those words
+ * (bit j = word 3 + j) above PM_READY_MASK_SHIFT: the collector walks it with no table. */
+#define PM_TYPE_READY 0x1u
+#define PM_TYPE_LAYOUT 0x2u    /* the collector walks ref_offsets/items itself */
+#define PM_TYPE_CLEARABLE 0x4u /* clear set, or a layout the library clears */
+#define PM_TYPE_ITEMS 0x8u     /* has an items array */
+#define PM_TYPE_CONTAINER 0x10u /* may hold references: counted, tracked, walked */
+#define PM_TYPE_MASKED 0x20u   /* the fixed references are the bitmask */
+#define PM_READY_MASK_SHIFT 8
+#define PM_READY_FIRST_WORD 3  /* words 0..2 are the header */
+#define PM_READY_MASK_WORDS 56
+
+/* The items array of a type with PM_TYPE_ITEMS (NULL for an unset pointer). */
+PM_INLINE pm_object **pm_items_of(pm_object *o, const pm_type *t) {
+    char *at = (char *)o + t->items_offset;
+    return (t->flags & PM_TYPE_ITEMS_POINTER) ? *(pm_object ***)at : (pm_object **)at;
+}
+
+#ifndef PM_ITEM_PREFETCH
+#define PM_ITEM_PREFETCH(items, i, n) do { } while (0)
+#endif
+
+/* Runs STMT with `r` bound to each non-NULL reference of a layout type (rd = t->pm_ready_).
+ * A macro, so that the collector's passes keep their state in registers. */
+#define PM_WALK_LAYOUT(x, t, rd, r, STMT)                                                      \
+    do {                                                                                       \
+        pm_object **pm_w_ = (pm_object **)(x);                                                 \
+        if (PM_LIKELY((rd) & PM_TYPE_MASKED)) {                                                \
+            uint64_t pm_m_ = (uint64_t)(rd) >> PM_READY_MASK_SHIFT;                            \
+            while (pm_m_ != 0) {                                                               \
+                pm_object *r = pm_w_[PM_READY_FIRST_WORD + __builtin_ctzll(pm_m_)];            \
+                pm_m_ &= pm_m_ - 1;                                                            \
+                if (r != NULL) {                                                               \
+                    STMT;                                                                      \
+                }                                                                              \
+            }                                                                                  \
+        } else if ((t)->ref_offsets != NULL) {                                                 \
+            for (const uint16_t *pm_off_ = (t)->ref_offsets; *pm_off_ != 0; pm_off_++) {       \
+                pm_object *r = *(pm_object **)((char *)(x) + *pm_off_);                        \
+                if (r != NULL) {                                                               \
+                    STMT;                                                                      \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        if ((rd) & PM_TYPE_ITEMS) {                                                            \
+            size_t pm_n_ = *(size_t *)((char *)(x) + (t)->length_offset);                      \
+            pm_object **pm_it_ = pm_items_of((x), (t));                                        \
+            if (pm_it_ != NULL)                                                                \
+                for (size_t pm_i_ = 0; pm_i_ < pm_n_; pm_i_++) {                               \
+                    PM_ITEM_PREFETCH(pm_it_, pm_i_, pm_n_);                                    \
+                    pm_object *r = pm_it_[pm_i_];                                              \
+                    if (r != NULL) {                                                           \
+                        STMT;                                                                  \
+                    }                                                                          \
+                }                                                                              \
+        }                                                                                      \
+        (void)pm_w_;                                                                           \
+    } while (0)
+
+/* Calls visit for each non-NULL reference of o; returns the first non-zero result. */
+PM_INLINE int pm_walk(pm_object *o, const pm_type *t, pm_visit_fn visit, void *arg) {
+    if (t->traverse != NULL)
+        return t->traverse(o, visit, arg);
+    uintptr_t rd = t->pm_ready_;
+    int e = 0;
+    PM_WALK_LAYOUT(o, t, rd, r, if ((e = visit(r, arg)) != 0) return e);
+    return 0;
+}
+
+/* ---- tables --------------------------------------------------------------------------------- */
+typedef struct pm_gc_table {
+    pm_object **items;
+    size_t len, cap;
+    size_t holes; /* NULL slots below len */
+} pm_gc_table;
+
+/* ---- the collector domain --------------------------------------------------------------- */
+#define PM_GC_MAX_CALLBACKS 16
+
+typedef struct pm_gc_domain {
+    pm_gc_table table[PM_ST_COUNT]; /* by state; [0] unused */
+    long threshold[3];
+    long count[3];
+    size_t long_lived_total, long_lived_pending;
+    int enabled;
+    int debug;
+    int collecting;   /* a collection is running: no nested ones */
+    bool ready;
+    /* objects whose count reached zero while another one was being released */
+    pm_object *dealloc_list;
+    int releasing;
+    pm_gc_stats stats[3];
+    struct {
+        pm_gc_callback fn;
+        void *arg;
+    } callbacks[PM_GC_MAX_CALLBACKS];
+    int ncallbacks;
+    /* the collector's scratch, kept between collections */
+    pm_object **stack;
+    size_t stack_len, stack_cap;
+    bool stack_failed; /* out of memory: fall back to PENDING and rescans */
+    struct pm_gc_overflow {
+        const pm_object **keys;
+        uint64_t *counts;
+        size_t cap, used;
+    } overflow;
+    /* strong references kept by the collector: uncollectable and SAVEALL objects */
+    pm_object **garbage;
+    size_t garbage_len, garbage_cap;
+#if PM_DEBUG
+    _Atomic(uintptr_t) user; /* the thread inside the domain, for the one-thread rule */
+#endif
+} pm_gc_domain;
+
+PM_HIDDEN extern pm_gc_domain pm_gc;
+
+/* object.c */
+PM_HIDDEN void pm_gc_domain_init(void);
+PM_INLINE void pm_gc_ready(void) {
+    if (PM_UNLIKELY(!pm_gc.ready))
+        pm_gc_domain_init();
+}
+/* Appends o to the table of state (o untracked); false when out of memory. */
+PM_HIDDEN bool pm_table_append(unsigned state, pm_object *o);
+/* Removes o from its table; its side byte is set to 0. */
+PM_HIDDEN void pm_table_remove(pm_object *o);
+PM_HIDDEN void pm_table_compact(pm_gc_table *t);
+PM_HIDDEN bool pm_table_reserve(pm_gc_table *t, size_t more);
+/* The checked form of a type (validates it at first use); 0 if malformed. */
+PM_HIDDEN uintptr_t pm_type_prepare(pm_type *t);
+/* Drops the reference the library can see (layout, or traverse without release) and calls
+ * release: the object's last steps before its memory is freed. */
+PM_HIDDEN void pm_object_release_refs(pm_object *o, const pm_type *t);
+/* Breaks o's references for the collector: clear, or the layout cleared by the library. */
+PM_HIDDEN void pm_object_clear(pm_object *o, const pm_type *t);
+/* Calls visit for each reference o holds; returns the first non-zero visit result. */
+PM_HIDDEN int pm_object_traverse(pm_object *o, pm_visit_fn visit, void *arg);
+/* Is p, referred to by someone, a live object? Used by the debug checks. */
+PM_HIDDEN void pm_object_check_ref(const pm_object *from, const pm_object *ref, const char *when);
+PM_HIDDEN PM_COLD void pm_object_misuse(const pm_object *o, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
+PM_HIDDEN void pm_gc_maybe_collect(void);
+
+/* gc.c */
+PM_HIDDEN void pm_gc_garbage_add(pm_object *o);
+
+/* weakref.c */
+/* Clears the weak references to o (flag PM_OF_WEAKREFS). With callbacks, runs the callbacks
+ * of the cleared ones; without, appends (new references) to *pending those with a callback
+ * that run_callback accepts... see weakref.c. */
+PM_HIDDEN void pm_weakref_clear_all(pm_object *o);
+/* The collector's form: clears every weak reference to o; weak references with a callback
+ * that are not themselves unreachable are pushed (with a new reference) on *list. */
+PM_HIDDEN void pm_weakref_clear_for_gc(pm_object *o, pm_object **list);
+/* Runs and releases the callbacks gathered by pm_weakref_clear_for_gc. */
+PM_HIDDEN void pm_weakref_run_callbacks(pm_object *list);
+
+/* The one-thread rule, checked in debug builds. */
+#if PM_DEBUG
+PM_HIDDEN void pm_gc_enter(void);
+PM_HIDDEN void pm_gc_leave(void);
+#define PM_GC_ENTER() pm_gc_enter()
+#define PM_GC_LEAVE() pm_gc_leave()
+#else
+#define PM_GC_ENTER() do { } while (0)
+#define PM_GC_LEAVE() do { } while (0)
+#endif
+
+#endif /* PM_OBJECT_H */
