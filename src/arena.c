@@ -136,6 +136,8 @@ static void pool_init(pm_pool *pool, pm_arena *a, unsigned u, unsigned n, unsign
 static void purge_if_due(uint64_t now);
 
 pm_pool *pm_pool_acquire(pm_heap *heap, unsigned cls) {
+    if (PM_UNLIKELY(cls == 0 || cls >= PM_NUM_CLASSES))
+        pm_fatal("internal error: pool requested for size class %u", cls);
     unsigned n = pm_class_units[cls];
     pm_lock(&pm_arena_lock);
     int u;

@@ -8,7 +8,7 @@
 #define PM_ITEM_PREFETCH(items, i, n)                                                          \
     do {                                                                                       \
         if ((i) + 16 < (n) && (items)[(i) + 16] != NULL)                                      \
-            __builtin_prefetch(pm_side_of((items)[(i) + 16]), 0, 3);                          \
+            __builtin_prefetch(pm_side_of((items)[(i) + 16]), 1, 3);                          \
     } while (0)
 #include "object.h"
 
@@ -136,7 +136,7 @@ PM_INLINE void prefetch_targets(const uintptr_t *top, pm_object *y) {
         pm_object *r = w[PM_READY_FIRST_WORD + __builtin_ctzll(m)];
         m &= m - 1;
         if (r != NULL)
-            __builtin_prefetch(side_known(top, r), 0, 3);
+            __builtin_prefetch(side_known(top, r), 1, 3);
     }
 }
 
