@@ -24,6 +24,7 @@
  */
 #include "internal.h"
 
+#include <dlfcn.h>
 #include <malloc.h>
 #include <stdlib.h>
 
@@ -222,9 +223,12 @@ PM_EXPORT void malloc_stats(void) {
  * C++ operator new and delete, in C
  *
  * A failing operator new calls the installed std::new_handler and retries, until the handler
- * is gone; then it throws std::bad_alloc. Both come from libstdc++ through weak references:
- * a program that can throw has libstdc++ loaded, and one that has not loaded it cannot have
- * installed a handler or a catch block, so aborting with a message is all that is left.
+ * is gone; then it throws std::bad_alloc. Both come from libstdc++, which this library does not
+ * link: weak references find it when the program was linked with it, and dlsym finds it when
+ * it came later with dlopen (a C++ extension loaded into Python, say). dlsym may allocate, but
+ * this is a failure path outside the allocator, with no lock held. A process with no
+ * libstdc++ at all cannot have installed a handler or a catch block, so aborting with a
+ * message is all that is left.
  * The exception unwinds through this C frame: gcc emits unwind tables for C on the targets we
  * support (x86-64, arm64), and the frame needs no cleanup.
  *
@@ -233,21 +237,40 @@ PM_EXPORT void malloc_stats(void) {
  * ========================================================================================== */
 
 typedef void (*shim_new_handler)(void);
+typedef shim_new_handler (*shim_get_new_handler_fn)(void);
+typedef void (*shim_throw_fn)(void);
 extern shim_new_handler _ZSt15get_new_handlerv(void) __attribute__((weak));
 extern void _ZSt17__throw_bad_allocv(void) __attribute__((weak, noreturn));
+/* Weak too: in libc from glibc 2.34, in libdl (maybe not loaded) before. */
+extern void *dlsym(void *handle, const char *name) __attribute__((weak));
+
+/* A libstdc++ function: the weak reference if it was bound at load time, else a lookup. */
+static void *shim_cxx_function(void *weak_ref, const char *name) {
+    if (weak_ref != NULL)
+        return weak_ref;
+    return dlsym != NULL ? dlsym(RTLD_DEFAULT, name) : NULL;
+}
 
 static PM_NORETURN PM_COLD void shim_bad_alloc(size_t size, size_t alignment) {
-    if (_ZSt17__throw_bad_allocv != NULL)
-        _ZSt17__throw_bad_allocv();
+    shim_throw_fn throw_bad_alloc = (shim_throw_fn)shim_cxx_function(
+        (void *)_ZSt17__throw_bad_allocv, "_ZSt17__throw_bad_allocv");
+    if (throw_bad_alloc != NULL)
+        throw_bad_alloc();
     pm_fatal("operator new(%zu, alignment %zu) failed and std::bad_alloc cannot be thrown "
              "(libstdc++ is not loaded)",
              size, alignment);
 }
 
+static shim_new_handler shim_current_new_handler(void) {
+    shim_get_new_handler_fn get = (shim_get_new_handler_fn)shim_cxx_function(
+        (void *)_ZSt15get_new_handlerv, "_ZSt15get_new_handlerv");
+    return get != NULL ? get() : NULL;
+}
+
 /* Cold path of the throwing forms: the first attempt failed. */
 static PM_COLD void *shim_new_retry(size_t size, size_t alignment) {
     for (;;) {
-        shim_new_handler handler = _ZSt15get_new_handlerv ? _ZSt15get_new_handlerv() : NULL;
+        shim_new_handler handler = shim_current_new_handler();
         if (handler == NULL)
             shim_bad_alloc(size, alignment);
         handler(); /* frees memory, throws, or ends the program */

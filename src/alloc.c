@@ -60,8 +60,8 @@ void pm_report_invalid_free(const void *p, const char *what) {
 /* I3 and I2 for a pointer inside an arena; aborts with a clear message on misuse. */
 static void check_pool_block(const pm_pool *pool, const void *p, const char *fn) {
     if (PM_UNLIKELY(pm_pool_owner(pool) == NULL))
-        pm_fatal("%s(): invalid pointer %p (inside a poolmalloc arena, but in no allocated pool)",
-                 fn, p);
+        pm_fatal("%s(): invalid pointer %p (inside a poolmalloc arena, but in no allocated pool: "
+                 "a double free, or a pointer that was never allocated)", fn, p);
     if (PM_UNLIKELY(!pm_pool_is_block(pool, p)))
         pm_fatal("%s(): invalid pointer %p (not the start of a block; this pool's blocks are "
                  "%u bytes)", fn, p, pool->block_size);
@@ -107,10 +107,11 @@ static void *alloc_large(size_t size, size_t align, bool zero) {
     return p;
 }
 
-/* Also the fast path of sizes above the lookup table (1 KiB .. the mmap threshold). Before
- * initialisation pm_opt holds the defaults and the sentinel heap has no blocks, so the first
- * call falls through to alloc_from_class, which initialises. */
+/* Also the fast path of sizes above the lookup table (1 KiB .. the mmap threshold). */
 void *pm_malloc_slow(size_t size) {
+    /* The threshold is an option: read the environment before the first comparison. */
+    if (PM_UNLIKELY(atomic_load_explicit(&pm_initialized, memory_order_relaxed) != 2))
+        pm_init();
     if (PM_LIKELY(size <= pm_opt.mmap_threshold)) {
         unsigned cls = pm_size_class(size);
         void *p = pm_pop_current(cls, size);

@@ -2,14 +2,6 @@
  * gc.c: the generational cycle collector (CPython's algorithm and semantics; object.h has the
  * design and the side-table layout) and its public API.
  */
-#include "internal.h"
-/* In the collector's walks, the items of a long array are prefetched ahead: the side bytes
- * of their referents, which may lie anywhere. */
-#define PM_ITEM_PREFETCH(items, i, n)                                                          \
-    do {                                                                                       \
-        if ((i) + 16 < (n) && (items)[(i) + 16] != NULL)                                      \
-            __builtin_prefetch(pm_side_of((items)[(i) + 16]), 1, 3);                          \
-    } while (0)
 #include "object.h"
 
 #include <time.h>
@@ -23,11 +15,25 @@ typedef struct yset {
     unsigned lo, span;
 } yset;
 
+typedef struct adapt {
+    uint32_t step;
+    bool prefetch;
+    uint64_t cost[2];
+} adapt;
+
+enum walk_kind { WALK_COUNT, WALK_MARK };
+
+struct mark_ctx_pass {
+    adapt objects, items;
+    uint64_t excluded; /* ticks spent in long arrays, left out of the object chunk's time */
+};
+
 typedef struct mark_ctx {
     yset y;
     const pm_object *from;  /* the object being walked, for the CHECKS messages */
     const uintptr_t *top;   /* pm_side_top */
     bool checks;            /* PM_GC_DEBUG_CHECKS */
+    struct mark_ctx_pass pass;
     /* What a reference does to its referent's side byte, by the byte's value: the states
      * outside the set and the settled scratch values map to themselves, 0xFF (state 7 does
      * not exist) means "the slow path". One load and compare instead of decoding. */
@@ -109,35 +115,51 @@ static void overflow_reset(void) {
 }
 
 /* ---- steps 1 and 2: the reference walks ---------------------------------------------------
- * The passes keep the side-table map and the set bounds in locals: the side bytes are
- * stored through a char pointer, which may alias anything, and globals or struct fields
- * would be reloaded after every store. Layout types are walked inline (PM_WALK_LAYOUT);
- * traverse types get the same edge functions through a visit callback. */
+ * Both walks do the same thing per reference: look up the referent's side byte, map it
+ * through a 256-entry table (count_next or mark_next), store the result. They keep the
+ * side-table map and the table in locals: the side bytes are stored through a char
+ * pointer, which may alias anything, and globals or struct fields would be reloaded after
+ * every store. Layout types are walked inline; traverse types get the same edge functions
+ * through a visit callback.
+ *
+ * Prefetching. When the graph jumps across memory (references in random order, tens of
+ * MiB of side table), the walk waits on cache misses and prefetching the side bytes a few
+ * objects ahead halves its time; when references stay near, the prefetches are pure
+ * overhead (+50%). Which case holds is measured, not guessed: the table is walked in
+ * chunks, and every ADAPT_PERIOD chunks one chunk runs each way, timed; the faster way is
+ * used until the next probe. Long item arrays get the same treatment of their own. */
+
+#define CHUNK_OBJECTS 4096
+#define CHUNK_ITEMS 8192
+#define ADAPT_PERIOD 16
+#define ITEMS_AHEAD 16
+
+
+static uint64_t ticks(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    return __builtin_ia32_rdtsc();
+#else
+    return now_ns();
+#endif
+}
+
+PM_INLINE bool adapt_choice(const adapt *a) {
+    uint32_t p = a->step % ADAPT_PERIOD;
+    return p == 0 ? false : p == 1 ? true : a->prefetch;
+}
+
+PM_INLINE void adapt_note(adapt *a, bool prefetch, uint64_t cost) {
+    uint32_t p = a->step++ % ADAPT_PERIOD;
+    if (p <= 1)
+        a->cost[prefetch] = cost;
+    if (p == 1)
+        a->prefetch = a->cost[1] < a->cost[0];
+}
 
 /* The side byte of an object. Every object's region has a chunk (pm_new makes it). */
 PM_INLINE uint8_t *side_known(const uintptr_t *top, const pm_object *x) {
     uintptr_t a = (uintptr_t)x;
     return (uint8_t *)(top[a >> PM_SIDE_REGION_SHIFT] + (a >> PM_SIDE_SHIFT));
-}
-
-
-/* Prefetches the side bytes that object y (a masked layout, whose memory was prefetched
- * earlier) will touch: the graph may send its references anywhere in memory. */
-PM_INLINE void prefetch_targets(const uintptr_t *top, pm_object *y) {
-    if (y == NULL)
-        return;
-    const pm_type *t = pm_obj_type(y);
-    uintptr_t rd = t->pm_ready_;
-    if (!(rd & PM_TYPE_MASKED))
-        return;
-    uint64_t m = (uint64_t)rd >> PM_READY_MASK_SHIFT;
-    pm_object **w = (pm_object **)y;
-    while (m != 0) {
-        pm_object *r = w[PM_READY_FIRST_WORD + __builtin_ctzll(m)];
-        m &= m - 1;
-        if (r != NULL)
-            __builtin_prefetch(side_known(top, r), 1, 3);
-    }
 }
 
 static PM_NOINLINE void count_overflow(pm_object *r, uint8_t *b, unsigned v) {
@@ -158,18 +180,6 @@ static PM_NOINLINE void count_overflow(pm_object *r, uint8_t *b, unsigned v) {
     }
 }
 
-/* Step 1 for one reference: one more reference from inside the set. */
-PM_INLINE void count_edge(const uintptr_t *top, const uint8_t *next, pm_object *r) {
-    uint8_t *b = side_known(top, r);
-    unsigned v = *b, nv = next[v];
-    if (nv == v)
-        return;
-    if (PM_LIKELY(nv != NEXT_SLOW))
-        *b = (uint8_t)nv;
-    else
-        count_overflow(r, b, v);
-}
-
 static PM_NOINLINE void push_slow(pm_object *r, uint8_t *b, unsigned v) {
     pm_gc_domain *d = &pm_gc;
     size_t cap = d->stack_cap ? d->stack_cap * 2 : 1024;
@@ -186,18 +196,23 @@ static PM_NOINLINE void push_slow(pm_object *r, uint8_t *b, unsigned v) {
     *b = with_scratch(v, PM_SCR_REACHABLE);
 }
 
-/* Step 2 for one reference from a reachable object. */
-PM_INLINE void mark_edge(const uintptr_t *top, const uint8_t *next, pm_object *r) {
+/* One reference. Step 1: one more reference from inside the set. Step 2: the referent is
+ * reachable; if the scan already passed it (TENTATIVE, the slow value), walk it from the
+ * stack. */
+PM_INLINE void edge(enum walk_kind kind, const uintptr_t *top, const uint8_t *next,
+                    pm_object *r) {
     uint8_t *b = side_known(top, r);
     unsigned v = *b, nv = next[v];
     if (nv == v)
         return;
     if (PM_LIKELY(nv != NEXT_SLOW)) {
-        /* not scanned yet: now reachable, and the scan walks it when it gets there */
         *b = (uint8_t)nv;
         return;
     }
-    /* TENTATIVE: the scan passed it; walk it from the stack */
+    if (kind == WALK_COUNT) {
+        count_overflow(r, b, v);
+        return;
+    }
     pm_gc_domain *d = &pm_gc;
     if (PM_LIKELY(d->stack_len < d->stack_cap)) {
         d->stack[d->stack_len++] = r;
@@ -220,7 +235,7 @@ static int count_visit(pm_object *r, void *arg) {
     mark_ctx *m = arg;
     if (m->checks)
         check_edge(m, r);
-    count_edge(m->top, m->count_next, r);
+    edge(WALK_COUNT, m->top, m->count_next, r);
     return 0;
 }
 
@@ -228,64 +243,115 @@ static int mark_visit(pm_object *r, void *arg) {
     mark_ctx *m = arg;
     if (m->checks)
         check_edge(m, r);
-    mark_edge(m->top, m->mark_next, r);
+    edge(WALK_MARK, m->top, m->mark_next, r);
     return 0;
 }
 
-PM_INLINE void count_table(const pm_gc_table *tb, mark_ctx *m, bool checks) {
-    const uintptr_t *top = m->top;
-    const uint8_t *next = m->count_next;
-    pm_object **items = tb->items;
-    size_t n = tb->len;
-    for (size_t i = 0; i < n; i++) {
-        if (i + 2 * PREFETCH_AHEAD < n)
-            __builtin_prefetch(items[i + 2 * PREFETCH_AHEAD], 0, 3);
-        if (i + PREFETCH_AHEAD < n)
-            prefetch_targets(top, items[i + PREFETCH_AHEAD]);
-        pm_object *x = items[i];
-        if (x == NULL)
-            continue;
-        const pm_type *t = pm_obj_type(x);
-        uintptr_t rd = t->pm_ready_;
-        if (checks || !(rd & PM_TYPE_LAYOUT)) {
-            m->from = x;
-            pm_walk(x, t, count_visit, m);
-            continue;
-        }
-        PM_WALK_LAYOUT(x, t, rd, r, count_edge(top, next, r));
+/* Items [from, to) of an array of references. */
+PM_INLINE void items_range(enum walk_kind kind, bool prefetch, pm_object **items, size_t from,
+                           size_t to, const uintptr_t *top, const uint8_t *next) {
+    for (size_t i = from; i < to; i++) {
+        if (prefetch && i + ITEMS_AHEAD < to && items[i + ITEMS_AHEAD] != NULL)
+            __builtin_prefetch(side_known(top, items[i + ITEMS_AHEAD]), 1, 3);
+        pm_object *r = items[i];
+        if (r != NULL)
+            edge(kind, top, next, r);
     }
 }
 
-static PM_NOINLINE void count_table_checked(const pm_gc_table *tb, mark_ctx *m) {
-    count_table(tb, m, true);
-}
-static PM_NOINLINE void count_table_fast(const pm_gc_table *tb, mark_ctx *m) {
-    count_table(tb, m, false);
+#define ITEMS_FN(name, kind, prefetch)                                                         \
+    static PM_NOINLINE void name(pm_object **items, size_t from, size_t to,                     \
+                                 const uintptr_t *top, const uint8_t *next) {                 \
+        items_range(kind, prefetch, items, from, to, top, next);                               \
+    }
+ITEMS_FN(items_count_plain, WALK_COUNT, false)
+ITEMS_FN(items_count_prefetch, WALK_COUNT, true)
+ITEMS_FN(items_mark_plain, WALK_MARK, false)
+ITEMS_FN(items_mark_prefetch, WALK_MARK, true)
+
+/* A long array, in adaptive chunks; its time is kept out of its object's chunk. */
+static PM_NOINLINE void long_items(enum walk_kind kind, pm_object **items, size_t n,
+                                   mark_ctx *m) {
+    const uint8_t *next = kind == WALK_COUNT ? m->count_next : m->mark_next;
+    uint64_t start = ticks();
+    for (size_t from = 0; from < n; from += CHUNK_ITEMS) {
+        size_t to = n - from > CHUNK_ITEMS ? from + CHUNK_ITEMS : n;
+        bool pf = adapt_choice(&m->pass.items);
+        uint64_t t0 = ticks();
+        if (kind == WALK_COUNT)
+            (pf ? items_count_prefetch : items_count_plain)(items, from, to, m->top, next);
+        else
+            (pf ? items_mark_prefetch : items_mark_plain)(items, from, to, m->top, next);
+        if (to - from == CHUNK_ITEMS)
+            adapt_note(&m->pass.items, pf, ticks() - t0);
+    }
+    m->pass.excluded += ticks() - start;
 }
 
-/* Walks a reachable object: its referents in the set become reachable. */
-PM_INLINE void walk_reachable(pm_object *x, mark_ctx *m, bool checks, const uintptr_t *top,
-                              const uint8_t *next) {
+/* Walks object x (step 1: counts its references; step 2: x is reachable). */
+PM_INLINE void walk_object(enum walk_kind kind, pm_object *x, mark_ctx *m, bool checks,
+                           const uintptr_t *top, const uint8_t *next) {
     const pm_type *t = pm_obj_type(x);
     uintptr_t rd = t->pm_ready_;
     if (checks || !(rd & PM_TYPE_LAYOUT)) {
         m->from = x;
-        pm_walk(x, t, mark_visit, m);
+        pm_walk(x, t, kind == WALK_COUNT ? count_visit : mark_visit, m);
         return;
     }
-    PM_WALK_LAYOUT(x, t, rd, r, mark_edge(top, next, r));
+    pm_object **w = (pm_object **)x;
+    if (PM_LIKELY(rd & PM_TYPE_MASKED)) {
+        for (uint64_t mask = (uint64_t)rd >> PM_READY_MASK_SHIFT; mask != 0; mask &= mask - 1) {
+            pm_object *r = w[PM_READY_FIRST_WORD + __builtin_ctzll(mask)];
+            if (r != NULL)
+                edge(kind, top, next, r);
+        }
+    } else {
+        for (const uint16_t *off = t->ref_offsets; *off != 0; off++) {
+            pm_object *r = *(pm_object **)((char *)x + *off);
+            if (r != NULL)
+                edge(kind, top, next, r);
+        }
+    }
+    if (rd & PM_TYPE_ITEMS) {
+        size_t n = *(size_t *)((char *)x + t->length_offset);
+        pm_object **items = pm_items_of(x, t);
+        if (items == NULL)
+            return;
+        if (n > CHUNK_ITEMS)
+            long_items(kind, items, n, m);
+        else
+            items_range(kind, false, items, 0, n, top, next);
+    }
 }
 
-PM_INLINE void drain(mark_ctx *m, bool checks) {
-    pm_gc_domain *d = &pm_gc;
-    const uintptr_t *top = m->top;
-    const uint8_t *next = m->mark_next;
-    while (d->stack_len > 0) {
-        pm_object *x = d->stack[--d->stack_len];
-        if (d->stack_len >= 4)
-            __builtin_prefetch(d->stack[d->stack_len - 4], 0, 3);
-        walk_reachable(x, m, checks, top, next);
+/* Prefetches the side bytes that object y (a masked layout, whose memory was prefetched
+ * earlier) will touch. */
+PM_INLINE void prefetch_targets(const uintptr_t *top, pm_object *y) {
+    if (y == NULL)
+        return;
+    uintptr_t rd = pm_obj_type(y)->pm_ready_;
+    if (!(rd & PM_TYPE_MASKED))
+        return;
+    pm_object **w = (pm_object **)y;
+    for (uint64_t mask = (uint64_t)rd >> PM_READY_MASK_SHIFT; mask != 0; mask &= mask - 1) {
+        pm_object *r = w[PM_READY_FIRST_WORD + __builtin_ctzll(mask)];
+        if (r != NULL)
+            __builtin_prefetch(side_known(top, r), 1, 3);
     }
+}
+
+/* Prefetches for position i of a scan: the object two strides ahead (and its side byte for
+ * step 2), the referents of the object one stride ahead. */
+PM_INLINE void prefetch_ahead(enum walk_kind kind, pm_object **items, size_t i, size_t to,
+                              const uintptr_t *top) {
+    if (i + 2 * PREFETCH_AHEAD < to) {
+        pm_object *far = items[i + 2 * PREFETCH_AHEAD];
+        __builtin_prefetch(far, 0, 3);
+        if (kind == WALK_MARK && far != NULL)
+            __builtin_prefetch(side_known(top, far), 1, 3);
+    }
+    if (i + PREFETCH_AHEAD < to)
+        prefetch_targets(top, items[i + PREFETCH_AHEAD]);
 }
 
 static PM_COLD void refcount_too_small(const pm_object *x, uint64_t internal) {
@@ -295,20 +361,30 @@ static PM_COLD void refcount_too_small(const pm_object *x, uint64_t internal) {
                      (long long)x->pm_refcnt_, (unsigned long long)internal);
 }
 
-PM_INLINE void mark_table(const pm_gc_table *tb, mark_ctx *m, bool checks) {
+/* Step 1 over table slots [from, to). */
+PM_INLINE void count_range(const pm_gc_table *tb, size_t from, size_t to, mark_ctx *m,
+                           bool checks, bool prefetch) {
+    const uintptr_t *top = m->top;
+    const uint8_t *next = m->count_next;
+    pm_object **items = tb->items;
+    for (size_t i = from; i < to; i++) {
+        if (prefetch)
+            prefetch_ahead(WALK_COUNT, items, i, to, top);
+        pm_object *x = items[i];
+        if (x != NULL)
+            walk_object(WALK_COUNT, x, m, checks, top, next);
+    }
+}
+
+/* Step 2 over table slots [from, to): roots found, reachable objects walked. */
+PM_INLINE void mark_range(const pm_gc_table *tb, size_t from, size_t to, mark_ctx *m,
+                          bool checks, bool prefetch) {
     const uintptr_t *top = m->top;
     const uint8_t *next = m->mark_next;
     pm_object **items = tb->items;
-    size_t n = tb->len;
-    for (size_t i = 0; i < n; i++) {
-        if (i + 2 * PREFETCH_AHEAD < n) {
-            pm_object *ahead = items[i + 2 * PREFETCH_AHEAD];
-            __builtin_prefetch(ahead, 0, 3);
-            if (ahead != NULL)
-                __builtin_prefetch(side_known(top, ahead), 1, 3);
-        }
-        if (i + PREFETCH_AHEAD < n)
-            prefetch_targets(top, items[i + PREFETCH_AHEAD]);
+    for (size_t i = from; i < to; i++) {
+        if (prefetch)
+            prefetch_ahead(WALK_MARK, items, i, to, top);
         pm_object *x = items[i];
         if (x == NULL)
             continue;
@@ -328,24 +404,57 @@ PM_INLINE void mark_table(const pm_gc_table *tb, mark_ctx *m, bool checks) {
             /* referenced from outside the set: a root */
             *b = with_scratch(v, PM_SCR_REACHABLE);
         }
-        walk_reachable(x, m, checks, top, next);
+        walk_object(WALK_MARK, x, m, checks, top, next);
     }
-    drain(m, checks);
 }
 
-static PM_NOINLINE void mark_table_checked(const pm_gc_table *tb, mark_ctx *m) {
-    mark_table(tb, m, true);
-}
-static PM_NOINLINE void mark_table_fast(const pm_gc_table *tb, mark_ctx *m) {
-    mark_table(tb, m, false);
+#define RANGE_FN(name, fn, checks, prefetch)                                                   \
+    static PM_NOINLINE void name(const pm_gc_table *tb, size_t from, size_t to, mark_ctx *m) { \
+        fn(tb, from, to, m, checks, prefetch);                                                 \
+    }
+RANGE_FN(count_plain, count_range, false, false)
+RANGE_FN(count_prefetch, count_range, false, true)
+RANGE_FN(count_checked, count_range, true, false)
+RANGE_FN(mark_plain, mark_range, false, false)
+RANGE_FN(mark_prefetch, mark_range, false, true)
+RANGE_FN(mark_checked, mark_range, true, false)
+
+/* Walks the objects on the stack (reachable, passed by the scan) until it is empty. */
+static void drain(mark_ctx *m) {
+    pm_gc_domain *d = &pm_gc;
+    const uintptr_t *top = m->top;
+    const uint8_t *next = m->mark_next;
+    while (d->stack_len > 0) {
+        pm_object *x = d->stack[--d->stack_len];
+        if (d->stack_len >= 4)
+            __builtin_prefetch(d->stack[d->stack_len - 4], 0, 3);
+        walk_object(WALK_MARK, x, m, m->checks, top, next);
+    }
 }
 
-PM_INLINE void walk_mark(pm_object *x, mark_ctx *m, bool checks) {
-    walk_reachable(x, m, checks, m->top, m->mark_next);
+typedef void (*range_fn)(const pm_gc_table *, size_t, size_t, mark_ctx *);
+
+/* A whole table in chunks, each walked plain or prefetching as the probes decide. */
+static void walk_table(const pm_gc_table *tb, mark_ctx *m, range_fn plain, range_fn prefetching,
+                       range_fn checked, adapt *a) {
+    for (size_t from = 0; from < tb->len; from += CHUNK_OBJECTS) {
+        size_t to = tb->len - from > CHUNK_OBJECTS ? from + CHUNK_OBJECTS : tb->len;
+        if (m->checks) {
+            checked(tb, from, to, m);
+            continue;
+        }
+        bool pf = adapt_choice(a);
+        m->pass.excluded = 0;
+        uint64_t t0 = ticks();
+        (pf ? prefetching : plain)(tb, from, to, m);
+        uint64_t dt = ticks() - t0;
+        if (to - from == CHUNK_OBJECTS)
+            adapt_note(a, pf, dt > m->pass.excluded ? dt - m->pass.excluded : 0);
+    }
 }
 
 /* After the stack could not grow: walk the PENDING objects until none is left. */
-static void rescan_pending(unsigned lo, unsigned hi, mark_ctx *m, bool checks) {
+static void rescan_pending(unsigned lo, unsigned hi, mark_ctx *m) {
     pm_gc_domain *d = &pm_gc;
     while (d->stack_failed) {
         d->stack_failed = false;
@@ -359,14 +468,15 @@ static void rescan_pending(unsigned lo, unsigned hi, mark_ctx *m, bool checks) {
                 if ((*b >> 3) != PM_SCR_PENDING)
                     continue;
                 *b = with_scratch(*b, PM_SCR_REACHABLE);
-                walk_mark(x, m, checks);
-                drain(m, checks);
+                walk_object(WALK_MARK, x, m, m->checks, m->top, m->mark_next);
+                drain(m);
             }
         }
     }
 }
 
 static void init_ctx(mark_ctx *m, unsigned lo, unsigned hi) {
+    memset(&m->pass, 0, sizeof m->pass);
     m->y.lo = lo;
     m->y.span = hi - lo;
     m->from = NULL;
@@ -394,21 +504,18 @@ static void find_reachable(unsigned lo, unsigned hi) {
     pm_gc_domain *d = &pm_gc;
     mark_ctx m;
     init_ctx(&m, lo, hi);
-    for (unsigned st = lo; st <= hi; st++) {
-        if (m.checks)
-            count_table_checked(&d->table[st], &m);
-        else
-            count_table_fast(&d->table[st], &m);
-    }
+    adapt a = {0};
+    for (unsigned st = lo; st <= hi; st++)
+        walk_table(&d->table[st], &m, count_plain, count_prefetch, count_checked, &a);
     /* oldest first: old objects usually refer to younger ones, which they then mark before
      * the scan reaches them, so fewer objects go TENTATIVE and onto the stack */
+    memset(&a, 0, sizeof a);
+    memset(&m.pass.items, 0, sizeof m.pass.items);
     for (unsigned st = hi; st >= lo; st--) {
-        if (m.checks)
-            mark_table_checked(&d->table[st], &m);
-        else
-            mark_table_fast(&d->table[st], &m);
+        walk_table(&d->table[st], &m, mark_plain, mark_prefetch, mark_checked, &a);
+        drain(&m);
     }
-    rescan_pending(lo, hi, &m, m.checks);
+    rescan_pending(lo, hi, &m);
     overflow_reset();
 }
 
@@ -430,6 +537,14 @@ PM_INLINE bool move_unreachable(pm_object *x) {
     if (PM_UNLIKELY(u->len == u->cap) && !pm_table_reserve(u, u->len < 1024 ? 1024 : u->len))
         return false;
     move_to(PM_ST_UNREACHABLE, x);
+    uintptr_t tb = x->pm_typebits_;
+    const pm_type *t = (const pm_type *)(tb & ~PM_OF_MASK);
+    if (PM_UNLIKELY(!(t->pm_ready_ & PM_TYPE_CLEARABLE)))
+        pm_gc.u_flags |= PM_U_NONCLEAR;
+    if (PM_UNLIKELY(tb & PM_OF_WEAKREFS))
+        pm_gc.u_flags |= PM_U_WEAKREFS;
+    if (t->finalize != NULL && !(tb & PM_OF_FINALIZED))
+        pm_gc.u_flags |= PM_U_FINALIZE;
     return true;
 }
 
@@ -522,10 +637,10 @@ static size_t keep_uncollectable(unsigned dest) {
         if ((*b >> 3) == PM_SCR_REACHABLE)
             continue;
         *b = with_scratch(*b, PM_SCR_REACHABLE);
-        walk_mark(x, &m, checks);
-        drain(&m, checks);
+        walk_object(WALK_MARK, x, &m, checks, m.top, m.mark_next);
+        drain(&m);
     }
-    rescan_pending(PM_ST_UNREACHABLE, PM_ST_UNREACHABLE, &m, checks);
+    rescan_pending(PM_ST_UNREACHABLE, PM_ST_UNREACHABLE, &m);
     size_t kept = 0, w = 0;
     for (size_t r = 0; r < u->len; r++) {
         pm_object *x = u->items[r];
@@ -599,13 +714,14 @@ static void handle_unreachable(unsigned dest, pm_gc_result *res) {
         u->len = u->holes = 0;
         return;
     }
-    res->uncollectable += keep_uncollectable(dest);
+    if (d->u_flags & PM_U_NONCLEAR)
+        res->uncollectable += keep_uncollectable(dest);
 
     /* Weak references to the garbage are cleared, all of them, before any user code runs:
      * no callback or finalizer can reach a garbage object through one. */
     bool user_code = false;
     pm_object *callbacks = NULL;
-    for (size_t i = 0; i < u->len; i++) {
+    for (size_t i = 0; i < u->len && (d->u_flags & PM_U_WEAKREFS); i++) {
         pm_object *x = u->items[i];
         if (x != NULL && (x->pm_typebits_ & PM_OF_WEAKREFS))
             pm_weakref_clear_for_gc(x, &callbacks);
@@ -617,7 +733,7 @@ static void handle_unreachable(unsigned dest, pm_gc_result *res) {
 
     /* PEP 442: finalizers run once, with every garbage object still intact. Objects they
      * free by refcounting leave the table through untrack (their slot becomes NULL). */
-    for (size_t i = 0; i < u->len; i++) {
+    for (size_t i = 0; i < u->len && (d->u_flags & PM_U_FINALIZE); i++) {
         pm_object *x = u->items[i];
         if (x == NULL)
             continue;
@@ -644,7 +760,7 @@ static void handle_unreachable(unsigned dest, pm_gc_result *res) {
         pm_decref(x);
     }
     /* Whatever clearing did not free lives on in the next generation, as in CPython. */
-    for (size_t i = 0; i < u->len; i++)
+    for (size_t i = 0; i < u->len && table_live(u) > 0; i++)
         if (u->items[i] != NULL)
             move_to(dest, u->items[i]);
     u->len = u->holes = 0;
@@ -670,7 +786,8 @@ static void run_callbacks(int phase, int generation, const pm_gc_result *res) {
 static void release_scratch_memory(void) {
     pm_gc_domain *d = &pm_gc;
     pm_gc_table *u = &d->table[PM_ST_UNREACHABLE];
-    if (u->cap > 65536 && u->len == 0) {
+    /* up to 8 MiB of table is kept for the next collection; more goes back */
+    if (u->cap > ((size_t)1 << 20) && u->len == 0) {
         pm_free(u->items);
         u->items = NULL;
         u->cap = 0;
@@ -694,6 +811,7 @@ static pm_gc_result collect(int g) {
                     table_live(&d->table[2]), table_live(&d->table[3]),
                     table_live(&d->table[4]));
 
+    d->u_flags = 0;
     /* CPython resets the counts first: allocations by finalizers count for the next one */
     if (g < 2)
         d->count[g + 1]++;

@@ -278,9 +278,15 @@ int pm_object_traverse(pm_object *o, pm_visit_fn visit, void *arg) {
 /* Drops the layout's references, fields set to NULL first (Py_CLEAR order). */
 static void clear_layout(pm_object *o, const pm_type *t) {
     char *base = (char *)o;
-    if (t->ref_offsets != NULL)
+    uintptr_t rd = t->pm_ready_;
+    if (rd & PM_TYPE_MASKED) {
+        pm_object **w = (pm_object **)o;
+        for (uint64_t m = (uint64_t)rd >> PM_READY_MASK_SHIFT; m != 0; m &= m - 1)
+            PM_CLEAR(w[PM_READY_FIRST_WORD + __builtin_ctzll(m)]);
+    } else if (t->ref_offsets != NULL) {
         for (const uint16_t *off = t->ref_offsets; *off != 0; off++)
             PM_CLEAR(*(pm_object **)(base + *off));
+    }
     if (t->pm_ready_ & PM_TYPE_ITEMS) {
         size_t n = *(size_t *)(base + t->length_offset);
         pm_object **items = pm_items_of(o, t);

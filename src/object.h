@@ -135,10 +135,6 @@ PM_INLINE pm_object **pm_items_of(pm_object *o, const pm_type *t) {
     return (t->flags & PM_TYPE_ITEMS_POINTER) ? *(pm_object ***)at : (pm_object **)at;
 }
 
-#ifndef PM_ITEM_PREFETCH
-#define PM_ITEM_PREFETCH(items, i, n) do { } while (0)
-#endif
-
 /* Runs STMT with `r` bound to each non-NULL reference of a layout type (rd = t->pm_ready_).
  * A macro, so that the collector's passes keep their state in registers. */
 #define PM_WALK_LAYOUT(x, t, rd, r, STMT)                                                      \
@@ -166,7 +162,6 @@ PM_INLINE pm_object **pm_items_of(pm_object *o, const pm_type *t) {
             pm_object **pm_it_ = pm_items_of((x), (t));                                        \
             if (pm_it_ != NULL)                                                                \
                 for (size_t pm_i_ = 0; pm_i_ < pm_n_; pm_i_++) {                               \
-                    PM_ITEM_PREFETCH(pm_it_, pm_i_, pm_n_);                                    \
                     pm_object *r = pm_it_[pm_i_];                                              \
                     if (r != NULL) {                                                           \
                         STMT;                                                                  \
@@ -193,6 +188,12 @@ typedef struct pm_gc_table {
     size_t holes; /* NULL slots below len */
 } pm_gc_table;
 
+/* pm_gc_domain.u_flags: found while sweeping into the unreachable table, so that the steps
+ * nobody needs are skipped (most garbage has no finalizer and no weak reference). */
+#define PM_U_NONCLEAR 0x1u
+#define PM_U_WEAKREFS 0x2u
+#define PM_U_FINALIZE 0x4u
+
 /* ---- the collector domain --------------------------------------------------------------- */
 #define PM_GC_MAX_CALLBACKS 16
 
@@ -204,6 +205,7 @@ typedef struct pm_gc_domain {
     int enabled;
     int debug;
     int collecting;   /* a collection is running: no nested ones */
+    unsigned u_flags; /* PM_U_*: what the unreachable objects of this collection need */
     bool ready;
     /* objects whose count reached zero while another one was being released */
     pm_object *dealloc_list;

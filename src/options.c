@@ -83,9 +83,10 @@ static const struct {
     const char *name;
     long bit;
 } gc_debug_flags[] = {
-    {"stats", 1},
-    {"saveall", 2},
-    {"leak", 4},
+    {"stats", PM_GC_DEBUG_STATS},
+    {"saveall", PM_GC_DEBUG_SAVEALL},
+    {"leak", PM_GC_DEBUG_LEAK},
+    {"checks", PM_GC_DEBUG_CHECKS},
 };
 #define NUM_GC_DEBUG_FLAGS (sizeof gc_debug_flags / sizeof gc_debug_flags[0])
 
@@ -750,7 +751,20 @@ void pm_options_help(int fd) {
     pm_writer_printf(&w, "poolmalloc options: environment variables read once at start.\n"
                          "Sizes take K, M or G suffixes; booleans are 1/0, yes/no, on/off or "
                          "true/false; an empty value counts as unset.\n\n");
-    enum { COL_DEFAULT = 28, COL_ACCEPTS = 41, COL_HELP = 64 };
+    /* Columns sized to the widest entry, so a new option cannot break the layout. */
+    size_t col_default = 0, col_accepts = 0, col_help = 0;
+    for (size_t i = 0; i < NUM_OPTIONS; i++) {
+        char range[80];
+        describe_range_short(&option_table[i], range, sizeof range);
+        size_t name = sizeof PM_OPTION_PREFIX - 1 + strlen(option_table[i].name);
+        size_t def = strlen(option_table[i].default_text) + 2;
+        col_default = name > col_default ? name : col_default;
+        col_accepts = def > col_accepts ? def : col_accepts;
+        col_help = strlen(range) > col_help ? strlen(range) : col_help;
+    }
+    const size_t COL_DEFAULT = col_default + 3;
+    const size_t COL_ACCEPTS = COL_DEFAULT + col_accepts + 3;
+    const size_t COL_HELP = COL_ACCEPTS + col_help + 3;
     pm_writer_printf(&w, "NAME");
     pm_writer_pad(&w, COL_DEFAULT);
     pm_writer_printf(&w, "DEFAULT");

@@ -48,8 +48,10 @@ PM_API void pm_free(void *p);
 PM_API void pm_free_sized(void *p, size_t size);
 /* Alignment must be a power of two and a multiple of sizeof(void *); EINVAL otherwise. */
 PM_API int pm_posix_memalign(void **out, size_t alignment, size_t size);
-/* Alignment must be a power of two (any size is accepted, as glibc does); EINVAL otherwise. */
+/* Alignment must be a power of two (any size is accepted, as glibc does); EINVAL otherwise.
+ * Alignments up to 16 KiB come from pools, larger ones from their own mapping. */
 PM_API void *pm_aligned_alloc(size_t alignment, size_t size) PM_MALLOC_ATTRS;
+/* As glibc: an alignment that is not a power of two is rounded up to the next one. */
 PM_API void *pm_memalign(size_t alignment, size_t size) PM_MALLOC_ATTRS;
 /* Page-aligned allocation; pvalloc rounds the size up to whole pages. */
 PM_API void *pm_valloc(size_t size) PM_MALLOC_ATTRS;

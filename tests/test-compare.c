@@ -41,7 +41,7 @@ static void remove_outdir(const char *out) {
  * and stderr together in output. */
 static int run_compare(const char *args, char *output, size_t size) {
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "'%s/scripts/compare' --no-build --no-install %s 2>&1",
+    snprintf(cmd, sizeof cmd, "'%s/scripts/compare' --no-build --no-install --timeout 60 %s </dev/null 2>&1",
              top_srcdir(), args);
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p, "popen: %s", strerror(errno));
@@ -67,12 +67,12 @@ static char *read_file(const char *dir, const char *name) {
 
 /* ---- a minimal CSV reader: the tool's rows have no quoted commas unless a run failed ---- */
 
+/* Splits a line at commas in place, keeping empty fields (strtok would skip them). */
 static int split_csv_line(char *line, char **fields, int max) {
     int n = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(line, ",", &save); tok != NULL && n < max;
-         tok = strtok_r(NULL, ",", &save))
-        fields[n++] = tok;
+    char *field;
+    while ((field = strsep(&line, ",")) != NULL && n < max)
+        fields[n++] = field;
     return n;
 }
 
@@ -139,7 +139,7 @@ Test(compare, quick_churn_writes_sane_csv_json_and_report, .timeout = 120) {
     bool seen_glibc = false, seen_pool = false;
     for (int i = 0; i < n; i++) {
         cr_assert_str_eq(rows[i].workload, "churn");
-        cr_assert_eq(rows[i].ok_runs, 1, "%s: the run failed", rows[i].allocator);
+        cr_assert_eq(rows[i].ok_runs, 1, "%s: the run failed:\n%s", rows[i].allocator, output);
         cr_assert(rows[i].wall > 0.0 && rows[i].wall < 60.0, "%s: wall %f s", rows[i].allocator,
                   rows[i].wall);
         cr_assert(rows[i].cpu > 0.0 && rows[i].cpu < 120.0, "%s: cpu %f s", rows[i].allocator,

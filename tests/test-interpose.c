@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -325,6 +326,37 @@ Test(interpose, operator_new_failure_without_libstdcxx_aborts, .signal = SIGABRT
     new_fn plain = (new_fn)sym("_Znwm");
     void *p = plain(SIZE_MAX / 2);
     pm_free(p); /* not reached */
+}
+
+/* libstdc++ loaded only later, with dlopen (as a C++ extension module brings it into Python):
+ * the weak references were bound to nothing at start-up, yet a failing operator new must find
+ * and call the std::new_handler installed through the late libstdc++. The handler longjmps
+ * out on its third call (no C++ frame lies between it and us). */
+static jmp_buf handler_escape;
+static int handler_calls;
+
+static void counting_new_handler(void) {
+    if (++handler_calls == 3)
+        longjmp(handler_escape, 1);
+}
+
+Test(interpose, operator_new_finds_a_late_libstdcxx_new_handler) {
+    void *cxx = dlopen("libstdc++.so.6", RTLD_NOW | RTLD_GLOBAL);
+    if (cxx == NULL)
+        cr_skip_test("libstdc++.so.6 cannot be loaded: %s", dlerror());
+    typedef void (*handler_fn)(void);
+    handler_fn (*set_new_handler)(handler_fn) =
+        (handler_fn(*)(handler_fn))dlsym(cxx, "_ZSt15set_new_handlerPFvvE");
+    cr_assert_not_null(set_new_handler);
+    set_new_handler(counting_new_handler);
+    new_fn plain = (new_fn)sym("_Znwm");
+    volatile size_t impossible = SIZE_MAX / 2;
+    if (setjmp(handler_escape) == 0) {
+        void *p = plain(impossible);
+        cr_assert_fail("operator new(%zu) returned %p", (size_t)impossible, p);
+    }
+    set_new_handler(NULL);
+    cr_assert_eq(handler_calls, 3, "the new_handler was called %d times", handler_calls);
 }
 
 /* ---- what the library exports ------------------------------------------------------------ */

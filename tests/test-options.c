@@ -189,7 +189,10 @@ Test(options, gc_debug_names_and_numbers) {
     cr_assert_eq(parse_ok("POOLMALLOC_GC_DEBUG", "leak").gc_debug, 4);
     cr_assert_eq(parse_ok("POOLMALLOC_GC_DEBUG", "stats,leak").gc_debug, 5);
     cr_assert_eq(parse_ok("POOLMALLOC_GC_DEBUG", "STATS, saveall").gc_debug, 3);
-    cr_assert_eq(parse_ok("POOLMALLOC_GC_DEBUG", "saveall,8").gc_debug, 10);
+    cr_assert_eq(parse_ok("POOLMALLOC_GC_DEBUG", "checks").gc_debug, 8);
+    cr_assert_eq(parse_ok("POOLMALLOC_GC_DEBUG", "saveall,16").gc_debug, 18);
+    cr_assert_eq(PM_GC_DEBUG_STATS | PM_GC_DEBUG_SAVEALL | PM_GC_DEBUG_LEAK | PM_GC_DEBUG_CHECKS,
+                 parse_ok("POOLMALLOC_GC_DEBUG", "stats,saveall,leak,checks").gc_debug);
     cr_assert_eq(parse_ok("POOLMALLOC_GC_DEBUG", "7").gc_debug, 7);
     cr_assert_eq(parse_ok("POOLMALLOC_GC_DEBUG", "0").gc_debug, 0);
     parse_bad("POOLMALLOC_GC_DEBUG", "verbose-ish");
@@ -388,6 +391,12 @@ static void probe_alloc_8k(void) {
     pm_free(p);
 }
 
+/* The same after the allocator has started (the first probe tests the very first malloc). */
+static void probe_alloc_8k_later(void) {
+    pm_free(pm_malloc(16));
+    probe_alloc_8k();
+}
+
 static void probe_alloc_small(void) {
     void *p = pm_malloc(64);
     print_stats_json();
@@ -430,7 +439,8 @@ static void probe_nothing(void) {
     pm_free(pm_malloc(1));
 }
 
-PM_PROBES({"alloc_8k", probe_alloc_8k}, {"alloc_small", probe_alloc_small},
+PM_PROBES({"alloc_8k", probe_alloc_8k}, {"alloc_8k_later", probe_alloc_8k_later},
+          {"alloc_small", probe_alloc_small},
           {"churn_4m", probe_churn_4m}, {"churn_14m", probe_churn_14m},
           {"large_reuse", probe_large_reuse}, {"poison", probe_poison},
           {"nothing", probe_nothing})
@@ -449,8 +459,15 @@ Test(options_behaviour, mmap_threshold_sends_requests_to_mmap) {
     const char *low[] = {"POOLMALLOC_MMAP_THRESHOLD=4K", NULL};
     cr_assert_eq(probe_number("alloc_8k", NULL, "large_blocks_in_use"), 0,
                  "8 KiB is a pool block by default");
-    cr_assert_eq(probe_number("alloc_8k", low, "large_blocks_in_use"), 1,
+    cr_assert_eq(probe_number("alloc_8k_later", low, "large_blocks_in_use"), 1,
                  "8 KiB goes to its own mapping above a 4K threshold");
+}
+
+/* The options must already hold for the first malloc of a process (it reads them). */
+Test(options_behaviour, mmap_threshold_holds_for_the_first_malloc) {
+    const char *low[] = {"POOLMALLOC_MMAP_THRESHOLD=4K", NULL};
+    cr_assert_eq(probe_number("alloc_8k", low, "large_blocks_in_use"), 1,
+                 "the first malloc, 8 KiB, must go to its own mapping above a 4K threshold");
 }
 
 Test(options_behaviour, arena_size_sets_the_mapping_size) {

@@ -167,9 +167,9 @@ static void expect_success(int status, const char *what, const char *stderr_path
         return;
     char *err = read_file(stderr_path, NULL);
     size_t n = strlen(err);
-    cr_assert_fail("%s: %s %d; stderr (last 2000 bytes):\n%s", what,
+    cr_assert_fail("%s: %s %d; stderr (%s, last 2000 bytes):\n%s", what,
                    WIFEXITED(status) ? "exit status" : "killed by signal",
-                   WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+                   WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), stderr_path,
                    n > 2000 ? err + n - 2000 : err);
 }
 
@@ -181,8 +181,8 @@ static void expect_same_files(const char *a, const char *b, const char *what) {
         i++;
     cr_assert(la == lb && i == la,
               "%s: output differs under the preload (%zu vs %zu bytes, first difference at byte "
-              "%zu)",
-              what, la, lb, i);
+              "%zu); kept for inspection: %s %s",
+              what, la, lb, i, a, b);
     free(x);
     free(y);
 }

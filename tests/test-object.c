@@ -1,0 +1,335 @@
+/*
+ * test-object.c: objects without the collector: reference counting, creation, types,
+ * tracking, the iterative release of long chains, finalizers on refcount death, and misuse
+ * (each misuse ends the process with SIGABRT and a message, in the default build).
+ */
+#include "test-gc-common.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "config.h"
+
+TestSuite(object, .init = gc_test_setup);
+
+Test(object, refcount_life_cycle) {
+    node *n = (node *)pm_new(&fnode_type);
+    cr_assert_not_null(n);
+    n->canary = CANARY_LIVE;
+    cr_assert_eq(pm_refcount(&n->base), 1);
+    cr_assert_eq(pm_type_of(&n->base), &fnode_type);
+    cr_assert_not(pm_is_tracked(&n->base));
+    pm_incref(&n->base);
+    pm_incref(&n->base);
+    cr_assert_eq(pm_refcount(&n->base), 3);
+    pm_decref(&n->base);
+    pm_decref(&n->base);
+    cr_assert_eq(pm_refcount(&n->base), 1);
+    cr_assert_eq(finalized, 0);
+    cr_assert_eq(released, 0);
+    pm_decref(&n->base);
+    cr_assert_eq(finalized, 1, "the finalizer runs at refcount death");
+    cr_assert_eq(released, 1, "and the object is released at once");
+}
+
+Test(object, new_zeroes_and_counts) {
+    node *n = (node *)pm_new(&node_type);
+    cr_assert_null(n->a);
+    cr_assert_null(n->b);
+    cr_assert_eq(n->canary, 0);
+    cr_assert_eq(n->id, 0);
+    long before[3], after[3];
+    pm_gc_get_count(before);
+    node *m = (node *)pm_new(&node_type);
+    pm_gc_get_count(after);
+    cr_assert_eq(after[0], before[0] + 1, "a container allocation counts");
+    leaf *l = (leaf *)pm_new(&leaf_type);
+    long after2[3];
+    pm_gc_get_count(after2);
+    cr_assert_eq(after2[0], after[0], "an object without references does not");
+    n->canary = m->canary = CANARY_LIVE;
+    pm_decref(&n->base);
+    pm_decref(&m->base);
+    pm_decref(&l->base);
+    pm_gc_get_count(after);
+    cr_assert_eq(after[0], before[0] - 1, "frees count down");
+}
+
+Test(object, references_released_with_the_object) {
+    node *parent = new_node(1), *child = new_node(2);
+    parent->a = pm_newref(&child->base);
+    parent->b = &child->base; /* gives away pm_new's reference */
+    cr_assert_eq(pm_refcount(&child->base), 2);
+    pm_decref(&parent->base);
+    cr_assert_eq(released, 2, "dropping the parent drops both of its references");
+}
+
+Test(object, clear_and_setref_helpers) {
+    node *n = new_node(1), *x = new_node(2), *y = new_node(3);
+    n->a = pm_newref(&x->base);
+    PM_SETREF(n->a, pm_newref(&y->base));
+    cr_assert_eq(n->a, &y->base);
+    cr_assert_eq(pm_refcount(&x->base), 1);
+    PM_XSETREF(n->b, pm_newref(&x->base));
+    cr_assert_eq(pm_refcount(&x->base), 2);
+    PM_CLEAR(n->b);
+    cr_assert_null(n->b);
+    PM_CLEAR(n->b); /* NULL: nothing */
+    cr_assert_eq(pm_refcount(&x->base), 1);
+    pm_xincref(NULL);
+    pm_xdecref(NULL);
+    cr_assert_null(pm_xnewref(NULL));
+    pm_decref(&x->base);
+    pm_decref(&y->base);
+    cr_assert_eq(released, 1);
+    pm_decref(&n->base);
+    cr_assert_eq(released, 3);
+}
+
+Test(object, tracking) {
+    node *n = (node *)pm_new(&node_type);
+    n->canary = CANARY_LIVE;
+    cr_assert_not(pm_is_tracked(&n->base));
+    cr_assert_eq(pm_track(&n->base), 0);
+    cr_assert(pm_is_tracked(&n->base));
+    pm_untrack(&n->base);
+    cr_assert_not(pm_is_tracked(&n->base));
+    pm_untrack(&n->base); /* untracking an untracked object is fine */
+    pm_track(&n->base);
+    pm_decref(&n->base); /* a tracked object untracks itself when it dies */
+    cr_assert_eq(released, 1);
+    leaf *l = (leaf *)pm_new(&leaf_type);
+    cr_assert_eq(pm_track(&l->base), 0);
+    cr_assert_not(pm_is_tracked(&l->base), "objects without references are never tracked");
+    pm_decref(&l->base);
+}
+
+Test(object, variable_size) {
+    vec *v = (vec *)pm_new_var(&vec_type, 100);
+    cr_assert_not_null(v);
+    cr_assert_eq(v->n, 100, "pm_new_var stores the length");
+    for (size_t i = 0; i < 100; i++)
+        cr_assert_null(v->items[i]);
+    for (size_t i = 0; i < 100; i++)
+        v->items[i] = &new_node(i)->base;
+    pm_track(&v->base);
+    pm_decref(&v->base);
+    cr_assert_eq(released, 100);
+    errno = 0;
+    cr_assert_null(pm_new_var(&vec_type, SIZE_MAX / 4));
+    cr_assert_eq(errno, ENOMEM, "an overflowing size gives ENOMEM");
+}
+
+Test(object, list_with_items_pointer) {
+    list *l = (list *)pm_new(&list_type);
+    for (int i = 0; i < 50; i++) {
+        node *n = new_node(i);
+        list_append(l, &n->base);
+        pm_decref(&n->base);
+    }
+    pm_track(&l->base);
+    pm_object *refs[64];
+    cr_assert_eq(pm_gc_get_referents(&l->base, refs, 64), 50);
+    for (int i = 0; i < 50; i++) {
+        cr_assert_eq(refs[i], l->items[i]);
+        pm_decref(refs[i]);
+    }
+    pm_decref(&l->base);
+    cr_assert_eq(released, 50);
+}
+
+Test(object, malformed_types_rejected) {
+    static pm_type tiny = {.name = "tiny", .size = 8};
+    static const uint16_t bad_offsets[] = {4, 0};
+    static pm_type misaligned = {.name = "misaligned", .size = 64, .ref_offsets = bad_offsets};
+    static const uint16_t outside[] = {64, 0};
+    static pm_type beyond = {.name = "beyond", .size = 64, .ref_offsets = outside};
+    static pm_type contradiction = {.name = "contradiction", .size = sizeof(node),
+                                    .flags = PM_TYPE_NO_REFS, .traverse = tnode_traverse};
+    pm_type *types[] = {&tiny, &misaligned, &beyond, &contradiction};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        errno = 0;
+        cr_assert_null(pm_new(types[i]), "type %s", types[i]->name);
+        cr_assert_eq(errno, EINVAL);
+    }
+}
+
+/* ---- resurrection by a finalizer at refcount death ---- */
+
+static pm_object *saved;
+static void save_self(pm_object *self) { saved = pm_newref(self); }
+
+Test(object, finalizer_resurrects_once) {
+    on_finalize = save_self;
+    node *n = new_node_of(&fnode_type, 7);
+    node *child = new_node(8);
+    n->a = &child->base;
+    pm_decref(&n->base);
+    cr_assert_eq(finalized, 1);
+    cr_assert_eq(released, 0, "resurrected: not released");
+    cr_assert_eq(saved, &n->base);
+    cr_assert_eq(n->canary, CANARY_LIVE);
+    cr_assert_eq(n->a, &child->base, "and intact");
+    cr_assert(pm_is_finalized(&n->base));
+    cr_assert(pm_is_tracked(&n->base), "a tracked object stays tracked");
+    on_finalize = NULL;
+    saved = NULL;
+    pm_decref(&n->base);
+    cr_assert_eq(finalized, 1, "the finalizer never runs twice");
+    cr_assert_eq(released, 2);
+}
+
+/* ---- long chains are released iteratively ---- */
+
+#define CHAIN_LENGTH 10000000L
+
+static void *free_chain(void *arg) {
+    pm_type *t = arg;
+    node *head = new_node_of(t, 0), *cur = head;
+    for (long i = 1; i < CHAIN_LENGTH; i++) {
+        node *n = new_node_of(t, i);
+        cur->a = &n->base;
+        cur = n;
+    }
+    released = 0;
+    pm_decref(&head->base);
+    return (void *)released;
+}
+
+static void chain_on_small_stack(pm_type *t) {
+    pthread_attr_t attr;
+    pthread_t th;
+    void *result;
+    cr_assert_eq(pthread_attr_init(&attr), 0);
+    cr_assert_eq(pthread_attr_setstacksize(&attr, 64 << 10), 0);
+    cr_assert_eq(pthread_create(&th, &attr, free_chain, t), 0);
+    cr_assert_eq(pthread_join(th, &result), 0);
+    cr_assert_eq((long)result, CHAIN_LENGTH, "every link released");
+}
+
+Test(object, ten_million_chain_on_64k_stack, .timeout = 60) {
+    chain_on_small_stack(&node_type);
+}
+
+Test(object, ten_million_chain_traverse_type_on_64k_stack, .timeout = 60) {
+    /* released through the type's own release hook, which decrefs the next link */
+    chain_on_small_stack(&tnode_type);
+}
+
+/* A type with traverse and no release: the library drops what traverse reports. */
+static pm_type bare_type = {.name = "bare", .size = sizeof(node), .traverse = tnode_traverse,
+                            .clear = tnode_clear};
+Test(object, traverse_without_release_drops_references) {
+    node *p = new_node_of(&bare_type, 1), *c = new_node(2);
+    p->a = &c->base;
+    pm_decref(&p->base);
+    cr_assert_eq(released, 1, "the child was dropped through traverse");
+}
+
+/* ---- misuse: reported and fatal ---- */
+
+Test(object, decref_below_zero, .signal = SIGABRT) {
+    node *n = new_node(1);
+    pm_decref(&n->base);
+    pm_decref(&n->base); /* already freed: the count goes below zero */
+}
+
+Test(object, incref_after_free, .signal = SIGABRT) {
+    node *n = new_node(1);
+    pm_decref(&n->base);
+    pm_incref(&n->base);
+}
+
+Test(object, track_after_free, .signal = SIGABRT) {
+    node *n = new_node(1);
+    pm_decref(&n->base);
+    pm_track(&n->base);
+}
+
+Test(object, track_twice, .signal = SIGABRT) {
+    node *n = new_node(1);
+    pm_track(&n->base);
+}
+
+/* In debug mode (PM_GC_DEBUG_CHECKS, the default of debug builds) a collection that meets a
+ * reference to a freed object reports it. */
+Test(object, collector_finds_use_of_freed_object, .signal = SIGABRT) {
+    pm_gc_set_debug(PM_GC_DEBUG_CHECKS);
+    node *holder = new_node(1), *victim = new_node(2);
+    holder->a = &victim->base; /* ... then dropped without clearing the field: */
+    pm_decref(&victim->base);
+    pm_gc_collect(0);
+}
+
+Test(object, track_with_stale_field_in_debug_mode, .signal = SIGABRT) {
+    pm_gc_set_debug(PM_GC_DEBUG_CHECKS);
+    node *victim = new_node(2);
+    node *n = (node *)pm_new(&node_type);
+    n->a = &victim->base;
+    pm_decref(&victim->base);
+    pm_track(&n->base); /* fields must be valid before tracking */
+}
+
+/* Without the debug flag, a missing incref still shows when the collector counts. */
+Test(object, collector_finds_missing_incref, .signal = SIGABRT) {
+    node *holder = new_node(1), *target = new_node(2);
+    holder->a = &target->base;
+    holder->b = &target->base; /* two references, one counted */
+    pm_gc_collect(0);
+}
+
+/* The message names the misuse: run it in a child with stderr on a pipe. */
+Test(object, misuse_message) {
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        node *n = (node *)pm_new(&node_type);
+        pm_decref(&n->base);
+        pm_decref(&n->base);
+        _exit(0);
+    }
+    close(fds[1]);
+    char buf[1024] = {0};
+    size_t len = 0;
+    ssize_t k;
+    while (len < sizeof buf - 1 && (k = read(fds[0], buf + len, sizeof buf - 1 - len)) > 0)
+        len += (size_t)k;
+    int status;
+    waitpid(pid, &status, 0);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+    cr_assert(strstr(buf, "pm_decref") && strstr(buf, "freed"), "message: %s", buf);
+}
+
+/* ---- the one-thread rule, checked in debug builds ---- */
+
+static void *hammer(void *arg) {
+    (void)arg;
+    for (int i = 0; i < 2000000; i++) {
+        node *n = (node *)pm_new(&node_type);
+        n->canary = CANARY_LIVE;
+        pm_decref(&n->base);
+    }
+    return NULL;
+}
+
+#if PM_DEBUG
+Test(object, two_threads_at_once_detected_in_debug_builds, .signal = SIGABRT, .timeout = 60) {
+    pthread_t a, b;
+    pthread_create(&a, NULL, hammer, NULL);
+    pthread_create(&b, NULL, hammer, NULL);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    cr_skip_test("the two threads never overlapped inside the library");
+}
+#else
+Test(object, two_threads_at_once_detected_in_debug_builds) {
+    (void)hammer;
+    cr_skip_test("the one-thread check is compiled in debug builds only (--enable-debug)");
+}
+#endif
