@@ -82,11 +82,9 @@ static void *fail_enomem(void) {
 }
 
 static void *alloc_from_class(unsigned cls, size_t size) {
-    pm_heap *heap = pm_heap_get(); /* initialises the allocator on the first call */
+    pm_heap *heap = pm_heap_get();
     if (PM_UNLIKELY(heap == NULL))
         return fail_enomem();
-    if (PM_UNLIKELY(cls == 0)) /* looked up before initialisation filled the class table */
-        cls = pm_size_class(size);
     void *p = pm_heap_alloc(heap, cls);
     if (PM_UNLIKELY(p == NULL))
         return fail_enomem();
