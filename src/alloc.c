@@ -213,7 +213,6 @@ static void free_pool_block(pm_pool *pool, void *p) {
     b->next = pool->free;
     b->key = pm_free_key(pool);
     pool->free = b;
-    PM_STAT(me->cls_stats[pool->cls].nfree++);
     pool->used--;
     pm_heap_pool_event(me, pool);
 }

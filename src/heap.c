@@ -163,7 +163,7 @@ void pm_heap_free_remote(pm_pool *pool, pm_block *block) {
                                                   memory_order_release, memory_order_relaxed));
     pm_heap *me = pm_thread_heap;
     if (me)
-        PM_STAT(me->remote_frees_sent++; me->cls_stats[pool->cls].nfree++);
+        PM_STAT(me->remote_frees_sent++);
     if (PM_UNLIKELY(atomic_load_explicit(&owner->abandoned, memory_order_relaxed)))
         service_abandoned(owner);
 }

@@ -199,7 +199,9 @@ typedef struct pm_arena {
 } pm_arena;
 
 typedef struct pm_class_stats {
-    uint64_t nmalloc, nfree;          /* fast-path counters, compiled out without PM_STATS */
+    /* Fast-path counters, compiled out without PM_STATS. Frees are not counted: they are
+     * allocations minus blocks in use, which the pool descriptors know, so free pays nothing. */
+    uint64_t nmalloc;
     uint64_t requested;               /* bytes asked for, summed */
 } pm_class_stats;
 
@@ -453,7 +455,6 @@ PM_INLINE void pm_free_inline(void *p) {
             b->next = pool->free;
             b->key = pm_free_key(pool);
             pool->free = b;
-            PM_STAT(heap->cls_stats[pool->cls].nfree++);
             if (PM_LIKELY(--pool->used != 0))
                 return;
             pm_heap_pool_event(heap, pool);

@@ -31,7 +31,6 @@ static void collect_heaps(snapshot *s) {
     for (pm_heap *h = atomic_load(&pm_all_heaps); h != NULL; h = h->next_all) {
         for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
             s->cls[c].allocs += LOAD(h->cls_stats[c].nmalloc);
-            s->cls[c].frees += LOAD(h->cls_stats[c].nfree);
             s->cls[c].bytes_requested += LOAD(h->cls_stats[c].requested);
         }
         s->total.remote_frees += LOAD(h->remote_frees_sent);
@@ -101,6 +100,10 @@ static void collect(snapshot *s) {
     }
     collect_heaps(s);
     collect_arenas(s);
+    for (unsigned c = 1; c < PM_NUM_CLASSES; c++) { /* see pm_class_stats */
+        pm_class_stats_t *k = &s->cls[c];
+        k->frees = k->allocs > k->blocks_in_use ? k->allocs - k->blocks_in_use : 0;
+    }
 
     pm_stats_t *t = &s->total;
     for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
