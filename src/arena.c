@@ -120,6 +120,7 @@ static void pool_init(pm_pool *pool, pm_arena *a, unsigned u, unsigned n, unsign
     if ((bs & (bs - 1)) == 0)              /* and exactly 2^64 / bs for powers of two */
         pool->div_magic = (uint64_t)1 << (64 - __builtin_ctz(bs));
     pool->used = 1; /* it starts as its heap's current pool (I1) */
+    pool->nmalloc = pool->requested = 0;
     pool->block_size = bs;
     pool->capacity = (uint32_t)(bytes / bs);
     pool->span = pool->capacity * bs;

@@ -207,6 +207,7 @@ void *pm_heap_alloc(pm_heap *heap, unsigned cls) {
         /* Exhausted: every block is out, so used stays >= 1 without the current count. A
          * local free will find the FULL mark in the owner word and list the pool (I6). */
         pool->used--;
+        pm_pool_fold_stats(heap, pool);
         pool->state = PM_POOL_FULL;
         pm_pool_set_owner(pool, heap, true);
         heap->current[cls] = &pm_empty_pool;
@@ -238,6 +239,7 @@ void pm_heap_abandon(pm_heap *heap) {
         if (pool == &pm_empty_pool)
             continue;
         heap->current[c] = &pm_empty_pool;
+        pm_pool_fold_stats(heap, pool);
         if (--pool->used == 0) { /* drop the current pool's extra count (I1) */
             pool->state = PM_POOL_FREE;
             pm_pool_release(pool);

@@ -171,11 +171,16 @@ typedef struct __attribute__((aligned(64))) pm_pool {
     struct pm_heap *owner;  /* NULL while FREE: frees into it are invalid */
     char *start;            /* first block (after the tail, see I3) */
     uint64_t div_magic;     /* ceil(2^64 / block_size): exact divisibility test (I3) */
+    /* PM_STATS: allocations and bytes asked for while current, folded into the heap's
+     * cls_stats when the pool stops being current (pm_pool_fold_stats). Kept apart so that
+     * the compiler adds them with two plain instructions rather than a vector sequence. */
+    uint64_t nmalloc;
     uint32_t used;          /* I1 */
     uint32_t block_size;
-    uint32_t span;          /* capacity * block_size: blocks live in [start, start + span) */
+    uint64_t requested;
     uint8_t cls, state;
     /* warm: slow paths */
+    uint32_t span;          /* capacity * block_size: blocks live in [start, start + span) */
     char *carve;            /* next never-used block; blocks are threaded lazily, a page */
     char *end;              /* at a time, so untouched memory stays untouched */
     struct pm_pool *next, *prev; /* heap->partial[cls] list */
@@ -199,8 +204,10 @@ typedef struct pm_arena {
 } pm_arena;
 
 typedef struct pm_class_stats {
-    /* Fast-path counters, compiled out without PM_STATS. Frees are not counted: they are
-     * allocations minus blocks in use, which the pool descriptors know, so free pays nothing. */
+    /* Allocation counters, compiled out without PM_STATS. The fast path counts in the current
+     * pool's descriptor (a cache line it touches anyway), folded in here when the pool stops
+     * being current. Frees are not counted: they are allocations minus blocks in use, which
+     * the pool descriptors know, so free pays nothing. */
     uint64_t nmalloc;
     uint64_t requested;               /* bytes asked for, summed */
 } pm_class_stats;
@@ -419,6 +426,13 @@ PM_HIDDEN extern pm_global_stats pm_gstats;
 #define PM_STAT(expr) do { } while (0)
 #endif
 
+/* Moves a pool's allocation counters into its heap's (see pm_class_stats). */
+PM_INLINE void pm_pool_fold_stats(pm_heap *heap, pm_pool *pool) {
+    PM_STAT(heap->cls_stats[pool->cls].nmalloc += pool->nmalloc;
+            heap->cls_stats[pool->cls].requested += pool->requested;
+            pool->nmalloc = 0; pool->requested = 0);
+}
+
 /* ---- fast paths: inlined into pm_malloc/pm_free and into the preload shim's malloc/free ---- */
 
 /* Pops a block of class cls from the calling thread's current pool, or NULL if it has none
@@ -432,7 +446,7 @@ PM_INLINE void *pm_pop_current(unsigned cls, size_t size) {
     pool->free = b->next;
     b->key = 0;
     pool->used++;
-    PM_STAT(heap->cls_stats[cls].nmalloc++; heap->cls_stats[cls].requested += size);
+    PM_STAT(pool->nmalloc++; pool->requested += size);
     return b;
 }
 

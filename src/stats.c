@@ -57,6 +57,8 @@ static void collect_arenas(snapshot *s) {
             if (used > p->capacity)
                 used = p->capacity;
             if (c > 0 && c < PM_NUM_CLASSES) {
+                s->cls[c].allocs += LOAD(p->nmalloc); /* a current pool's unfolded counts */
+                s->cls[c].bytes_requested += LOAD(p->requested);
                 s->cls[c].pools++;
                 s->cls[c].blocks_in_use += used;
                 s->cls[c].blocks_free += p->capacity - used;
