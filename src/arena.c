@@ -271,6 +271,7 @@ static size_t purge_locked(uint64_t now, bool force) {
         pm_gstats.purges++;
     }
     last_purge_ms = now;
+    pm_large_expire(now); /* lock order: pm_arena_lock, then the large lock */
     return bytes;
 }
 

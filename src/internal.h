@@ -395,6 +395,7 @@ PM_HIDDEN bool pm_large_free(void *p);
 PM_HIDDEN size_t pm_large_usable(const void *p);
 PM_HIDDEN void *pm_large_realloc(void *p, size_t size);
 PM_HIDDEN size_t pm_large_trim(void);
+PM_HIDDEN void pm_large_expire(uint64_t now);
 PM_HIDDEN void pm_large_fork_prepare(void);
 PM_HIDDEN void pm_large_fork_parent(void);
 PM_HIDDEN void pm_large_fork_child(void);

@@ -111,13 +111,18 @@ static void cache_expire(uint64_t now, bool all) {
     }
 }
 
-/* A cached mapping of at least size bytes and not wastefully larger, or NULL. */
+/* Takes the cached mapping that serves a request of size bytes best: the smallest one at
+ * least that large, else the largest (which the caller grows). NULL if the cache is empty. */
 static char *cache_take(size_t size, size_t *got) {
-    size_t best = CACHE_SLOTS;
-    for (size_t i = 0; i < cache_count; i++)
-        if (cache[i].size >= size && cache[i].size - size <= size / 4 &&
-            (best == CACHE_SLOTS || cache[i].size < cache[best].size))
+    size_t best = CACHE_SLOTS, largest = CACHE_SLOTS;
+    for (size_t i = 0; i < cache_count; i++) {
+        if (cache[i].size >= size && (best == CACHE_SLOTS || cache[i].size < cache[best].size))
             best = i;
+        if (largest == CACHE_SLOTS || cache[i].size > cache[largest].size)
+            largest = i;
+    }
+    if (best == CACHE_SLOTS)
+        best = largest;
     if (best == CACHE_SLOTS)
         return NULL;
     char *map = cache[best].map;
@@ -128,9 +133,30 @@ static char *cache_take(size_t size, size_t *got) {
     return map;
 }
 
+/* Fits a mapping taken from the cache to need bytes, outside the lock: a tail of more than a
+ * quarter is given back (resident memory is what the cache must not waste), a mapping too
+ * small grows with mremap. Either way the pages kept are already faulted in, which is the
+ * point. NULL if the kernel refuses; the mapping is then gone. */
+static char *cache_fit(char *map, size_t *size, size_t need) {
+    if (*size >= need) {
+        if (*size - need > need / 4) {
+            pm_os_unmap(map + need, *size - need);
+            *size = need;
+        }
+        return map;
+    }
+    char *grown = pm_os_remap(map, *size, need, true);
+    if (grown == NULL) {
+        pm_os_unmap(map, *size);
+        return NULL;
+    }
+    *size = need;
+    return grown;
+}
+
 /* Keeps a freed mapping for reuse if it fits the cache; false if the caller must unmap it. */
 static bool cache_put(char *map, size_t size, uint64_t now) {
-    if (size > pm_opt.large_cache / 2)
+    if (size > pm_opt.large_cache)
         return false;
     while (cache_count > 0 && (cache_count == CACHE_SLOTS || cache_bytes + size > pm_opt.large_cache)) {
         size_t oldest = 0;
@@ -153,23 +179,26 @@ void *pm_large_alloc(size_t size, size_t align, bool zero) {
     if (need < size || need + align < need)
         return NULL;
     char *map = NULL, *p;
-    size_t map_size = need;
-    bool from_cache = false;
+    size_t map_size = need, reused = 0; /* bytes of the block that hold old data */
     if (align == PM_PAGE_SIZE && pm_opt.large_cache > 0) {
         pm_lock(&large_lock);
         map = cache_take(need, &map_size);
         pm_unlock(&large_lock);
-        from_cache = map != NULL;
+        if (map != NULL) {
+            reused = map_size < need ? map_size : need;
+            map = cache_fit(map, &map_size, need);
+        }
     }
     if (map == NULL) {
+        reused = 0;
         map_size = need;
         map = align == PM_PAGE_SIZE ? pm_os_map(need) : pm_os_map_aligned(need, align);
         if (map == NULL)
             return NULL;
     }
     p = map;
-    if (zero && from_cache)
-        memset(p, 0, size);
+    if (zero && reused)
+        memset(p, 0, reused < size ? reused : size); /* grown pages are fresh, hence zero */
     pm_lock(&large_lock);
     bool ok = table_insert((uintptr_t)p, map, map_size);
     if (ok) {
@@ -246,6 +275,16 @@ void *pm_large_realloc(void *p, size_t size) {
     stats.live_bytes += need - old;
     pm_unlock(&large_lock);
     return q;
+}
+
+/* Drops cached mappings older than the purge delay: called from the pools' purge too, so that
+ * a program that stops allocating large blocks does not keep the cache resident. */
+void pm_large_expire(uint64_t now) {
+    if (__atomic_load_n(&cache_count, __ATOMIC_RELAXED) == 0) /* unlocked peek: a hint */
+        return;
+    pm_lock(&large_lock);
+    cache_expire(now, false);
+    pm_unlock(&large_lock);
 }
 
 size_t pm_large_trim(void) {
