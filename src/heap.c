@@ -184,6 +184,40 @@ void pm_heap_drain_remote(pm_heap *heap) {
     }
 }
 
+/* ---- consistency checks (--enable-debug) ------------------------------------------------------ */
+
+/* I1, I2, I6 for one pool: every free block is a block of this pool carrying the free key, and
+ * the use count matches capacity minus the free and uncarved blocks. */
+static void check_pool(const pm_heap *heap, const pm_pool *pool) {
+    if (pm_pool_owner(pool) != heap)
+        pm_fatal("debug: pool %p is on heap %p's lists but owned by %p", (const void *)pool,
+                 (const void *)heap, (const void *)pm_pool_owner(pool));
+    uint32_t free_blocks = 0;
+    for (const pm_block *b = pool->free; b; b = b->next) {
+        if (pm_pool_of(b) != pool || !pm_pool_is_block(pool, b) || b->key != pm_free_key(pool))
+            pm_fatal("debug: pool %p (class %u): free list holds a bad block %p",
+                     (const void *)pool, pool->cls, (const void *)b);
+        if (++free_blocks > pool->capacity)
+            pm_fatal("debug: pool %p: free list longer than the pool (a cycle?)", (const void *)pool);
+    }
+    uint32_t uncarved = (uint32_t)((pool->end - pool->carve) / pool->block_size);
+    uint32_t in_use = pm_pool_blocks_used(pool);
+    if (in_use + free_blocks + uncarved != pool->capacity)
+        pm_fatal("debug: pool %p (class %u): %u in use + %u free + %u uncarved != capacity %u",
+                 (const void *)pool, pool->cls, in_use, free_blocks, uncarved, pool->capacity);
+}
+
+/* Checks every pool the heap lists. Remote frees in flight count as in use, so the heap's
+ * remote list must be empty when this runs (it is right after a drain). */
+static void check_heap(const pm_heap *heap) {
+    for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
+        if (heap->current[c] != &pm_empty_pool)
+            check_pool(heap, heap->current[c]);
+        for (const pm_pool *p = heap->partial[c]; p; p = p->next)
+            check_pool(heap, p);
+    }
+}
+
 /* ---- allocation from a class: the malloc slow path proper ----------------------------------- */
 
 static void *pool_pop(pm_pool *pool) {
@@ -201,6 +235,8 @@ void *pm_heap_alloc(pm_heap *heap, unsigned cls) {
     if (pool != &pm_empty_pool && pm_pool_carve(pool))
         return pool_pop(pool);
     pm_heap_drain_remote(heap);
+    if (PM_DEBUG && atomic_load(&heap->remote) == NULL)
+        check_heap(heap);
     if (pool->free != NULL)
         return pool_pop(pool);
     if (pool != &pm_empty_pool) {

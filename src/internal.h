@@ -215,8 +215,10 @@ typedef struct pm_class_stats {
 typedef struct pm_heap {
     pm_pool *current[PM_NUM_CLASSES]; /* never NULL: &pm_empty_pool when none */
     pm_pool *partial[PM_NUM_CLASSES];
-    _Atomic(pm_block *) remote;       /* blocks freed into our pools by other threads */
-    struct pm_heap *next_all;         /* registry of every heap ever made (never freed) */
+    /* Written by other threads: on a cache line of its own, so that their frees do not
+     * steal the line the owner's fast path reads current[] from. */
+    _Alignas(64) _Atomic(pm_block *) remote; /* blocks freed into our pools by other threads */
+    _Alignas(64) struct pm_heap *next_all;         /* registry of every heap ever made (never freed) */
     struct pm_heap *next_abandoned;
     _Atomic int abandoned;
     uint64_t id;
