@@ -475,6 +475,23 @@ static void rescan_pending(unsigned lo, unsigned hi, mark_ctx *m) {
     }
 }
 
+/* CHECKS: no object may have more references from the set than its count says. (Without
+ * the flag this is checked only for objects the scan meets before they are marked.) */
+static void check_counts(unsigned lo, unsigned hi) {
+    for (unsigned st = lo; st <= hi; st++) {
+        const pm_gc_table *t = &pm_gc.table[st];
+        for (size_t i = 0; i < t->len; i++) {
+            pm_object *x = t->items[i];
+            if (x == NULL)
+                continue;
+            unsigned s = *pm_side_of(x) >> 3;
+            uint64_t internal = s == PM_SCR_OVERFLOW ? *overflow_find(x, false) : s;
+            if (s <= PM_SCR_OVERFLOW && x->pm_refcnt_ < (int64_t)internal)
+                refcount_too_small(x, internal);
+        }
+    }
+}
+
 static void init_ctx(mark_ctx *m, unsigned lo, unsigned hi) {
     memset(&m->pass, 0, sizeof m->pass);
     m->y.lo = lo;
@@ -507,6 +524,8 @@ static void find_reachable(unsigned lo, unsigned hi) {
     adapt a = {0};
     for (unsigned st = lo; st <= hi; st++)
         walk_table(&d->table[st], &m, count_plain, count_prefetch, count_checked, &a);
+    if (m.checks)
+        check_counts(lo, hi);
     /* oldest first: old objects usually refer to younger ones, which they then mark before
      * the scan reaches them, so fewer objects go TENTATIVE and onto the stack */
     memset(&a, 0, sizeof a);

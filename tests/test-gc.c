@@ -418,6 +418,7 @@ static void capture_stderr(void (*fn)(void), char *buf, size_t size) {
     pid_t pid = fork();
     if (pid == 0) {
         dup2(fds[1], 2);
+        close(fds[0]);
         fn();
         _exit(0);
     }

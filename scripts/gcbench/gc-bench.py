@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""gc-bench.py: CPython's cycle collector on the shapes gc-bench.c builds for poolmalloc.
+
+  gc-bench.py full N alloc|shuffled [reps]
+      A root list of N slots (allocated first) and N nodes (a class with __slots__ a, b:
+      two references, like gc-bench.c's node) forming a doubly linked ring, in allocation
+      order or in a random order. Median time of gc.collect() per tracked object (N + 1),
+      less the time of gc.collect() on the interpreter's own objects measured before.
+  gc-bench.py cycles N [reps]
+      N/2 unreachable two-node cycles: median gc.collect() time per freed object.
+  gc-bench.py young N_OLD [reps]
+      N_OLD live old nodes, then 1000 young two-node cycles that also refer to old nodes:
+      median pause of gc.collect(0), in microseconds.
+Output: "result <name> <value> <unit>", as gc-bench.c.
+"""
+import gc
+import random
+import statistics
+import sys
+import time
+
+
+class Node:
+    __slots__ = ("a", "b")
+
+
+def timed_collect(generation=2):
+    t0 = time.perf_counter()
+    n = gc.collect(generation)
+    return time.perf_counter() - t0, n
+
+
+def baseline(reps):
+    gc.collect()
+    return statistics.median(timed_collect()[0] for _ in range(reps))
+
+
+def full(n, shuffled, reps):
+    gc.disable()
+    base = baseline(reps)
+    root = [None] * n
+    nodes = [Node() for _ in range(n)]
+    order = list(range(n))
+    if shuffled:
+        random.Random(1).shuffle(order)
+    for i in range(n):
+        x = nodes[order[i]]
+        x.a = nodes[order[(i + 1) % n]]
+        x.b = nodes[order[i - 1]]
+        root[i] = x
+    del nodes, order, x
+    gc.collect()
+    times = []
+    for _ in range(reps):
+        dt, found = timed_collect()
+        if found:
+            sys.exit("unexpected garbage")
+        times.append(max(dt - base, 0.0) * 1e9 / (n + 1))
+    kind = "shuffled" if shuffled else "alloc"
+    print(f"result full-{kind}-cpython-{n} {statistics.median(times):.2f} ns/object")
+
+
+def cycles(n, reps):
+    gc.disable()
+    gc.collect()
+    times = []
+    for _ in range(reps):
+        for _ in range(n // 2):
+            x, y = Node(), Node()
+            x.a, y.a = y, x
+        del x, y
+        dt, found = timed_collect()
+        if found < n // 2 * 2:
+            sys.exit(f"collected {found}, expected {n // 2 * 2}")
+        times.append(dt * 1e9 / found)
+    print(f"result cycles-cpython-{n} {statistics.median(times):.2f} ns/freed-object")
+
+
+def young(n_old, reps):
+    gc.disable()
+    gc.collect()
+    old = [Node() for _ in range(n_old)]
+    for i in range(1, n_old):
+        old[i].a = old[i - 1]
+    gc.collect()
+    rnd = random.Random(2)
+    times = []
+    for _ in range(reps):
+        for _ in range(1000):
+            x, y = Node(), Node()
+            x.a, y.a = y, x
+            if n_old:
+                y.b = old[rnd.randrange(n_old)]
+        del x, y
+        dt, found = timed_collect(0)
+        if found < 2000:
+            sys.exit(f"collected {found}")
+        times.append(dt * 1e6)
+    print(f"result young-pause-cpython-old-{n_old} {statistics.median(times):.1f} us")
+
+
+def main(argv):
+    if len(argv) >= 3 and argv[0] == "full":
+        full(int(argv[1]), argv[2] == "shuffled", int(argv[3]) if len(argv) > 3 else 5)
+    elif len(argv) >= 2 and argv[0] == "cycles":
+        cycles(int(argv[1]), int(argv[2]) if len(argv) > 2 else 5)
+    elif len(argv) >= 2 and argv[0] == "young":
+        young(int(argv[1]), int(argv[2]) if len(argv) > 2 else 21)
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
