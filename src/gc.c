@@ -10,10 +10,7 @@
  * tables give the future addresses for free, which a linked list would not. */
 #define PREFETCH_AHEAD 8
 
-/* The set of states being collected: lo..lo+span. */
-typedef struct yset {
-    unsigned lo, span;
-} yset;
+/* ---- the walks' context -------------------------------------------------------------------- */
 
 typedef struct adapt {
     uint32_t step;
@@ -23,17 +20,17 @@ typedef struct adapt {
 
 enum walk_kind { WALK_COUNT, WALK_MARK };
 
-struct mark_ctx_pass {
-    adapt objects, items;
-    uint64_t excluded; /* ticks spent in long arrays, left out of the object chunk's time */
-};
-
 typedef struct mark_ctx {
-    yset y;
+    unsigned lo, span;      /* the set: objects whose state is in lo..lo+span */
+    pm_scr sc;              /* this collection's scratch encoding */
     const pm_object *from;  /* the object being walked, for the CHECKS messages */
     const uintptr_t *top;   /* pm_side_top */
     bool checks;            /* PM_GC_DEBUG_CHECKS */
-    struct mark_ctx_pass pass;
+    size_t tentative;       /* objects TENTATIVE now: unreachable unless marked later */
+    adapt items;            /* prefetch choice for long item arrays */
+    const uint64_t *filter; /* young sets: a bit per address hash of the set's objects */
+    unsigned fshift;        /* hash >> fshift indexes the filter's bits */
+    uint64_t excluded;      /* ticks in long arrays, left out of their object chunk's time */
     /* What a reference does to its referent's side byte, by the byte's value: the states
      * outside the set and the settled scratch values map to themselves, 0xFF (state 7 does
      * not exist) means "the slow path". One load and compare instead of decoding. */
@@ -45,11 +42,20 @@ typedef struct mark_ctx {
 
 PM_INLINE uint8_t with_scratch(unsigned v, unsigned scr) { return (uint8_t)((v & 7u) | (scr << 3)); }
 PM_INLINE size_t table_live(const pm_gc_table *t) { return t->len - t->holes; }
+PM_INLINE unsigned clean_scr(void) { return pm_scr_codes(pm_gc.epoch).clean; }
 
 static uint64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t ticks(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    return __builtin_ia32_rdtsc();
+#else
+    return now_ns();
+#endif
 }
 
 /* ---- counts past the side byte: a small open-addressing table --------------------------- */
@@ -114,6 +120,16 @@ static void overflow_reset(void) {
     ov->used = 0;
 }
 
+/* The count of references from inside the set that scratch s of x says, or -1. */
+static int64_t internal_count(const mark_ctx *m, const pm_object *x, unsigned s) {
+    int c = pm_scr_count(&m->sc, s);
+    if (c >= 0)
+        return c;
+    if (s == m->sc.overflow)
+        return (int64_t)*overflow_find(x, false);
+    return -1;
+}
+
 /* ---- steps 1 and 2: the reference walks ---------------------------------------------------
  * Both walks do the same thing per reference: look up the referent's side byte, map it
  * through a 256-entry table (count_next or mark_next), store the result. They keep the
@@ -131,17 +147,8 @@ static void overflow_reset(void) {
 
 #define CHUNK_OBJECTS 4096
 #define CHUNK_ITEMS 8192
-#define ADAPT_PERIOD 16
+#define ADAPT_PERIOD 32
 #define ITEMS_AHEAD 16
-
-
-static uint64_t ticks(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    return __builtin_ia32_rdtsc();
-#else
-    return now_ns();
-#endif
-}
 
 PM_INLINE bool adapt_choice(const adapt *a) {
     uint32_t p = a->step % ADAPT_PERIOD;
@@ -162,64 +169,80 @@ PM_INLINE uint8_t *side_known(const uintptr_t *top, const pm_object *x) {
     return (uint8_t *)(top[a >> PM_SIDE_REGION_SHIFT] + (a >> PM_SIDE_SHIFT));
 }
 
-static PM_NOINLINE void count_overflow(pm_object *r, uint8_t *b, unsigned v) {
+/* Step 1, a count that does not fit the byte. */
+static PM_NOINLINE void count_overflow(mark_ctx *m, pm_object *r, uint8_t *b, unsigned v) {
     unsigned s = v >> 3;
-    if (s == PM_SCR_REACHABLE)
+    if (s == m->sc.reachable)
         return; /* kept conservatively after an allocation failure */
     uint64_t *c = overflow_find(r, true);
     if (c == NULL) {
         /* no memory to count: treat it as referenced from outside, which is always safe */
-        *b = with_scratch(v, PM_SCR_REACHABLE);
+        *b = with_scratch(v, m->sc.reachable);
         return;
     }
-    if (s == PM_SCR_COUNT_MAX) {
+    if (s != m->sc.overflow) {
         *c = PM_SCR_COUNT_MAX + 1;
-        *b = with_scratch(v, PM_SCR_OVERFLOW);
+        *b = with_scratch(v, m->sc.overflow);
     } else {
         (*c)++;
     }
 }
 
-static PM_NOINLINE void push_slow(pm_object *r, uint8_t *b, unsigned v) {
+/* Step 2, a TENTATIVE referent: reachable after all, walked from the stack. */
+static PM_NOINLINE void mark_passed(mark_ctx *m, pm_object *r, uint8_t *b, unsigned v) {
     pm_gc_domain *d = &pm_gc;
-    size_t cap = d->stack_cap ? d->stack_cap * 2 : 1024;
-    pm_object **stack = pm_realloc(d->stack, cap * sizeof *stack);
-    if (stack == NULL) {
-        /* no memory: leave it PENDING, a rescan of the set walks it */
-        *b = with_scratch(v, PM_SCR_PENDING);
-        d->stack_failed = true;
-        return;
+    m->tentative--;
+    if (d->stack_len == d->stack_cap) {
+        size_t cap = d->stack_cap ? d->stack_cap * 2 : 1024;
+        pm_object **stack = pm_realloc(d->stack, cap * sizeof *stack);
+        if (stack == NULL) {
+            /* no memory: leave it PENDING, a rescan of the set walks it */
+            *b = with_scratch(v, m->sc.pending);
+            d->stack_failed = true;
+            return;
+        }
+        d->stack = stack;
+        d->stack_cap = cap;
     }
-    d->stack = stack;
-    d->stack_cap = cap;
     d->stack[d->stack_len++] = r;
-    *b = with_scratch(v, PM_SCR_REACHABLE);
+    *b = with_scratch(v, m->sc.reachable);
 }
 
 /* One reference. Step 1: one more reference from inside the set. Step 2: the referent is
- * reachable; if the scan already passed it (TENTATIVE, the slow value), walk it from the
- * stack. */
-PM_INLINE void edge(enum walk_kind kind, const uintptr_t *top, const uint8_t *next,
-                    pm_object *r) {
+ * reachable. The slow value sends both to their rare cases. */
+/* Two bits per object (a Bloom filter with k = 2): about 0.4% false positives at 32 bits per
+ * object, where one bit would give 3%. */
+PM_INLINE uint64_t filter_hash(uintptr_t a) { return (a >> 5) * UINT64_C(0x9E3779B97F4A7C15); }
+PM_INLINE bool filter_has(const uint64_t *f, unsigned fshift, uintptr_t a) {
+    uint64_t h = filter_hash(a);
+    size_t b1 = (size_t)(h >> fshift), b2 = (size_t)((h << 20) >> fshift);
+    return ((f[b1 >> 6] >> (b1 & 63)) & (f[b2 >> 6] >> (b2 & 63)) & 1) != 0;
+}
+PM_INLINE void filter_add(uint64_t *f, unsigned fshift, uintptr_t a) {
+    uint64_t h = filter_hash(a);
+    size_t b1 = (size_t)(h >> fshift), b2 = (size_t)((h << 20) >> fshift);
+    f[b1 >> 6] |= UINT64_C(1) << (b1 & 63);
+    f[b2 >> 6] |= UINT64_C(1) << (b2 & 63);
+}
+
+PM_INLINE void edge(enum walk_kind kind, mark_ctx *m, bool filtered, const uintptr_t *top,
+                    const uint8_t *next, pm_object *r) {
+    if (filtered) {
+        /* a young set: most references out of it go to old objects, whose side bytes are
+         * cold; a clear filter bit proves the referent is not in the set, without them */
+        if (!filter_has(m->filter, m->fshift, (uintptr_t)r))
+            return;
+    }
     uint8_t *b = side_known(top, r);
     unsigned v = *b, nv = next[v];
     if (nv == v)
         return;
-    if (PM_LIKELY(nv != NEXT_SLOW)) {
+    if (PM_LIKELY(nv != NEXT_SLOW))
         *b = (uint8_t)nv;
-        return;
-    }
-    if (kind == WALK_COUNT) {
-        count_overflow(r, b, v);
-        return;
-    }
-    pm_gc_domain *d = &pm_gc;
-    if (PM_LIKELY(d->stack_len < d->stack_cap)) {
-        d->stack[d->stack_len++] = r;
-        *b = with_scratch(v, PM_SCR_REACHABLE);
-    } else {
-        push_slow(r, b, v);
-    }
+    else if (kind == WALK_COUNT)
+        count_overflow(m, r, b, v);
+    else
+        mark_passed(m, r, b, v);
 }
 
 static void check_edge(const mark_ctx *m, const pm_object *r) {
@@ -235,7 +258,7 @@ static int count_visit(pm_object *r, void *arg) {
     mark_ctx *m = arg;
     if (m->checks)
         check_edge(m, r);
-    edge(WALK_COUNT, m->top, m->count_next, r);
+    edge(WALK_COUNT, m, m->filter != NULL, m->top, m->count_next, r);
     return 0;
 }
 
@@ -243,26 +266,27 @@ static int mark_visit(pm_object *r, void *arg) {
     mark_ctx *m = arg;
     if (m->checks)
         check_edge(m, r);
-    edge(WALK_MARK, m->top, m->mark_next, r);
+    edge(WALK_MARK, m, m->filter != NULL, m->top, m->mark_next, r);
     return 0;
 }
 
 /* Items [from, to) of an array of references. */
-PM_INLINE void items_range(enum walk_kind kind, bool prefetch, pm_object **items, size_t from,
-                           size_t to, const uintptr_t *top, const uint8_t *next) {
+PM_INLINE void items_range(enum walk_kind kind, bool prefetch, bool filtered, pm_object **items,
+                           size_t from, size_t to, mark_ctx *m, const uintptr_t *top,
+                           const uint8_t *next) {
     for (size_t i = from; i < to; i++) {
         if (prefetch && i + ITEMS_AHEAD < to && items[i + ITEMS_AHEAD] != NULL)
             __builtin_prefetch(side_known(top, items[i + ITEMS_AHEAD]), 1, 3);
         pm_object *r = items[i];
         if (r != NULL)
-            edge(kind, top, next, r);
+            edge(kind, m, filtered, top, next, r);
     }
 }
 
 #define ITEMS_FN(name, kind, prefetch)                                                         \
-    static PM_NOINLINE void name(pm_object **items, size_t from, size_t to,                     \
+    static PM_NOINLINE void name(pm_object **items, size_t from, size_t to, mark_ctx *m,       \
                                  const uintptr_t *top, const uint8_t *next) {                 \
-        items_range(kind, prefetch, items, from, to, top, next);                               \
+        items_range(kind, prefetch, false, items, from, to, m, top, next);                     \
     }
 ITEMS_FN(items_count_plain, WALK_COUNT, false)
 ITEMS_FN(items_count_prefetch, WALK_COUNT, true)
@@ -276,21 +300,21 @@ static PM_NOINLINE void long_items(enum walk_kind kind, pm_object **items, size_
     uint64_t start = ticks();
     for (size_t from = 0; from < n; from += CHUNK_ITEMS) {
         size_t to = n - from > CHUNK_ITEMS ? from + CHUNK_ITEMS : n;
-        bool pf = adapt_choice(&m->pass.items);
+        bool pf = adapt_choice(&m->items);
         uint64_t t0 = ticks();
         if (kind == WALK_COUNT)
-            (pf ? items_count_prefetch : items_count_plain)(items, from, to, m->top, next);
+            (pf ? items_count_prefetch : items_count_plain)(items, from, to, m, m->top, next);
         else
-            (pf ? items_mark_prefetch : items_mark_plain)(items, from, to, m->top, next);
+            (pf ? items_mark_prefetch : items_mark_plain)(items, from, to, m, m->top, next);
         if (to - from == CHUNK_ITEMS)
-            adapt_note(&m->pass.items, pf, ticks() - t0);
+            adapt_note(&m->items, pf, ticks() - t0);
     }
-    m->pass.excluded += ticks() - start;
+    m->excluded += ticks() - start;
 }
 
 /* Walks object x (step 1: counts its references; step 2: x is reachable). */
 PM_INLINE void walk_object(enum walk_kind kind, pm_object *x, mark_ctx *m, bool checks,
-                           const uintptr_t *top, const uint8_t *next) {
+                           bool filtered, const uintptr_t *top, const uint8_t *next) {
     const pm_type *t = pm_obj_type(x);
     uintptr_t rd = t->pm_ready_;
     if (checks || !(rd & PM_TYPE_LAYOUT)) {
@@ -303,13 +327,13 @@ PM_INLINE void walk_object(enum walk_kind kind, pm_object *x, mark_ctx *m, bool 
         for (uint64_t mask = (uint64_t)rd >> PM_READY_MASK_SHIFT; mask != 0; mask &= mask - 1) {
             pm_object *r = w[PM_READY_FIRST_WORD + __builtin_ctzll(mask)];
             if (r != NULL)
-                edge(kind, top, next, r);
+                edge(kind, m, filtered, top, next, r);
         }
     } else {
         for (const uint16_t *off = t->ref_offsets; *off != 0; off++) {
             pm_object *r = *(pm_object **)((char *)x + *off);
             if (r != NULL)
-                edge(kind, top, next, r);
+                edge(kind, m, filtered, top, next, r);
         }
     }
     if (rd & PM_TYPE_ITEMS) {
@@ -317,21 +341,30 @@ PM_INLINE void walk_object(enum walk_kind kind, pm_object *x, mark_ctx *m, bool 
         pm_object **items = pm_items_of(x, t);
         if (items == NULL)
             return;
-        if (n > CHUNK_ITEMS)
+        if (n > CHUNK_ITEMS && !filtered)
             long_items(kind, items, n, m);
         else
-            items_range(kind, false, items, 0, n, top, next);
+            items_range(kind, false, filtered, items, 0, n, m, top, next);
     }
 }
 
-/* Prefetches the side bytes that object y (a masked layout, whose memory was prefetched
- * earlier) will touch. */
+static int prefetch_visit(pm_object *r, void *top) {
+    __builtin_prefetch(side_known(top, r), 1, 3);
+    return 0;
+}
+
+/* Prefetches the side bytes that object y (whose memory was prefetched earlier) will touch.
+ * For a traverse type that costs a call, which the timed probes weigh like the rest. */
 PM_INLINE void prefetch_targets(const uintptr_t *top, pm_object *y) {
     if (y == NULL)
         return;
-    uintptr_t rd = pm_obj_type(y)->pm_ready_;
-    if (!(rd & PM_TYPE_MASKED))
+    const pm_type *t = pm_obj_type(y);
+    uintptr_t rd = t->pm_ready_;
+    if (!(rd & PM_TYPE_MASKED)) {
+        if (t->traverse != NULL)
+            t->traverse(y, prefetch_visit, (void *)top);
         return;
+    }
     pm_object **w = (pm_object **)y;
     for (uint64_t mask = (uint64_t)rd >> PM_READY_MASK_SHIFT; mask != 0; mask &= mask - 1) {
         pm_object *r = w[PM_READY_FIRST_WORD + __builtin_ctzll(mask)];
@@ -354,16 +387,16 @@ PM_INLINE void prefetch_ahead(enum walk_kind kind, pm_object **items, size_t i, 
         prefetch_targets(top, items[i + PREFETCH_AHEAD]);
 }
 
-static PM_COLD void refcount_too_small(const pm_object *x, uint64_t internal) {
-    pm_object_misuse(x, "collection: object %p (type %s) has reference count %lld but %llu "
+static PM_COLD void refcount_too_small(const pm_object *x, int64_t internal) {
+    pm_object_misuse(x, "collection: object %p (type %s) has reference count %lld but %lld "
                      "references to it come from other tracked objects: a missing pm_incref",
                      (const void *)x, pm_obj_type(x)->name ? pm_obj_type(x)->name : "?",
-                     (long long)x->pm_refcnt_, (unsigned long long)internal);
+                     (long long)x->pm_refcnt_, (long long)internal);
 }
 
 /* Step 1 over table slots [from, to). */
 PM_INLINE void count_range(const pm_gc_table *tb, size_t from, size_t to, mark_ctx *m,
-                           bool checks, bool prefetch) {
+                           bool checks, bool prefetch, bool filtered) {
     const uintptr_t *top = m->top;
     const uint8_t *next = m->count_next;
     pm_object **items = tb->items;
@@ -372,15 +405,17 @@ PM_INLINE void count_range(const pm_gc_table *tb, size_t from, size_t to, mark_c
             prefetch_ahead(WALK_COUNT, items, i, to, top);
         pm_object *x = items[i];
         if (x != NULL)
-            walk_object(WALK_COUNT, x, m, checks, top, next);
+            walk_object(WALK_COUNT, x, m, checks, filtered, top, next);
     }
 }
 
-/* Step 2 over table slots [from, to): roots found, reachable objects walked. */
+/* Step 2 over table slots [from, to): an object reachable, or referenced from outside the
+ * set (a root), becomes DONE and is walked; any other becomes TENTATIVE. */
 PM_INLINE void mark_range(const pm_gc_table *tb, size_t from, size_t to, mark_ctx *m,
-                          bool checks, bool prefetch) {
+                          bool checks, bool prefetch, bool filtered) {
     const uintptr_t *top = m->top;
     const uint8_t *next = m->mark_next;
+    const unsigned reachable = m->sc.reachable, done = m->sc.done;
     pm_object **items = tb->items;
     for (size_t i = from; i < to; i++) {
         if (prefetch)
@@ -389,35 +424,35 @@ PM_INLINE void mark_range(const pm_gc_table *tb, size_t from, size_t to, mark_ct
         if (x == NULL)
             continue;
         uint8_t *b = side_known(top, x);
-        unsigned v = *b, s = v >> 3;
-        if (s != PM_SCR_REACHABLE) {
-            uint64_t internal = s;
-            if (PM_UNLIKELY(s == PM_SCR_OVERFLOW))
-                internal = *overflow_find(x, false);
+        unsigned v = *b;
+        if ((v >> 3) != reachable) {
+            int64_t internal = internal_count(m, x, v >> 3);
             int64_t rc = x->pm_refcnt_;
-            if (rc <= (int64_t)internal) {
-                if (PM_UNLIKELY(rc < (int64_t)internal))
+            if (rc <= internal) {
+                if (PM_UNLIKELY(rc < internal))
                     refcount_too_small(x, internal);
-                *b = with_scratch(v, PM_SCR_TENTATIVE);
+                *b = with_scratch(v, m->sc.tentative);
+                m->tentative++;
                 continue;
             }
-            /* referenced from outside the set: a root */
-            *b = with_scratch(v, PM_SCR_REACHABLE);
         }
-        walk_object(WALK_MARK, x, m, checks, top, next);
+        *b = with_scratch(v, done);
+        walk_object(WALK_MARK, x, m, checks, filtered, top, next);
     }
 }
 
-#define RANGE_FN(name, fn, checks, prefetch)                                                   \
+#define RANGE_FN(name, fn, checks, prefetch, filtered)                                         \
     static PM_NOINLINE void name(const pm_gc_table *tb, size_t from, size_t to, mark_ctx *m) { \
-        fn(tb, from, to, m, checks, prefetch);                                                 \
+        fn(tb, from, to, m, checks, prefetch, filtered);                                       \
     }
-RANGE_FN(count_plain, count_range, false, false)
-RANGE_FN(count_prefetch, count_range, false, true)
-RANGE_FN(count_checked, count_range, true, false)
-RANGE_FN(mark_plain, mark_range, false, false)
-RANGE_FN(mark_prefetch, mark_range, false, true)
-RANGE_FN(mark_checked, mark_range, true, false)
+RANGE_FN(count_plain, count_range, false, false, false)
+RANGE_FN(count_prefetch, count_range, false, true, false)
+RANGE_FN(count_filtered, count_range, false, false, true)
+RANGE_FN(count_checked, count_range, true, false, false)
+RANGE_FN(mark_plain, mark_range, false, false, false)
+RANGE_FN(mark_prefetch, mark_range, false, true, false)
+RANGE_FN(mark_filtered, mark_range, false, false, true)
+RANGE_FN(mark_checked, mark_range, true, false, false)
 
 /* Walks the objects on the stack (reachable, passed by the scan) until it is empty. */
 static void drain(mark_ctx *m) {
@@ -428,7 +463,12 @@ static void drain(mark_ctx *m) {
         pm_object *x = d->stack[--d->stack_len];
         if (d->stack_len >= 4)
             __builtin_prefetch(d->stack[d->stack_len - 4], 0, 3);
-        walk_object(WALK_MARK, x, m, m->checks, top, next);
+        uint8_t *b = side_known(top, x);
+        *b = with_scratch(*b, m->sc.done);
+        if (m->filter != NULL)
+            walk_object(WALK_MARK, x, m, m->checks, true, top, next);
+        else
+            walk_object(WALK_MARK, x, m, m->checks, false, top, next);
     }
 }
 
@@ -436,39 +476,43 @@ typedef void (*range_fn)(const pm_gc_table *, size_t, size_t, mark_ctx *);
 
 /* A whole table in chunks, each walked plain or prefetching as the probes decide. */
 static void walk_table(const pm_gc_table *tb, mark_ctx *m, range_fn plain, range_fn prefetching,
-                       range_fn checked, adapt *a) {
+                       range_fn filtered, range_fn checked, adapt *a) {
     for (size_t from = 0; from < tb->len; from += CHUNK_OBJECTS) {
         size_t to = tb->len - from > CHUNK_OBJECTS ? from + CHUNK_OBJECTS : tb->len;
         if (m->checks) {
             checked(tb, from, to, m);
             continue;
         }
+        if (m->filter != NULL) {
+            filtered(tb, from, to, m);
+            continue;
+        }
         bool pf = adapt_choice(a);
-        m->pass.excluded = 0;
+        m->excluded = 0;
         uint64_t t0 = ticks();
         (pf ? prefetching : plain)(tb, from, to, m);
         uint64_t dt = ticks() - t0;
         if (to - from == CHUNK_OBJECTS)
-            adapt_note(a, pf, dt > m->pass.excluded ? dt - m->pass.excluded : 0);
+            adapt_note(a, pf, dt > m->excluded ? dt - m->excluded : 0);
     }
 }
 
 /* After the stack could not grow: walk the PENDING objects until none is left. */
-static void rescan_pending(unsigned lo, unsigned hi, mark_ctx *m) {
+static void rescan_pending(mark_ctx *m) {
     pm_gc_domain *d = &pm_gc;
     while (d->stack_failed) {
         d->stack_failed = false;
-        for (unsigned st = lo; st <= hi; st++) {
+        for (unsigned st = m->lo; st <= m->lo + m->span; st++) {
             const pm_gc_table *t = &d->table[st];
             for (size_t i = 0; i < t->len; i++) {
                 pm_object *x = t->items[i];
                 if (x == NULL)
                     continue;
                 uint8_t *b = pm_side_of(x);
-                if ((*b >> 3) != PM_SCR_PENDING)
+                if ((*b >> 3) != m->sc.pending)
                     continue;
-                *b = with_scratch(*b, PM_SCR_REACHABLE);
-                walk_object(WALK_MARK, x, m, m->checks, m->top, m->mark_next);
+                *b = with_scratch(*b, m->sc.done);
+                walk_object(WALK_MARK, x, m, m->checks, false, m->top, m->mark_next);
                 drain(m);
             }
         }
@@ -477,65 +521,126 @@ static void rescan_pending(unsigned lo, unsigned hi, mark_ctx *m) {
 
 /* CHECKS: no object may have more references from the set than its count says. (Without
  * the flag this is checked only for objects the scan meets before they are marked.) */
-static void check_counts(unsigned lo, unsigned hi) {
-    for (unsigned st = lo; st <= hi; st++) {
+static void check_counts(const mark_ctx *m) {
+    for (unsigned st = m->lo; st <= m->lo + m->span; st++) {
         const pm_gc_table *t = &pm_gc.table[st];
         for (size_t i = 0; i < t->len; i++) {
             pm_object *x = t->items[i];
             if (x == NULL)
                 continue;
-            unsigned s = *pm_side_of(x) >> 3;
-            uint64_t internal = s == PM_SCR_OVERFLOW ? *overflow_find(x, false) : s;
-            if (s <= PM_SCR_OVERFLOW && x->pm_refcnt_ < (int64_t)internal)
+            int64_t internal = internal_count(m, x, *pm_side_of(x) >> 3);
+            if (internal >= 0 && x->pm_refcnt_ < internal)
                 refcount_too_small(x, internal);
         }
     }
 }
 
 static void init_ctx(mark_ctx *m, unsigned lo, unsigned hi) {
-    memset(&m->pass, 0, sizeof m->pass);
-    m->y.lo = lo;
-    m->y.span = hi - lo;
-    m->from = NULL;
+    memset(m, 0, offsetof(mark_ctx, count_next));
+    m->lo = lo;
+    m->span = hi - lo;
+    m->sc = pm_scr_codes(pm_gc.epoch);
     m->top = pm_side_top;
     m->checks = (pm_gc.debug & PM_GC_DEBUG_CHECKS) != 0;
+    /* the tables depend on (lo, hi, epoch) only: young collections reuse the last ones */
+    static struct {
+        unsigned key;
+        uint8_t count_next[256], mark_next[256];
+    } cache = {.key = ~0u};
+    unsigned key = lo | hi << 8 | pm_gc.epoch << 16;
+    if (cache.key == key) {
+        memcpy(m->count_next, cache.count_next, 256);
+        memcpy(m->mark_next, cache.mark_next, 256);
+        return;
+    }
+    const pm_scr *sc = &m->sc;
     for (unsigned v = 0; v < 256; v++) {
         unsigned s = v >> 3, c = v, k = v;
         if ((v & 7u) - lo <= hi - lo) {
-            if (s < PM_SCR_COUNT_MAX)
-                c = v + 8;
-            else if (s == PM_SCR_COUNT_MAX || s == PM_SCR_OVERFLOW)
+            int count = pm_scr_count(sc, s);
+            if (count >= 0 && count < (int)PM_SCR_COUNT_MAX)
+                c = with_scratch(v, pm_scr_of_count(sc, (unsigned)count + 1));
+            else if (count == (int)PM_SCR_COUNT_MAX || s == sc->overflow)
                 c = NEXT_SLOW;
-            if (s < PM_SCR_PENDING)
-                k = with_scratch(v, PM_SCR_REACHABLE);
-            else if (s == PM_SCR_TENTATIVE)
+            if (count >= 0 || s == sc->overflow)
+                k = with_scratch(v, sc->reachable);
+            else if (s == sc->tentative)
                 k = NEXT_SLOW;
         }
         m->count_next[v] = (uint8_t)c;
         m->mark_next[v] = (uint8_t)k;
     }
+    cache.key = key;
+    memcpy(cache.count_next, m->count_next, 256);
+    memcpy(cache.mark_next, m->mark_next, 256);
 }
 
-/* Steps 1 and 2 over tables lo..hi (their states form the set). */
-static void find_reachable(unsigned lo, unsigned hi) {
+/* For a small set that is not everything (a young collection): a filter with bits set for
+ * each object of the set, 32 bits per object, so that a reference out of the set almost
+ * never looks at the side byte of its (old, cold) referent. Returns its size in words. */
+#define FILTER_MAX_OBJECTS 65536
+#define FILTER_BITS_PER_OBJECT 32
+static size_t build_filter(mark_ctx *m) {
+    pm_gc_domain *d = &pm_gc;
+    unsigned lo = m->lo, hi = m->lo + m->span;
+    size_t n = 0, others = 0;
+    for (unsigned st = PM_ST_GEN0; st < PM_ST_COUNT; st++) {
+        size_t live = table_live(&d->table[st]);
+        if (st >= lo && st <= hi)
+            n += live;
+        else if (st != PM_ST_UNREACHABLE)
+            others += live;
+    }
+    if (m->checks || n == 0 || n > FILTER_MAX_OBJECTS || others < n)
+        return 0; /* nothing, or most of the heap: no old references to spare */
+    size_t bits = 4096;
+    unsigned log2 = 12;
+    while (bits < n * FILTER_BITS_PER_OBJECT) {
+        bits *= 2;
+        log2++;
+    }
+    if (d->filter == NULL)
+        d->filter = pm_calloc(FILTER_MAX_OBJECTS * FILTER_BITS_PER_OBJECT / 64, sizeof(uint64_t));
+    if (d->filter == NULL)
+        return 0;
+    m->fshift = 64 - log2;
+    for (unsigned st = lo; st <= hi; st++) {
+        const pm_gc_table *t = &d->table[st];
+        for (size_t i = 0; i < t->len; i++)
+            if (t->items[i] != NULL)
+                filter_add(d->filter, m->fshift, (uintptr_t)t->items[i]);
+    }
+    m->filter = d->filter;
+    return bits / 64;
+}
+
+/* Steps 1 and 2 over the tables of states lo..hi (the set); on return every object of the
+ * set is DONE (reachable) or TENTATIVE (unreachable); returns how many are TENTATIVE. */
+static size_t find_reachable(unsigned lo, unsigned hi) {
     pm_gc_domain *d = &pm_gc;
     mark_ctx m;
     init_ctx(&m, lo, hi);
+    size_t filter_words = build_filter(&m);
     adapt a = {0};
     for (unsigned st = lo; st <= hi; st++)
-        walk_table(&d->table[st], &m, count_plain, count_prefetch, count_checked, &a);
+        walk_table(&d->table[st], &m, count_plain, count_prefetch, count_filtered, count_checked,
+                   &a);
     if (m.checks)
-        check_counts(lo, hi);
+        check_counts(&m);
     /* oldest first: old objects usually refer to younger ones, which they then mark before
      * the scan reaches them, so fewer objects go TENTATIVE and onto the stack */
     memset(&a, 0, sizeof a);
-    memset(&m.pass.items, 0, sizeof m.pass.items);
+    memset(&m.items, 0, sizeof m.items);
     for (unsigned st = hi; st >= lo; st--) {
-        walk_table(&d->table[st], &m, mark_plain, mark_prefetch, mark_checked, &a);
+        walk_table(&d->table[st], &m, mark_plain, mark_prefetch, mark_filtered, mark_checked,
+                   &a);
         drain(&m);
     }
-    rescan_pending(lo, hi, &m);
+    rescan_pending(&m);
     overflow_reset();
+    if (filter_words > 0)
+        memset(d->filter, 0, filter_words * sizeof *d->filter);
+    return m.tentative;
 }
 
 /* ---- step 3: sweep --------------------------------------------------------------------------- */
@@ -546,12 +651,12 @@ PM_INLINE void move_to(unsigned state, pm_object *x) {
     size_t slot = t->len++;
     t->items[slot] = x;
     pm_obj_set_place(x, state, slot);
-    *pm_side_of(x) = (uint8_t)state;
+    *pm_side_of(x) = (uint8_t)(state | clean_scr() << 3);
 }
 
 /* An unreachable object goes to U, which grows as needed; false if it cannot grow (the
  * object then survives this collection: keeping garbage a while longer is always safe). */
-PM_INLINE bool move_unreachable(pm_object *x) {
+static bool move_unreachable(pm_object *x) {
     pm_gc_table *u = &pm_gc.table[PM_ST_UNREACHABLE];
     if (PM_UNLIKELY(u->len == u->cap) && !pm_table_reserve(u, u->len < 1024 ? 1024 : u->len))
         return false;
@@ -567,17 +672,16 @@ PM_INLINE bool move_unreachable(pm_object *x) {
     return true;
 }
 
-/* Empties table st: reachable objects to dest (room reserved), the rest to U. Returns the
- * number moved to dest. */
-static size_t sweep_table(unsigned st, unsigned dest) {
+/* Empties table st: reachable (DONE) objects to dest (room reserved), the rest to U.
+ * Returns the number moved to dest. */
+static size_t sweep_table(unsigned st, unsigned dest, unsigned done) {
     pm_gc_table *t = &pm_gc.table[st];
     size_t kept = 0;
     for (size_t i = 0; i < t->len; i++) {
         pm_object *x = t->items[i];
         if (x == NULL)
             continue;
-        unsigned s = *pm_side_of(x) >> 3;
-        if (s == PM_SCR_REACHABLE || !move_unreachable(x)) {
+        if ((*pm_side_of(x) >> 3) == done || !move_unreachable(x)) {
             move_to(dest, x);
             kept++;
         }
@@ -587,19 +691,22 @@ static size_t sweep_table(unsigned st, unsigned dest) {
     return kept;
 }
 
-/* Table st keeps its reachable objects (packed, in order); the others go to U. */
-static void sweep_in_place(unsigned st) {
+/* Table st keeps its reachable (DONE) objects, packed in order, with the clean scratch;
+ * the others go to U. */
+static void sweep_in_place(unsigned st, unsigned done) {
     pm_gc_table *t = &pm_gc.table[st];
     const uintptr_t *top = pm_side_top;
+    uint8_t clean = (uint8_t)(st | clean_scr() << 3);
     size_t w = 0;
     for (size_t r = 0; r < t->len; r++) {
         pm_object *x = t->items[r];
         if (x == NULL)
             continue;
         uint8_t *b = side_known(top, x);
-        if ((*b >> 3) != PM_SCR_REACHABLE && move_unreachable(x))
+        if ((*b >> 3) != done && move_unreachable(x))
             continue;
-        *b = (uint8_t)st;
+        if (*b != clean)
+            *b = clean;
         if (w != r) {
             t->items[w] = x;
             pm_obj_set_place(x, st, w);
@@ -631,77 +738,25 @@ static const char *name_of(const pm_object *o) {
     return t->name ? t->name : "?";
 }
 
-/* Objects of types that cannot be cleared, and all the garbage they reach, are kept in
- * pm_gc_garbage: clearing what they refer to would leave them pointing at cleared objects
- * (CPython does the same for objects with legacy finalizers). */
-static size_t keep_uncollectable(unsigned dest) {
-    pm_gc_domain *d = &pm_gc;
-    pm_gc_table *u = &d->table[PM_ST_UNREACHABLE];
-    bool any = false;
-    for (size_t i = 0; i < u->len && !any; i++)
-        any = u->items[i] != NULL && !(pm_obj_type(u->items[i])->pm_ready_ & PM_TYPE_CLEARABLE);
-    if (!any)
-        return 0;
-    mark_ctx m;
-    init_ctx(&m, PM_ST_UNREACHABLE, PM_ST_UNREACHABLE);
-    bool checks = m.checks;
-    for (size_t i = 0; i < u->len; i++)
-        if (u->items[i] != NULL)
-            *pm_side_of(u->items[i]) = with_scratch(PM_ST_UNREACHABLE, PM_SCR_TENTATIVE);
-    for (size_t i = 0; i < u->len; i++) {
-        pm_object *x = u->items[i];
-        if (x == NULL || (pm_obj_type(x)->pm_ready_ & PM_TYPE_CLEARABLE))
-            continue;
-        uint8_t *b = pm_side_of(x);
-        if ((*b >> 3) == PM_SCR_REACHABLE)
-            continue;
-        *b = with_scratch(*b, PM_SCR_REACHABLE);
-        walk_object(WALK_MARK, x, &m, checks, m.top, m.mark_next);
-        drain(&m);
-    }
-    rescan_pending(PM_ST_UNREACHABLE, PM_ST_UNREACHABLE, &m);
-    size_t kept = 0, w = 0;
-    for (size_t r = 0; r < u->len; r++) {
-        pm_object *x = u->items[r];
-        if (x == NULL)
-            continue;
-        uint8_t *b = pm_side_of(x);
-        if ((*b >> 3) == PM_SCR_REACHABLE) {
-            if (d->debug & PM_GC_DEBUG_LEAK)
-                pm_fdprintf(2, "poolmalloc gc: uncollectable <%s %p>\n", name_of(x), (void *)x);
-            move_to(dest, x);
-            pm_gc_garbage_add(x);
-            kept++;
-            continue;
-        }
-        *b = PM_ST_UNREACHABLE;
-        u->items[w] = x;
-        pm_obj_set_place(x, PM_ST_UNREACHABLE, w);
-        w++;
-    }
-    u->len = w;
-    u->holes = 0;
-    return kept;
-}
-
-/* After user code ran (finalizers, weak reference callbacks): the unreachable objects that
- * are referenced again from outside, and what they reach, live on, untouched. */
-static void rescue_resurrected(unsigned dest) {
+/* Moves the objects of U whose scratch is `keep` to dest (room reserved), calling kept()
+ * for each; the rest stay in U, packed, with a clean byte. Returns how many moved. */
+static size_t split_unreachable(unsigned dest, unsigned keep, void (*kept)(pm_object *)) {
     pm_gc_table *u = &pm_gc.table[PM_ST_UNREACHABLE];
-    if (table_live(u) == 0)
-        return;
-    find_reachable(PM_ST_UNREACHABLE, PM_ST_UNREACHABLE);
-    size_t w = 0;
+    uint8_t clean = (uint8_t)(PM_ST_UNREACHABLE | clean_scr() << 3);
+    size_t moved = 0, w = 0;
     for (size_t r = 0; r < u->len; r++) {
         pm_object *x = u->items[r];
         if (x == NULL)
             continue;
         uint8_t *b = pm_side_of(x);
-        if ((*b >> 3) == PM_SCR_REACHABLE) {
+        if ((*b >> 3) == keep) {
             move_to(dest, x);
+            if (kept != NULL)
+                kept(x);
+            moved++;
             continue;
         }
-        *b = PM_ST_UNREACHABLE;
+        *b = clean;
         if (w != r) {
             u->items[w] = x;
             pm_obj_set_place(x, PM_ST_UNREACHABLE, w);
@@ -710,6 +765,52 @@ static void rescue_resurrected(unsigned dest) {
     }
     u->len = w;
     u->holes = 0;
+    return moved;
+}
+
+static void keep_in_garbage(pm_object *x) {
+    if (pm_gc.debug & PM_GC_DEBUG_LEAK)
+        pm_fdprintf(2, "poolmalloc gc: uncollectable <%s %p>\n", name_of(x), (void *)x);
+    pm_gc_garbage_add(x);
+}
+
+/* Objects of types that cannot be cleared, and all the garbage they reach, are kept in
+ * pm_gc_garbage: clearing what they refer to would leave them pointing at cleared objects
+ * (CPython does the same for objects with legacy finalizers). */
+static size_t keep_uncollectable(unsigned dest) {
+    pm_gc_domain *d = &pm_gc;
+    pm_gc_table *u = &d->table[PM_ST_UNREACHABLE];
+    mark_ctx m;
+    init_ctx(&m, PM_ST_UNREACHABLE, PM_ST_UNREACHABLE);
+    for (size_t i = 0; i < u->len; i++)
+        if (u->items[i] != NULL)
+            *pm_side_of(u->items[i]) = with_scratch(PM_ST_UNREACHABLE, m.sc.tentative);
+    for (size_t i = 0; i < u->len; i++) {
+        pm_object *x = u->items[i];
+        if (x == NULL || (pm_obj_type(x)->pm_ready_ & PM_TYPE_CLEARABLE))
+            continue;
+        uint8_t *b = pm_side_of(x);
+        if ((*b >> 3) == m.sc.done)
+            continue;
+        *b = with_scratch(*b, m.sc.done);
+        walk_object(WALK_MARK, x, &m, m.checks, false, m.top, m.mark_next);
+        drain(&m);
+    }
+    rescan_pending(&m);
+    return split_unreachable(dest, m.sc.done, keep_in_garbage);
+}
+
+/* After user code ran (finalizers, weak reference callbacks): the unreachable objects that
+ * are referenced again from outside, and what they reach, live on, untouched. */
+static void rescue_resurrected(unsigned dest) {
+    if (table_live(&pm_gc.table[PM_ST_UNREACHABLE]) == 0)
+        return;
+    find_reachable(PM_ST_UNREACHABLE, PM_ST_UNREACHABLE);
+    split_unreachable(dest, pm_scr_codes(pm_gc.epoch).done, NULL);
+}
+
+static void save_all(pm_object *x) {
+    pm_gc_garbage_add(x);
 }
 
 static void handle_unreachable(unsigned dest, pm_gc_result *res) {
@@ -722,15 +823,10 @@ static void handle_unreachable(unsigned dest, pm_gc_result *res) {
                             (void *)u->items[i]);
     if (d->debug & (PM_GC_DEBUG_SAVEALL | PM_GC_DEBUG_LEAK)) {
         /* leak hunting: keep everything, cleared of nothing */
-        for (size_t i = 0; i < u->len; i++) {
-            pm_object *x = u->items[i];
-            if (x == NULL)
-                continue;
-            move_to(dest, x);
-            pm_gc_garbage_add(x);
-            res->collected++;
-        }
-        u->len = u->holes = 0;
+        for (size_t i = 0; i < u->len; i++)
+            if (u->items[i] != NULL)
+                *pm_side_of(u->items[i]) = with_scratch(PM_ST_UNREACHABLE, 1);
+        res->collected += split_unreachable(dest, 1, save_all);
         return;
     }
     if (d->u_flags & PM_U_NONCLEAR)
@@ -818,6 +914,27 @@ static void release_scratch_memory(void) {
     }
 }
 
+/* Steps 1-3 for generations 0..g; returns the number promoted into generation 2 from 1. */
+static size_t find_and_sweep(int g, unsigned dest) {
+    pm_gc_domain *d = &pm_gc;
+    unsigned hi = (unsigned)g + 1;
+    unsigned done = pm_scr_codes(d->epoch).done;
+    size_t tentative = find_reachable(1, hi);
+    if (g == 2) {
+        /* every survivor is DONE, the clean value of the other encoding: switch to it, and
+         * the oldest table needs no sweep unless it has garbage or holes */
+        d->epoch ^= 1;
+        pm_gc_table *old = &d->table[PM_ST_GEN2];
+        size_t young_tentative = tentative;
+        if (young_tentative > 0 || old->holes > 0)
+            sweep_in_place(PM_ST_GEN2, done);
+    }
+    size_t promoted = 0;
+    for (unsigned st = dest == hi ? hi - 1 : hi; st >= 1; st--)
+        promoted += sweep_table(st, dest, done);
+    return promoted;
+}
+
 static pm_gc_result collect(int g) {
     pm_gc_domain *d = &pm_gc;
     pm_gc_result res = {0, 0};
@@ -843,14 +960,9 @@ static pm_gc_result collect(int g) {
         ysize += table_live(&d->table[st]);
     /* Room in dest for every object of the set (survivors, and the unreachable that come
      * back), so that nothing below can fail half-way. */
-    size_t need = dest == PM_ST_GEN2 && g == 2 ? ysize - table_live(&d->table[3]) : ysize;
+    size_t need = g == 2 ? ysize - table_live(&d->table[PM_ST_GEN2]) : ysize;
     if (ysize > 0 && pm_table_reserve(&d->table[dest], need)) {
-        find_reachable(1, hi);
-        if (dest == PM_ST_GEN2 && g == 2)
-            sweep_in_place(PM_ST_GEN2);
-        size_t promoted = 0;
-        for (unsigned st = dest == hi ? hi - 1 : hi; st >= 1; st--)
-            promoted += sweep_table(st, dest);
+        size_t promoted = find_and_sweep(g, dest);
         if (g == 1)
             d->long_lived_pending += promoted;
         if (table_live(&d->table[PM_ST_UNREACHABLE]) > 0)
@@ -917,6 +1029,7 @@ int pm_gc_enable(void) {
     pm_gc_ready();
     int was = pm_gc.enabled;
     pm_gc.enabled = 1;
+    pm_gc_update_trigger();
     return was;
 }
 
@@ -924,6 +1037,7 @@ int pm_gc_disable(void) {
     pm_gc_ready();
     int was = pm_gc.enabled;
     pm_gc.enabled = 0;
+    pm_gc_update_trigger();
     return was;
 }
 
@@ -941,6 +1055,7 @@ int pm_gc_set_threshold(long threshold0, long threshold1, long threshold2) {
     pm_gc.threshold[0] = threshold0;
     pm_gc.threshold[1] = threshold1;
     pm_gc.threshold[2] = threshold2;
+    pm_gc_update_trigger();
     return 0;
 }
 

@@ -91,6 +91,7 @@ static void domain_init_once(void) {
         pm_gc.threshold[i] = pm_opt.gc_threshold[i];
     pm_gc.enabled = pm_opt.gc_enabled ? 1 : 0;
     pm_gc.debug = (int)pm_opt.gc_debug | (PM_DEBUG ? PM_GC_DEBUG_CHECKS : 0);
+    pm_gc_update_trigger();
     __atomic_store_n(&pm_gc.ready, true, __ATOMIC_RELEASE);
 }
 
@@ -179,7 +180,7 @@ bool pm_table_append(unsigned state, pm_object *o) {
     size_t slot = t->len++;
     t->items[slot] = o;
     pm_obj_set_place(o, state, slot);
-    *pm_side_of(o) = (uint8_t)state;
+    *pm_side_of(o) = (uint8_t)(state | (unsigned)pm_scr_codes(pm_gc.epoch).clean << 3);
     return true;
 }
 
@@ -324,7 +325,7 @@ static pm_object *new_object(pm_type *t, uintptr_t ready, size_t size) {
     if (ready & PM_TYPE_CONTAINER) {
         /* CPython counts container allocations, not trackings: an object allocated and
          * dropped without ever being tracked still moves the collector forward. */
-        if (PM_UNLIKELY(++pm_gc.count[0] > pm_gc.threshold[0]))
+        if (PM_UNLIKELY(++pm_gc.count[0] > pm_gc.trigger))
             pm_gc_maybe_collect();
     }
     pm_object *o = pm_malloc_inline(size);

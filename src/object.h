@@ -17,27 +17,38 @@
  *  - The side table: one byte per 32 bytes of address space that holds a tracked object
  *    (objects are at least 32 bytes, so no two share a byte), found from the object's address
  *    alone: side[p >> 5] through a two-level map (64 MiB regions -> 2 MiB chunks). Low 3 bits:
- *    the object's state, as in its header; high 5 bits: the running collection's scratch,
- *    0 otherwise. The reference walk of a collection asks "is the referent in the generations
- *    being collected, and what is its count/mark" of this byte only: for 10 million objects it
- *    is a few MiB that stay in cache, where the headers would mean a cache miss per reference.
+ *    the object's state, as in its header; high 5 bits: a collection's scratch (counts and
+ *    marks; a "clean" value outside collections). The reference walks ask "is the referent in
+ *    the generations being collected, and what is its count or mark" of this byte only: for
+ *    ten million 48-byte objects that is 15 MiB, mostly in cache, where reading the referents'
+ *    headers would be a cache miss per reference. Untracked objects have byte 0.
  *
  * ===========================================================================================
  * A collection of generations 0..g (CPython's algorithm, reorganised for tables)
  * ===========================================================================================
- *  1. count: walk every object of the young set Y (states 1..g+1) and add one to the scratch
- *     count of each referent in Y: after it, count(x) = references to x from inside Y.
- *  2. mark: scan Y oldest table first. An object is reachable if it was marked by an earlier
- *     one, or if refcount > count (a reference from outside Y: a root); reachable objects are
- *     walked and mark their referents in Y. A referent the scan already passed (TENTATIVE) is
- *     pushed on a stack and walked from there. Each object is walked once more, no object is
- *     moved, and the scan reads the objects in table order.
- *  3. sweep: reachable objects go to generation g+1 (g = 2: stay) with their byte reset;
- *     the others to the unreachable table U, with state UNREACHABLE.
+ *  1. count: walk every object of the set Y (states 1..g+1) and add one to the scratch count
+ *     of each referent in Y: after it, count(x) = references to x from inside Y. No pass
+ *     first copies reference counts (CPython's update_refs): counts start from the byte's
+ *     clean value, which every collection leaves behind.
+ *  2. mark: scan Y oldest table first. An object already marked REACHABLE, or whose
+ *     refcount exceeds its count (a reference from outside Y: a root), becomes DONE and is
+ *     walked, marking its referents in Y; any other becomes TENTATIVE. A TENTATIVE object
+ *     marked later is pushed on a stack and walked from there. Each object is walked once
+ *     more and nothing moves; the scan reads objects in table order.
+ *  3. sweep: DONE objects go to generation g+1 with a clean byte, TENTATIVE ones to the
+ *     unreachable table U. A full collection switches the scratch encoding (pm_scr_codes):
+ *     DONE of one encoding is "clean" in the other, so when it finds no garbage and no holes
+ *     the oldest table needs no sweep at all.
  *  4. U as CPython: uncollectable objects (no way to clear them) and what they reach are
  *     kept; weak references to U are cleared, their callbacks run; finalizers run once; if any
  *     user code ran, steps 1-3 on U alone find the objects resurrected; the rest are cleared,
  *     which frees them by reference counting (freed objects leave U through untrack).
+ *
+ * Speed. Layout types are walked inline; each reference costs a side-table lookup and a
+ * 256-entry transition table lookup. When references jump across memory the walks prefetch
+ * side bytes ahead, a choice made by timing both ways on chunks of the table (gc.c). Young
+ * collections add a small Bloom filter of the set's addresses, so references to old objects
+ * do not touch the old objects' (cold) side bytes: their pause depends on the young objects.
  *
  * No user code runs during 1-3 except traverse callbacks, which may not change anything.
  */
@@ -45,6 +56,8 @@
 #define PM_OBJECT_H
 
 #include "internal.h"
+
+#include <limits.h>
 
 /* ---- header words ---------------------------------------------------------------------- */
 
@@ -89,14 +102,37 @@ PM_INLINE void pm_obj_set_place(pm_object *o, unsigned state, size_t slot) {
 #define PM_SIDE_CHUNK ((size_t)1 << (PM_SIDE_REGION_SHIFT - PM_SIDE_SHIFT))
 #define PM_SIDE_TOP_LEN ((size_t)1 << (PM_ADDRESS_BITS - PM_SIDE_REGION_SHIFT))
 
-/* Scratch values (byte >> 3) during a collection, for objects in the set being collected. */
-#define PM_SCR_COUNT_MAX 27u  /* 0..27: references from inside the set */
-#define PM_SCR_OVERFLOW 28u   /* more: the count is in the overflow table */
-#define PM_SCR_PENDING 29u    /* reachable, passed by the scan, not walked (no stack memory) */
-#define PM_SCR_TENTATIVE 30u  /* passed by the scan, not (yet) found reachable */
-#define PM_SCR_REACHABLE 31u  /* found reachable */
-#define PM_SIDE_STATE(b) ((unsigned)(b) & 7u)
-#define PM_SIDE_SCR(b) ((unsigned)(b) >> 3)
+/* Scratch values (byte >> 3) during a collection, for objects of the set being collected.
+ * Two encodings alternate at every full collection (pm_gc.epoch): epoch 0 counts up from
+ * 0, epoch 1 counts down from 31. DONE (reachable and walked), where every survivor of a full
+ * collection ends, is the clean value of the other epoch: a full collection that finds no
+ * garbage and no holes leaves every byte ready for the next one without a sweep. */
+#define PM_SCR_COUNT_MAX 26u /* counts 0..26 in the byte; more go to the overflow table */
+typedef struct pm_scr {
+    uint8_t clean;     /* outside collections (and "count 0") */
+    uint8_t overflow;  /* the count is in the overflow table */
+    uint8_t pending;   /* reachable, passed by the scan, not walked (no stack memory) */
+    uint8_t tentative; /* passed by the scan, not (yet) found reachable */
+    uint8_t reachable; /* found reachable, to be walked */
+    uint8_t done;      /* reachable and walked */
+    bool down;         /* counts go down from 31 */
+} pm_scr;
+PM_INLINE pm_scr pm_scr_codes(unsigned epoch) {
+    if (epoch == 0)
+        return (pm_scr){.clean = 0, .overflow = 27, .pending = 28, .tentative = 29,
+                        .reachable = 30, .done = 31, .down = false};
+    return (pm_scr){.clean = 31, .overflow = 4, .pending = 3, .tentative = 2, .reachable = 1,
+                    .done = 0, .down = true};
+}
+/* The count a scratch value holds, or -1 if it holds none. */
+PM_INLINE int pm_scr_count(const pm_scr *c, unsigned s) {
+    if (c->down)
+        return s >= 31 - PM_SCR_COUNT_MAX ? (int)(31 - s) : -1;
+    return s <= PM_SCR_COUNT_MAX ? (int)s : -1;
+}
+PM_INLINE unsigned pm_scr_of_count(const pm_scr *c, unsigned count) {
+    return c->down ? 31 - count : count;
+}
 
 /* top[p >> 26] = chunk address - ((p >> 26) << 21), so that byte = top + (p >> 5); 0 where no
  * chunk was made. Reserved lazily backed (16 MiB of address space). */
@@ -201,10 +237,13 @@ typedef struct pm_gc_domain {
     pm_gc_table table[PM_ST_COUNT]; /* by state; [0] unused */
     long threshold[3];
     long count[3];
+    long trigger;     /* count[0] past this runs pm_gc_maybe_collect: threshold[0], or
+                         LONG_MAX while automatic collection is off */
     size_t long_lived_total, long_lived_pending;
     int enabled;
     int debug;
     int collecting;   /* a collection is running: no nested ones */
+    unsigned epoch;   /* the scratch encoding (pm_scr_codes), flipped by full collections */
     unsigned u_flags; /* PM_U_*: what the unreachable objects of this collection need */
     bool ready;
     /* objects whose count reached zero while another one was being released */
@@ -225,6 +264,7 @@ typedef struct pm_gc_domain {
         uint64_t *counts;
         size_t cap, used;
     } overflow;
+    uint64_t *filter; /* young collections: see build_filter in gc.c */
     /* strong references kept by the collector: uncollectable and SAVEALL objects */
     pm_object **garbage;
     size_t garbage_len, garbage_cap;
@@ -237,6 +277,10 @@ PM_HIDDEN extern pm_gc_domain pm_gc;
 
 /* object.c */
 PM_HIDDEN void pm_gc_domain_init(void);
+/* Recomputes pm_gc.trigger after enabled or threshold[0] changed. */
+PM_INLINE void pm_gc_update_trigger(void) {
+    pm_gc.trigger = pm_gc.enabled && pm_gc.threshold[0] > 0 ? pm_gc.threshold[0] : LONG_MAX;
+}
 PM_INLINE void pm_gc_ready(void) {
     if (PM_UNLIKELY(!pm_gc.ready))
         pm_gc_domain_init();
