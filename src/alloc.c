@@ -11,13 +11,16 @@ static PM_TLS bool initialising;
 
 /* ---- initialisation --------------------------------------------------------------------- */
 
+/* Locks are taken in the allocator's one lock order (heap, then arena, then large: a purge
+ * under the arena lock expires the large cache), so that prepare cannot deadlock with a thread
+ * that holds one of them and waits for the next. */
 static void fork_prepare(void) {
-    pm_large_fork_prepare();
     pm_heap_fork_prepare();
+    pm_large_fork_prepare();
 }
 static void fork_parent(void) {
-    pm_heap_fork_parent();
     pm_large_fork_parent();
+    pm_heap_fork_parent();
 }
 static void fork_child(void) {
     pm_heap_fork_child();

@@ -101,6 +101,8 @@
  *  I4 arena_map[a >> 22] != 0 exactly while an arena starts at a.
  *  I5 the allocator never calls anything that may allocate (stdio, getenv, dlsym): output goes
  *     through pm_print (write(2)), the environment is read by walking environ.
+ *  I7 locks nest in one order only: heap_lock (heap.c), then pm_arena_lock, then the large
+ *     lock (large.c). The fork handlers take all three in that order.
  */
 #ifndef PM_INTERNAL_H
 #define PM_INTERNAL_H

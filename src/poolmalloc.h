@@ -162,8 +162,9 @@ PM_API void pm_options_help(int fd);
  * Tracking. Only tracked objects are seen by the collector. Track an object once every
  * reference it reports is valid (pm_new zeroes the fields, so right after pm_new is fine;
  * storing a stale pointer before pm_track is not): debug builds, and PM_GC_DEBUG_CHECKS at run
- * time, walk the references at pm_track and abort on one to a freed object. Objects of
- * PM_TYPE_NO_REFS types are never tracked (pm_track ignores them).
+ * time (POOLMALLOC_GC_DEBUG=checks), walk the references at pm_track and abort on one to a
+ * freed object. Every reference an object reports must be to an object made by pm_new.
+ * Objects of PM_TYPE_NO_REFS types are never tracked (pm_track ignores them).
  *
  * Collection. Three generations, as CPython 3.13: a new tracked object enters generation 0;
  * an allocation that takes the count of container objects allocated minus freed past
@@ -178,7 +179,7 @@ PM_API void pm_options_help(int fd);
  * which breaks the cycles, and freed by reference counting.
  * POOLMALLOC_GC_THRESHOLD=a,b,c sets the thresholds, POOLMALLOC_GC=0 disables automatic
  * collection, POOLMALLOC_GC_DEBUG sets the PM_GC_DEBUG_* flags below (the names stats,
- * saveall, leak, or a number: 8 is CHECKS).
+ * saveall, leak, checks, or a number).
  *
  * Threads. The objects of a process form one collector domain, used by one thread at a time:
  * CPython's model under its GIL. A program that uses objects from several threads serializes

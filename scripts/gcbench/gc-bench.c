@@ -10,13 +10,13 @@
  *       object. "traverse" gives the nodes a traverse callback instead of a layout.
  *   gc-bench cycles N [reps]
  *       N/2 unreachable two-object cycles: median full-collection time per freed object.
- *   gc-bench young N_OLD [reps] [garbage|live]
+ *   gc-bench young N_OLD [reps]
  *       N_OLD live old objects, then 1000 young two-object cycles, each referring to a
- *       random old object: median pause of a generation-0 collection, in microseconds. The
- *       young cycles are garbage (the default), or alive (held from outside).
+ *       random old object: median pause of a generation-0 collection, in microseconds, when
+ *       the young cycles are garbage, then when they are alive (held from outside).
  *   gc-bench refcount [iterations]
  *       ns per pm_incref + pm_decref pair.
- * Output: one line "result <name> <value> <unit>".
+ * Output: lines "result <name> <value> <unit>".
  */
 #include <errno.h>
 #include <stddef.h>
@@ -175,10 +175,10 @@ static void bench_cycles(size_t n, int reps) {
     free(t_ns);
 }
 
-/* live: the young objects survive (held from a C array), so the pause is the collector's
- * own work; otherwise they are cycles of garbage, whose freeing drops their references to
- * old objects (a decref each: a cache miss on the old object, as in CPython). */
-static void bench_young(size_t n_old, int reps, int live) {
+/* The young objects are garbage (cycles whose freeing drops their references to old
+ * objects: a decref each, a cache miss on the old object, as in CPython), then alive (held
+ * from a C array: the pause is the collector's own work). */
+static void bench_young(size_t n_old, int reps) {
     pm_gc_disable();
     root *r = (root *)pm_new_var(&root_type, n_old);
     pm_track(&r->base);
@@ -186,40 +186,41 @@ static void bench_young(size_t n_old, int reps, int live) {
         node *x = (node *)xnew(&node_type);
         pm_track(&x->base);
         r->items[i] = &x->base;
-        if (i > 0)
-            x->a = pm_newref(r->items[i - 1]);
     }
     pm_gc_collect(2);
     double *t_us = xmalloc((size_t)reps * sizeof *t_us);
-    node **keep = xmalloc(2000 * sizeof *keep);
-    for (int k = 0; k < reps; k++) {
-        for (int i = 0; i < 1000; i++) {
-            node *x = (node *)xnew(&node_type), *y = (node *)xnew(&node_type);
-            x->a = pm_newref(&y->base);
-            y->a = &x->base;
-            /* young objects refer to old ones too */
-            if (n_old > 0)
-                y->b = pm_newref(r->items[rng() % n_old]);
-            pm_track(&x->base);
-            pm_track(&y->base);
-            if (live)
-                keep[i] = y; /* keeps the pair */
-            else
-                pm_decref(&y->base);
+    node **keep = xmalloc(1000 * sizeof *keep);
+    for (int live = 0; live <= 1; live++) {
+        for (int k = 0; k < reps; k++) {
+            for (int i = 0; i < 1000; i++) {
+                node *x = (node *)xnew(&node_type), *y = (node *)xnew(&node_type);
+                x->a = pm_newref(&y->base);
+                y->a = &x->base;
+                if (n_old > 0) /* young objects refer to old ones too */
+                    y->b = pm_newref(r->items[rng() % n_old]);
+                pm_track(&x->base);
+                pm_track(&y->base);
+                if (live)
+                    keep[i] = y; /* keeps the pair */
+                else
+                    pm_decref(&y->base);
+            }
+            double t0 = now();
+            pm_gc_result res = pm_gc_collect(0);
+            t_us[k] = (now() - t0) * 1e6;
+            if (res.collected != (live ? 0u : 2000u)) {
+                fprintf(stderr, "collected %zu\n", res.collected);
+                exit(1);
+            }
+            if (live) {
+                for (int i = 0; i < 1000; i++)
+                    pm_decref(&keep[i]->base); /* garbage now, in generation 1 */
+                pm_gc_collect(1);
+            }
         }
-        double t0 = now();
-        pm_gc_result res = pm_gc_collect(0);
-        t_us[k] = (now() - t0) * 1e6;
-        if (res.collected != (live ? 0u : 2000u)) {
-            fprintf(stderr, "collected %zu\n", res.collected);
-            exit(1);
-        }
-        if (live)
-            for (int i = 0; i < 1000; i++)
-                pm_decref(&keep[i]->base); /* garbage now, in generation 1 */
+        printf("result young-%s-pause-old-%zu %.1f us\n", live ? "live" : "garbage", n_old,
+               median(t_us, reps));
     }
-    printf("result young-%s-pause-old-%zu %.1f us\n", live ? "live" : "garbage", n_old,
-           median(t_us, reps));
     free(t_us);
     free(keep);
     pm_decref(&r->base);
@@ -248,7 +249,7 @@ static void bench_refcount(long iters) {
 
 static void usage(void) {
     fprintf(stderr, "usage: gc-bench full N alloc|shuffled [layout|traverse] [reps]\n"
-                    "       gc-bench cycles N [reps] | young N_OLD [reps] [garbage|live]\n"
+                    "       gc-bench cycles N [reps] | young N_OLD [reps]\n"
                     "       gc-bench refcount [iters]\n");
     exit(2);
 }
@@ -276,8 +277,7 @@ int main(int argc, char **argv) {
         bench_cycles(parse_size(argv[2]), argc >= 4 ? (int)parse_size(argv[3]) : 5);
     } else if (!strcmp(argv[1], "young") && argc >= 3) {
         size_t n_old = strcmp(argv[2], "0") ? parse_size(argv[2]) : 0;
-        int live = argc >= 5 && !strcmp(argv[4], "live");
-        bench_young(n_old, argc >= 4 ? (int)parse_size(argv[3]) : 21, live);
+        bench_young(n_old, argc >= 4 ? (int)parse_size(argv[3]) : 21);
     } else if (!strcmp(argv[1], "refcount")) {
         bench_refcount(argc >= 3 ? (long)parse_size(argv[2]) : 100000000L);
     } else {

@@ -8,10 +8,10 @@
       less the time of gc.collect() on the interpreter's own objects measured before.
   gc-bench.py cycles N [reps]
       N/2 unreachable two-node cycles: median gc.collect() time per freed object.
-  gc-bench.py young N_OLD [reps] [garbage|live]
-      N_OLD live old nodes, then 1000 young two-node cycles that also refer to old nodes,
-      garbage or kept alive: median pause of gc.collect(0), in microseconds.
-Output: "result <name> <value> <unit>", as gc-bench.c.
+  gc-bench.py young N_OLD [reps]
+      N_OLD live old nodes, then 1000 young two-node cycles that also refer to old nodes:
+      median pause of gc.collect(0), in microseconds, when they are garbage, then alive.
+Output: lines "result <name> <value> <unit>", as gc-bench.c.
 """
 import gc
 import random
@@ -76,32 +76,32 @@ def cycles(n, reps):
     print(f"result cycles-cpython-{n} {statistics.median(times):.2f} ns/freed-object")
 
 
-def young(n_old, reps, live):
+def young(n_old, reps):
     gc.disable()
     gc.collect()
     old = [Node() for _ in range(n_old)]
-    for i in range(1, n_old):
-        old[i].a = old[i - 1]
     gc.collect()
     rnd = random.Random(2)
-    times = []
     keep = []
-    for _ in range(reps):
-        for _ in range(1000):
-            x, y = Node(), Node()
-            x.a, y.a = y, x
-            if n_old:
-                y.b = old[rnd.randrange(n_old)]
-            if live:
-                keep.append(y)
-        del x, y
-        dt, found = timed_collect(0)
-        if (found < 2000) if not live else False:
-            sys.exit(f"collected {found}")
-        times.append(dt * 1e6)
-        keep.clear()  # garbage now, in generation 1
-    kind = "live" if live else "garbage"
-    print(f"result young-{kind}-pause-cpython-old-{n_old} {statistics.median(times):.1f} us")
+    for live in (False, True):
+        times = []
+        for _ in range(reps):
+            for _ in range(1000):
+                x, y = Node(), Node()
+                x.a, y.a = y, x
+                if n_old:
+                    y.b = old[rnd.randrange(n_old)]
+                if live:
+                    keep.append(y)
+            del x, y
+            dt, found = timed_collect(0)
+            if not live and found < 2000:
+                sys.exit(f"collected {found}")
+            times.append(dt * 1e6)
+            keep.clear()  # garbage now, in generation 1
+            gc.collect(1)
+        kind = "live" if live else "garbage"
+        print(f"result young-{kind}-pause-cpython-old-{n_old} {statistics.median(times):.1f} us")
 
 
 def main(argv):
@@ -110,8 +110,7 @@ def main(argv):
     elif len(argv) >= 2 and argv[0] == "cycles":
         cycles(int(argv[1]), int(argv[2]) if len(argv) > 2 else 5)
     elif len(argv) >= 2 and argv[0] == "young":
-        young(int(argv[1]), int(argv[2]) if len(argv) > 2 else 21,
-              len(argv) > 3 and argv[3] == "live")
+        young(int(argv[1]), int(argv[2]) if len(argv) > 2 else 21)
     else:
         sys.exit(__doc__)
 
