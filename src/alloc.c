@@ -220,8 +220,28 @@ static void free_pool_block(pm_pool *pool, void *p) {
     pm_heap_pool_event(me, pool);
 }
 
+/* The commonest way off the free fast path: the block's pool is full, so its owner word
+ * carries the FULL bit (I6). The checks are the fast path's; the pool joins the partial list.
+ * No system call can happen here, so errno needs no saving. */
+static bool free_into_full_pool(void *p) {
+    if (!pm_in_arena(p))
+        return false;
+    pm_pool *pool = pm_pool_of(p);
+    pm_heap *heap = pm_fast_heap;
+    pm_block *b = p;
+    if ((uintptr_t)pool->owner != ((uintptr_t)heap | PM_OWNER_FULL) ||
+        b->key == pm_free_key(pool) || !pm_pool_is_block(pool, p))
+        return false;
+    b->next = pool->free;
+    b->key = pm_free_key(pool);
+    pool->free = b;
+    pool->used--;
+    pm_heap_pool_event(heap, pool);
+    return true;
+}
+
 void pm_free_slow(void *p) {
-    if (p == NULL)
+    if (PM_LIKELY(free_into_full_pool(p)) || p == NULL)
         return;
     int saved = errno; /* free preserves errno, whatever the kernel calls below do */
     if (pm_in_arena(p))

@@ -266,7 +266,7 @@ typedef struct pm_options {
     size_t mmap_threshold;   /* requests above go to mmap; 1K..128K, default 128K */
     size_t arena_size;       /* 1M, 2M or 4M; default 4M */
     long purge_delay_ms;     /* free units' memory goes back after this long; -1 never */
-    size_t large_cache;      /* bytes of freed large mappings kept for reuse; default 64M */
+    size_t large_cache;      /* bytes of freed large mappings kept for reuse; default 128M */
     long arena_retain;       /* empty arenas kept mapped; default 1 */
     bool stats;              /* POOLMALLOC_STATS: print statistics at exit */
     char stats_file[256];    /* POOLMALLOC_STATS_FILE: where; "" is stderr */

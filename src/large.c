@@ -111,8 +111,11 @@ static void cache_expire(uint64_t now, bool all) {
     }
 }
 
-/* Takes the cached mapping that serves a request of size bytes best: the smallest one at
- * least that large, else the largest (which the caller grows). NULL if the cache is empty. */
+/* Takes from the cache what serves a request of size bytes best. The smallest mapping at
+ * least that large is split when it is much larger: its head is returned and its tail stays
+ * cached, resident, for the next request (pure bookkeeping: separate pieces of one mapping
+ * can be unmapped or remapped separately later). With no mapping large enough, the largest is
+ * returned and the caller grows it. NULL if the cache is empty. */
 static char *cache_take(size_t size, size_t *got) {
     size_t best = CACHE_SLOTS, largest = CACHE_SLOTS;
     for (size_t i = 0; i < cache_count; i++) {
@@ -126,25 +129,26 @@ static char *cache_take(size_t size, size_t *got) {
     if (best == CACHE_SLOTS)
         return NULL;
     char *map = cache[best].map;
+    stats.cache_hits++;
+    if (cache[best].size >= size && cache[best].size - size > size / 4) {
+        cache[best].map += size;
+        cache[best].size -= size;
+        cache_bytes -= size;
+        *got = size;
+        return map;
+    }
     *got = cache[best].size;
     cache_bytes -= cache[best].size;
     cache[best] = cache[--cache_count];
-    stats.cache_hits++;
     return map;
 }
 
-/* Fits a mapping taken from the cache to need bytes, outside the lock: a tail of more than a
- * quarter is given back (resident memory is what the cache must not waste), a mapping too
- * small grows with mremap. Either way the pages kept are already faulted in, which is the
- * point. NULL if the kernel refuses; the mapping is then gone. */
+/* Grows a mapping taken from the cache that is too small, outside the lock (mremap keeps its
+ * pages, already faulted in; only the new part is fresh). NULL if the kernel refuses; the
+ * mapping is then gone. */
 static char *cache_fit(char *map, size_t *size, size_t need) {
-    if (*size >= need) {
-        if (*size - need > need / 4) {
-            pm_os_unmap(map + need, *size - need);
-            *size = need;
-        }
+    if (*size >= need)
         return map;
-    }
     char *grown = pm_os_remap(map, *size, need, true);
     if (grown == NULL) {
         pm_os_unmap(map, *size);
@@ -242,6 +246,29 @@ size_t pm_large_usable(const void *p) {
     return n;
 }
 
+/* A growing block whose mapping is followed by a cached piece (the tail of a mapping split by
+ * cache_take, typically) takes from that piece what it needs: memory already mapped and
+ * faulted in, so the block grows in place with no system call. Under large_lock. */
+static bool absorb_cached_neighbour(large_entry *e, size_t need) {
+    char *next = e->map + e->map_size;
+    for (size_t i = 0; i < cache_count; i++) {
+        if (cache[i].map != next)
+            continue;
+        size_t take = need - e->map_size;
+        if (take > cache[i].size)
+            take = cache[i].size;
+        cache[i].map += take;
+        cache[i].size -= take;
+        cache_bytes -= take;
+        if (cache[i].size == 0)
+            cache[i] = cache[--cache_count];
+        e->map_size += take;
+        stats.live_bytes += take;
+        return true;
+    }
+    return false;
+}
+
 /* Resizes a large block in place or by moving its pages (mremap): no copy. NULL with the block
  * untouched if the kernel refuses; the caller then falls back to malloc + copy. */
 void *pm_large_realloc(void *p, size_t size) {
@@ -260,7 +287,9 @@ void *pm_large_realloc(void *p, size_t size) {
         return NULL;
     }
     size_t old = e->map_size;
-    if (need <= old && need >= old / 2) { /* shrinking a little: keep the pages */
+    if (need > old && absorb_cached_neighbour(e, need))
+        old = e->map_size;
+    if (need <= old && need >= old / 2) { /* fits, or shrinks a little: keep the pages */
         pm_unlock(&large_lock);
         return p;
     }

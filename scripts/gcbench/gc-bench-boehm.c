@@ -5,6 +5,7 @@
  * full collection (GC_gcollect: mark, and the sweep Boehm does eagerly) per object.
  *
  *   gc-bench-boehm full N alloc|shuffled [reps]
+ * With GCBENCH_PERM=FILE, the shuffled order is read from FILE (see gc-bench perm).
  */
 #include <gc.h>
 #include <stdint.h>
@@ -60,12 +61,26 @@ int main(int argc, char **argv) {
         nodes[i] = GC_MALLOC(sizeof(node));
         perm[i] = i;
     }
-    if (shuffled)
+    const char *file = getenv("GCBENCH_PERM");
+    if (shuffled && file != NULL && *file != 0) {
+        /* the order gc-bench wrote: the very graph the other runs build */
+        FILE *f = fopen(file, "rb");
+        uint32_t v;
+        for (size_t i = 0; i < n; i++) {
+            if (f == NULL || fread(&v, sizeof v, 1, f) != 1 || v >= n) {
+                fprintf(stderr, "%s: not a permutation of %zu\n", file, n);
+                return 1;
+            }
+            perm[i] = v;
+        }
+        fclose(f);
+    } else if (shuffled) {
         for (size_t i = n - 1; i > 0; i--) {
             size_t j = (size_t)(rng() % (i + 1)), t = perm[i];
             perm[i] = perm[j];
             perm[j] = t;
         }
+    }
     for (size_t i = 0; i < n; i++) {
         node *x = nodes[perm[i]];
         x->a = nodes[perm[(i + 1) % n]];

@@ -16,6 +16,9 @@
  *       the young cycles are garbage, then when they are alive (held from outside).
  *   gc-bench refcount [iterations]
  *       ns per pm_incref + pm_decref pair.
+ *   gc-bench perm N FILE
+ *       writes the shuffled order of N nodes to FILE (uint32 values); with GCBENCH_PERM=FILE
+ *       in the environment, the "shuffled" runs of all three benchmarks use it.
  * Output: lines "result <name> <value> <unit>".
  */
 #include <errno.h>
@@ -102,6 +105,60 @@ static pm_object *xnew(pm_type *t) {
     return o;
 }
 
+/* The logical order of the nodes: the identity, or a random permutation, read from the file
+ * GCBENCH_PERM names (N uint32 values, written by "gc-bench perm", which scripts/compare-gc
+ * shares with the CPython and Boehm runs so that all three build the very same graph), or
+ * made here with the same generator as "perm". */
+static size_t *make_order(size_t n, int shuffled) {
+    size_t *perm = xmalloc(n * sizeof *perm);
+    for (size_t i = 0; i < n; i++)
+        perm[i] = i;
+    if (!shuffled)
+        return perm;
+    const char *file = getenv("GCBENCH_PERM");
+    if (file != NULL && *file != 0) {
+        FILE *f = fopen(file, "rb");
+        uint32_t v;
+        for (size_t i = 0; f != NULL && i < n; i++) {
+            if (fread(&v, sizeof v, 1, f) != 1 || v >= n) {
+                fprintf(stderr, "%s: not a permutation of %zu\n", file, n);
+                exit(1);
+            }
+            perm[i] = v;
+        }
+        if (f == NULL) {
+            perror(file);
+            exit(1);
+        }
+        fclose(f);
+        return perm;
+    }
+    for (size_t i = n - 1; i > 0; i--) {
+        size_t j = (size_t)(rng() % (i + 1)), tmp = perm[i];
+        perm[i] = perm[j];
+        perm[j] = tmp;
+    }
+    return perm;
+}
+
+static void write_perm(size_t n, const char *file) {
+    size_t *perm = make_order(n, 1);
+    FILE *f = fopen(file, "wb");
+    if (f == NULL) {
+        perror(file);
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint32_t v = (uint32_t)perm[i];
+        fwrite(&v, sizeof v, 1, f);
+    }
+    if (fclose(f) != 0) {
+        perror(file);
+        exit(1);
+    }
+    free(perm);
+}
+
 static void bench_full(size_t n, int shuffled, int use_traverse, int reps) {
     pm_gc_disable();
     root *r = (root *)pm_new_var(&root_type, n);
@@ -116,15 +173,7 @@ static void bench_full(size_t n, int shuffled, int use_traverse, int reps) {
         nodes[i] = (node *)xnew(t);
         pm_track(&nodes[i]->base);
     }
-    size_t *perm = xmalloc(n * sizeof *perm);
-    for (size_t i = 0; i < n; i++)
-        perm[i] = i;
-    if (shuffled)
-        for (size_t i = n - 1; i > 0; i--) {
-            size_t j = (size_t)(rng() % (i + 1)), tmp = perm[i];
-            perm[i] = perm[j];
-            perm[j] = tmp;
-        }
+    size_t *perm = make_order(n, shuffled);
     for (size_t i = 0; i < n; i++) {
         node *x = nodes[perm[i]];
         x->a = pm_newref(&nodes[perm[(i + 1) % n]]->base);
@@ -147,7 +196,7 @@ static void bench_full(size_t n, int shuffled, int use_traverse, int reps) {
     printf("result full-%s-%s-%zu %.2f ns/object\n", shuffled ? "shuffled" : "alloc",
            use_traverse ? "traverse" : "layout", n, median(t_ns, reps));
     free(t_ns);
-    pm_decref(&r->base);
+    /* the graph is left to the exit, as the CPython and Boehm runs leave theirs */
 }
 
 static void bench_cycles(size_t n, int reps) {
@@ -250,7 +299,7 @@ static void bench_refcount(long iters) {
 static void usage(void) {
     fprintf(stderr, "usage: gc-bench full N alloc|shuffled [layout|traverse] [reps]\n"
                     "       gc-bench cycles N [reps] | young N_OLD [reps]\n"
-                    "       gc-bench refcount [iters]\n");
+                    "       gc-bench refcount [iters] | perm N FILE\n");
     exit(2);
 }
 
@@ -278,6 +327,8 @@ int main(int argc, char **argv) {
     } else if (!strcmp(argv[1], "young") && argc >= 3) {
         size_t n_old = strcmp(argv[2], "0") ? parse_size(argv[2]) : 0;
         bench_young(n_old, argc >= 4 ? (int)parse_size(argv[3]) : 21);
+    } else if (!strcmp(argv[1], "perm") && argc >= 4) {
+        write_perm(parse_size(argv[2]), argv[3]);
     } else if (!strcmp(argv[1], "refcount")) {
         bench_refcount(argc >= 3 ? (long)parse_size(argv[2]) : 100000000L);
     } else {

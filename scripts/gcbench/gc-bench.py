@@ -4,7 +4,8 @@
   gc-bench.py full N alloc|shuffled [reps]
       A root list of N slots (allocated first) and N nodes (a class with __slots__ a, b:
       two references, like gc-bench.c's node) forming a doubly linked ring, in allocation
-      order or in a random order. Median time of gc.collect() per tracked object (N + 1),
+      order or in a random order ($GCBENCH_PERM, if set, names a file with that order, as
+      written by "gc-bench perm"). Median time of gc.collect() per tracked object (N + 1),
       less the time of gc.collect() on the interpreter's own objects measured before.
   gc-bench.py cycles N [reps]
       N/2 unreachable two-node cycles: median gc.collect() time per freed object.
@@ -13,7 +14,9 @@
       median pause of gc.collect(0), in microseconds, when they are garbage, then alive.
 Output: lines "result <name> <value> <unit>", as gc-bench.c.
 """
+import array
 import gc
+import os
 import random
 import statistics
 import sys
@@ -35,14 +38,26 @@ def baseline(reps):
     return statistics.median(timed_collect()[0] for _ in range(reps))
 
 
+def shuffled_order(n):
+    """The order gc-bench wrote to $GCBENCH_PERM (so that all three build the same graph), or
+    a fresh random one."""
+    path = os.environ.get("GCBENCH_PERM")
+    if path:
+        perm = array.array("I")
+        with open(path, "rb") as f:
+            perm.fromfile(f, n)
+        return perm
+    order = list(range(n))
+    random.Random(1).shuffle(order)
+    return order
+
+
 def full(n, shuffled, reps):
     gc.disable()
     base = baseline(reps)
     root = [None] * n
     nodes = [Node() for _ in range(n)]
-    order = list(range(n))
-    if shuffled:
-        random.Random(1).shuffle(order)
+    order = shuffled_order(n) if shuffled else range(n)
     for i in range(n):
         x = nodes[order[i]]
         x.a = nodes[order[(i + 1) % n]]
@@ -117,3 +132,7 @@ def main(argv):
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+    # skip the interpreter's teardown: freeing ten million nodes one by one takes longer
+    # than the benchmark
+    sys.stdout.flush()
+    os._exit(0)
