@@ -448,7 +448,12 @@ PM_INLINE void *pm_pop_current(unsigned cls, size_t size) {
     pm_block *b = pool->free;
     if (PM_UNLIKELY(b == NULL))
         return NULL;
-    pool->free = b->next;
+    pm_block *next = b->next;
+    pool->free = next;
+    /* The next malloc of this class will load next->next: start fetching it now, while the
+     * caller works, rather than stall then (free-list heads of a pool that was not current
+     * are often cold). One instruction; a prefetch of NULL is harmless. */
+    __builtin_prefetch(next);
     b->key = 0;
     pool->used++;
     PM_STAT(pool->nmalloc++; pool->requested += size);
