@@ -91,7 +91,7 @@ static void *alloc_from_class(unsigned cls, size_t size) {
     void *p = pm_heap_alloc(heap, cls);
     if (PM_UNLIKELY(p == NULL))
         return fail_enomem();
-    PM_STAT(heap->cls_stats[cls].nmalloc++; heap->cls_stats[cls].requested += size);
+    PM_STAT(heap->counters.nmalloc[cls]++; heap->counters.requested[cls] += size);
     if (PM_UNLIKELY(pm_opt.poison))
         memset(p, PM_POISON_NEW, pm_class_size[cls]);
     return p;
@@ -338,8 +338,10 @@ void *pm_reallocarray(void *p, size_t n, size_t size) {
 int pm_trim(void) {
     pm_init();
     int saved = errno;
-    if (pm_thread_heap)
+    if (pm_thread_heap) {
+        pm_heap_flush_cache(pm_thread_heap);
         pm_heap_drain_remote(pm_thread_heap);
+    }
     pm_heap_service_abandoned();
     size_t bytes = pm_arena_purge(true) + pm_large_trim();
     errno = saved;

@@ -34,6 +34,8 @@ void pm_heap_init_global(void) {
 
 static void heap_reset_lists(pm_heap *h) {
     for (unsigned c = 0; c < PM_NUM_CLASSES; c++) {
+        h->cache[c] = NULL;
+        h->cache_room[c] = pm_class_cache_limit[c];
         h->current[c] = &pm_empty_pool;
         h->partial[c] = NULL;
     }
@@ -135,6 +137,25 @@ void pm_heap_pool_event(pm_heap *heap, pm_pool *pool) {
     }
 }
 
+/* ---- the block cache -------------------------------------------------------------------------- */
+
+void pm_heap_flush_cache(pm_heap *heap) {
+    for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
+        pm_block *b = heap->cache[c];
+        heap->cache[c] = NULL;
+        heap->cache_room[c] = pm_class_cache_limit[c];
+        while (b != NULL) {
+            pm_block *next = b->next;
+            pm_pool *pool = pm_pool_of(b);
+            b->next = pool->free; /* the key is set already (I2) */
+            pool->free = b;
+            pool->used--;
+            pm_heap_pool_event(heap, pool);
+            b = next;
+        }
+    }
+}
+
 /* ---- cross-thread frees ------------------------------------------------------------------ */
 
 /* A heap nobody holds cannot drain its remote list, so blocks freed into it would stay
@@ -211,6 +232,17 @@ static void check_pool(const pm_heap *heap, const pm_pool *pool) {
  * remote list must be empty when this runs (it is right after a drain). */
 static void check_heap(const pm_heap *heap) {
     for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
+        uint32_t cached = 0;
+        for (const pm_block *b = heap->cache[c]; b; b = b->next) {
+            const pm_pool *pool = pm_pool_of(b);
+            if (pm_pool_owner(pool) != heap || pool->cls != c || b->key != pm_free_key(pool))
+                pm_fatal("debug: heap %p: cache of class %u holds a bad block %p",
+                         (const void *)heap, c, (const void *)b);
+            cached++;
+        }
+        if (cached + heap->cache_room[c] != pm_class_cache_limit[c])
+            pm_fatal("debug: heap %p: cache of class %u holds %u blocks, room %u, limit %u",
+                     (const void *)heap, c, cached, heap->cache_room[c], pm_class_cache_limit[c]);
         if (heap->current[c] != &pm_empty_pool)
             check_pool(heap, heap->current[c]);
         for (const pm_pool *p = heap->partial[c]; p; p = p->next)
@@ -269,6 +301,7 @@ void *pm_heap_alloc(pm_heap *heap, unsigned cls) {
 /* Gives back what the heap can, then puts it on the abandoned stack for the next new thread.
  * Blocks still allocated stay in their pools; frees of them travel as remote frees. */
 void pm_heap_abandon(pm_heap *heap) {
+    pm_heap_flush_cache(heap);
     pm_heap_drain_remote(heap);
     for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
         pm_pool *pool = heap->current[c];

@@ -13,8 +13,11 @@
  *   pool    1..64 contiguous units holding blocks of one class (pymalloc's pool).
  *   arena   a 4 MiB region aligned to 4 MiB, mapped from the OS, carved into pools. Its first
  *           units hold the arena header: the unit->pool map and the pool descriptors.
- *   heap    one thread's allocator state: for each class a current pool and a list of pools
- *           with free blocks, plus a list of blocks other threads freed into its pools.
+ *   heap    one thread's allocator state: for each class a current pool, a list of pools
+ *           with free blocks and a small cache of blocks it freed, plus a list of blocks other
+ *           threads freed into its pools.
+ *   cache   a heap's last freed blocks of a class (LIFO, a few KiB per class): the next malloc
+ *           of the class gets the block freed last, still warm in the CPU cache.
  *   owner   the heap a pool belongs to. Only the owner's thread touches a pool's free list.
  *   remote free  a free by a thread that does not own the block's pool.
  *   large   a request above the mmap threshold: its own mapping, found through a hash table.
@@ -84,7 +87,8 @@
  * Invariants (checked in debug builds; the cheap ones on every free)
  * ===========================================================================================
  *  I1 pool->used counts blocks handed out and not yet freed locally (remote frees in flight
- *     included), plus one while the pool is its heap's current pool. The extra one keeps the
+ *     and blocks in the heap's cache included), plus one while the pool is its heap's current
+ *     pool. The extra one keeps the
  *     free fast path from seeing 0 (and leaving the fast path) when a program allocates and
  *     frees one block over and over.
  *  I2 every block on a free list has word 1 == the address of its pool's descriptor (the
@@ -174,7 +178,7 @@ typedef struct __attribute__((aligned(64))) pm_pool {
     char *start;            /* first block (after the tail, see I3) */
     uint64_t div_magic;     /* ceil(2^64 / block_size): exact divisibility test (I3) */
     /* PM_STATS: allocations and bytes asked for while current, folded into the heap's
-     * cls_stats when the pool stops being current (pm_pool_fold_stats). Kept apart so that
+     * counters when the pool stops being current (pm_pool_fold_stats). Kept apart so that
      * the compiler adds them with two plain instructions rather than a vector sequence. */
     uint64_t nmalloc;
     uint32_t used;          /* I1 */
@@ -205,16 +209,20 @@ typedef struct pm_arena {
     pm_pool pools[PM_UNITS_MAX];      /* descriptor of the pool whose first unit is u */
 } pm_arena;
 
-typedef struct pm_class_stats {
-    /* Allocation counters, compiled out without PM_STATS. The fast path counts in the current
-     * pool's descriptor (a cache line it touches anyway), folded in here when the pool stops
-     * being current. Frees are not counted: they are allocations minus blocks in use, which
-     * the pool descriptors know, so free pays nothing. */
-    uint64_t nmalloc;
-    uint64_t requested;               /* bytes asked for, summed */
-} pm_class_stats;
+/* Allocation counters (PM_STATS; compiled out without it). The pool fast path counts in the
+ * current pool's descriptor (a cache line it touches anyway), folded in here when the pool
+ * stops being current; cache pops count here directly. Frees are not counted: they are
+ * allocations minus blocks in use, which the pool descriptors know, so free pays nothing.
+ * Two separate arrays, not an array of pairs: adjacent pairs get turned into a vector
+ * sequence that costs more than the two plain additions. */
+typedef struct pm_class_counters {
+    uint64_t nmalloc[PM_NUM_CLASSES];
+    uint64_t requested[PM_NUM_CLASSES]; /* bytes asked for, summed */
+} pm_class_counters;
 
 typedef struct pm_heap {
+    pm_block *cache[PM_NUM_CLASSES];  /* blocks this thread freed, LIFO; still count as used */
+    uint32_t cache_room[PM_NUM_CLASSES]; /* how many more the cache of a class may take */
     pm_pool *current[PM_NUM_CLASSES]; /* never NULL: &pm_empty_pool when none */
     pm_pool *partial[PM_NUM_CLASSES];
     /* Written by other threads: on a cache line of its own, so that their frees do not
@@ -225,7 +233,7 @@ typedef struct pm_heap {
     _Atomic int abandoned;
     uint64_t id;
     uint32_t pools_owned;
-    pm_class_stats cls_stats[PM_NUM_CLASSES];
+    pm_class_counters counters;
     uint64_t remote_frees_sent, remote_frees_received;
 } pm_heap;
 
@@ -311,6 +319,7 @@ PM_HIDDEN PM_NORETURN void pm_fatal(const char *fmt, ...) __attribute__((format(
 PM_HIDDEN extern uint8_t pm_class_of_small[PM_SMALL_LOOKUP_MAX / 16 + 1];
 PM_HIDDEN extern uint32_t pm_class_size[PM_NUM_CLASSES];
 PM_HIDDEN extern uint8_t pm_class_units[PM_NUM_CLASSES];
+PM_HIDDEN extern uint32_t pm_class_cache_limit[PM_NUM_CLASSES]; /* heap cache size, blocks */
 PM_HIDDEN void pm_sizeclass_init(void);
 
 /* Class for a size 0 < n <= PM_MAX_CLASS_SIZE (0 uses class 1). */
@@ -382,6 +391,8 @@ PM_HIDDEN void pm_heap_free_remote(pm_pool *pool, pm_block *block);
 /* After a local free: a FULL pool gained a block, or a pool became empty. */
 PM_HIDDEN void pm_heap_pool_event(pm_heap *heap, pm_pool *pool);
 PM_HIDDEN void pm_heap_abandon(pm_heap *heap);
+/* Frees every block in the heap's caches into its pools. */
+PM_HIDDEN void pm_heap_flush_cache(pm_heap *heap);
 /* Drains the remote lists of abandoned heaps (pm_trim). */
 PM_HIDDEN void pm_heap_service_abandoned(void);
 /* A block of class cls from heap: current pool, carving, remote frees, partial pools, a new
@@ -431,10 +442,10 @@ PM_HIDDEN extern pm_global_stats pm_gstats;
 #define PM_STAT(expr) do { } while (0)
 #endif
 
-/* Moves a pool's allocation counters into its heap's (see pm_class_stats). */
+/* Moves a pool's allocation counters into its heap's (see pm_class_counters). */
 PM_INLINE void pm_pool_fold_stats(pm_heap *heap, pm_pool *pool) {
-    PM_STAT(heap->cls_stats[pool->cls].nmalloc += pool->nmalloc;
-            heap->cls_stats[pool->cls].requested += pool->requested;
+    PM_STAT(heap->counters.nmalloc[pool->cls] += pool->nmalloc;
+            heap->counters.requested[pool->cls] += pool->requested;
             pool->nmalloc = 0; pool->requested = 0);
 }
 
@@ -444,6 +455,14 @@ PM_INLINE void pm_pool_fold_stats(pm_heap *heap, pm_pool *pool) {
  * (or the thread has no heap yet: the sentinel heap's pools are all empty). */
 PM_INLINE void *pm_pop_current(unsigned cls, size_t size) {
     pm_heap *heap = pm_fast_heap;
+    pm_block *c = heap->cache[cls];
+    if (PM_LIKELY(c != NULL)) { /* the block this thread freed last: warm */
+        heap->cache[cls] = c->next;
+        heap->cache_room[cls]++;
+        c->key = 0;
+        PM_STAT(heap->counters.nmalloc[cls]++; heap->counters.requested[cls] += size);
+        return c;
+    }
     pm_pool *pool = heap->current[cls];
     pm_block *b = pool->free;
     if (PM_UNLIKELY(b == NULL))
@@ -476,8 +495,15 @@ PM_INLINE void pm_free_inline(void *p) {
         pm_block *b = (pm_block *)p;
         if (PM_LIKELY(pool->owner == heap && b->key != pm_free_key(pool) &&
                       pm_pool_is_block(pool, p))) {
-            b->next = pool->free;
+            unsigned cls = pool->cls;
             b->key = pm_free_key(pool);
+            if (PM_LIKELY(heap->cache_room[cls] != 0)) {
+                b->next = heap->cache[cls];
+                heap->cache[cls] = b;
+                heap->cache_room[cls]--;
+                return;
+            }
+            b->next = pool->free; /* the cache is full: back to the pool */
             pool->free = b;
             if (PM_LIKELY(--pool->used != 0))
                 return;

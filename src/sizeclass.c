@@ -6,6 +6,15 @@
 uint8_t pm_class_of_small[PM_SMALL_LOOKUP_MAX / 16 + 1];
 uint32_t pm_class_size[PM_NUM_CLASSES];
 uint8_t pm_class_units[PM_NUM_CLASSES];
+uint32_t pm_class_cache_limit[PM_NUM_CLASSES];
+
+/* A heap caches up to 32 freed blocks of a class, and at most about 64 KiB of them (one block
+ * at least): enough to serve the alloc/free bursts of a loop warm, too little to keep pools
+ * from emptying. */
+static uint32_t class_cache_limit(uint32_t block) {
+    uint32_t n = (64u << 10) / block;
+    return n < 1 ? 1 : n > 32 ? 32 : n;
+}
 
 /* Class i's block size: 16 * i up to 512, then four steps per power of two. */
 static uint32_t class_block_size(unsigned i) {
@@ -31,6 +40,7 @@ void pm_sizeclass_init(void) {
     for (unsigned i = 1; i < PM_NUM_CLASSES; i++) {
         pm_class_size[i] = class_block_size(i);
         pm_class_units[i] = class_pool_units(pm_class_size[i]);
+        pm_class_cache_limit[i] = class_cache_limit(pm_class_size[i]);
     }
     for (size_t n = 0; n <= PM_SMALL_LOOKUP_MAX; n += 16) {
         unsigned cls = 1;

@@ -1,7 +1,7 @@
 /*
  * stats.c: statistics, merged on demand.
  *
- * The fast paths count per thread, in their own heap (pm_heap.cls_stats), with plain
+ * The fast paths count per thread, in their own heap (pm_heap.counters, and the current pools' descriptors), with plain
  * increments and no lock. Here we merge those counters by walking the heap registry (push-only,
  * heaps are never freed, so the walk needs no lock), and we count pools and blocks in use by
  * walking the arenas' pool descriptors under pm_arena_lock. Counters another thread is updating
@@ -22,6 +22,7 @@
 typedef struct snapshot {
     pm_stats_t total;
     pm_class_stats_t cls[PM_NUM_CLASSES]; /* index 0 unused */
+    uint64_t cached[PM_NUM_CLASSES];      /* blocks in heaps' caches */
     uint64_t arena_size;
 } snapshot;
 
@@ -30,8 +31,12 @@ typedef struct snapshot {
 static void collect_heaps(snapshot *s) {
     for (pm_heap *h = atomic_load(&pm_all_heaps); h != NULL; h = h->next_all) {
         for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
-            s->cls[c].allocs += LOAD(h->cls_stats[c].nmalloc);
-            s->cls[c].bytes_requested += LOAD(h->cls_stats[c].requested);
+            s->cls[c].allocs += LOAD(h->counters.nmalloc[c]);
+            s->cls[c].bytes_requested += LOAD(h->counters.requested[c]);
+            /* Blocks in a heap's cache count as used in their pools (I1) but are free. */
+            uint32_t room = LOAD(h->cache_room[c]);
+            if (h != &pm_sentinel_heap && room <= pm_class_cache_limit[c])
+                s->cached[c] += pm_class_cache_limit[c] - room;
         }
         s->total.remote_frees += LOAD(h->remote_frees_sent);
     }
@@ -102,8 +107,11 @@ static void collect(snapshot *s) {
     }
     collect_heaps(s);
     collect_arenas(s);
-    for (unsigned c = 1; c < PM_NUM_CLASSES; c++) { /* see pm_class_stats */
+    for (unsigned c = 1; c < PM_NUM_CLASSES; c++) { /* see pm_class_counters */
         pm_class_stats_t *k = &s->cls[c];
+        uint64_t cached = s->cached[c] < k->blocks_in_use ? s->cached[c] : k->blocks_in_use;
+        k->blocks_in_use -= cached;
+        k->blocks_free += cached;
         k->frees = k->allocs > k->blocks_in_use ? k->allocs - k->blocks_in_use : 0;
     }
 
