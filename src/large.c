@@ -158,6 +158,22 @@ static char *cache_fit(char *map, size_t *size, size_t need) {
     return grown;
 }
 
+/* A block is about to take `fresh` bytes of new pages from the kernel: give back as much of
+ * the cache, oldest first. The cache exists to be reused; when it cannot serve a request, the
+ * memory it holds would only add to the new pages, and resident memory would grow past what
+ * the program ever had live. */
+static void cache_make_room(size_t fresh) {
+    size_t dropped = 0;
+    while (cache_count > 0 && dropped < fresh) {
+        size_t oldest = 0;
+        for (size_t i = 1; i < cache_count; i++)
+            if (cache[i].freed_ms < cache[oldest].freed_ms)
+                oldest = i;
+        dropped += cache[oldest].size;
+        cache_drop(oldest);
+    }
+}
+
 /* Keeps a freed mapping for reuse if it fits the cache; false if the caller must unmap it. */
 static bool cache_put(char *map, size_t size, uint64_t now) {
     if (size > pm_opt.large_cache)
@@ -187,6 +203,8 @@ void *pm_large_alloc(size_t size, size_t align, bool zero) {
     if (align == PM_PAGE_SIZE && pm_opt.large_cache > 0) {
         pm_lock(&large_lock);
         map = cache_take(need, &map_size);
+        if (map != NULL && map_size < need)
+            cache_make_room(need - map_size);
         pm_unlock(&large_lock);
         if (map != NULL) {
             reused = map_size < need ? map_size : need;
@@ -293,6 +311,8 @@ void *pm_large_realloc(void *p, size_t size) {
         pm_unlock(&large_lock);
         return p;
     }
+    if (need > old)
+        cache_make_room(need - old);
     char *q = pm_os_remap(p, old, need, true);
     if (q == NULL) {
         pm_unlock(&large_lock);

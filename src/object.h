@@ -310,9 +310,8 @@ PM_HIDDEN void pm_gc_maybe_collect(void);
 PM_HIDDEN void pm_gc_garbage_add(pm_object *o);
 
 /* weakref.c */
-/* Clears the weak references to o (flag PM_OF_WEAKREFS). With callbacks, runs the callbacks
- * of the cleared ones; without, appends (new references) to *pending those with a callback
- * that run_callback accepts... see weakref.c. */
+/* When o dies (flag PM_OF_WEAKREFS): clears every weak reference to o, then runs the
+ * callbacks of those that have one. */
 PM_HIDDEN void pm_weakref_clear_all(pm_object *o);
 /* The collector's form: clears every weak reference to o; weak references with a callback
  * that are not themselves unreachable are pushed (with a new reference) on *list. */

@@ -507,6 +507,59 @@ Test(gc, many_internal_references) {
     cr_assert_eq(released, 1);
 }
 
+/* Big enough for the collector's chunked, timed walks (plain and prefetching chunks) and
+ * long item arrays: 600 rings of 100 nodes allocated interleaved, half of them garbage and
+ * half kept through a long array, which also holds 20000 lone nodes that nothing else refers
+ * to (so that every item of the array must be walked). */
+Test(gc, large_interleaved_graph) {
+    enum { RINGS = 600, LEN = 100, LONE = 20000, KEPT = RINGS / 2 * LEN + LONE };
+    static node *nodes[RINGS][LEN];
+    static node *lone[LONE];
+    uint64_t seed = 12345;
+    int next[RINGS] = {0};
+    /* allocate in a random interleaving of the rings and the lone nodes */
+    for (int made = 0, lones = 0; made < RINGS * LEN || lones < LONE;) {
+        seed = seed * 6364136223846793005u + 1442695040888963407u;
+        int r = (int)((seed >> 33) % (RINGS + 200));
+        if (r >= RINGS) {
+            if (lones < LONE)
+                lone[lones++] = new_node(-1);
+            continue;
+        }
+        if (next[r] == LEN)
+            continue;
+        nodes[r][next[r]] = new_node(r * LEN + next[r]);
+        next[r]++;
+        made++;
+    }
+    for (int r = 0; r < RINGS; r++)
+        for (int i = 0; i < LEN; i++) /* the ring takes pm_new's references */
+            nodes[r][i]->a = &nodes[r][(i + 1) % LEN]->base;
+    vec *keep = (vec *)pm_new_var(&vec_type, KEPT);
+    for (int r = 0; r < RINGS; r += 2)
+        for (int i = 0; i < LEN; i++)
+            keep->items[r / 2 * LEN + i] = pm_newref(&nodes[r][i]->base);
+    for (int i = 0; i < LONE; i++)
+        keep->items[RINGS / 2 * LEN + i] = &lone[i]->base; /* takes pm_new's reference */
+    pm_track(&keep->base);
+    for (int round = 0; round < 3; round++) {
+        pm_gc_result res = pm_gc_collect(2);
+        cr_assert_eq(res.collected, round == 0 ? (size_t)RINGS / 2 * LEN : 0);
+    }
+    cr_assert_eq(released, RINGS / 2 * LEN);
+    for (int r = 0; r < RINGS; r += 2)
+        for (int i = 0; i < LEN; i++) {
+            cr_assert_eq(nodes[r][i]->canary, CANARY_LIVE);
+            cr_assert_eq(nodes[r][i]->a, &nodes[r][(i + 1) % LEN]->base);
+        }
+    for (int i = 0; i < LONE; i++)
+        cr_assert_eq(lone[i]->canary, CANARY_LIVE);
+    pm_decref(&keep->base);
+    cr_assert_eq(released, RINGS / 2 * LEN + LONE, "the lone nodes went with the array");
+    cr_assert_eq(pm_gc_collect(2).collected, (size_t)RINGS / 2 * LEN);
+    cr_assert_eq(released, RINGS * LEN + LONE);
+}
+
 /* ---- the environment (read when the collector starts: run in a fresh process) ---- */
 
 static void env_child(void) {}
