@@ -358,6 +358,7 @@ void pm_heap_fork_child(void) {
     for (pm_heap *h = atomic_load(&pm_all_heaps); h; h = h->next_all) {
         if (h == mine || atomic_load(&h->abandoned))
             continue;
+        pm_heap_flush_cache(h); /* single-threaded here: safe, and the blocks are reusable */
         atomic_store(&h->abandoned, 1);
         h->next_abandoned = abandoned;
         abandoned = h;
