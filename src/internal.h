@@ -72,8 +72,12 @@
  * ===========================================================================================
  * Threads and cross-thread frees
  * ===========================================================================================
- * The fast paths take no lock and use no atomic instruction: malloc pops the current pool's
- * free list; free checks that the calling thread's heap owns the pool and pushes. A block freed
+ * The fast paths take no lock and use no atomic instruction: malloc pops the heap's cache of
+ * the class (the blocks this thread freed last), else the current pool's free list; free
+ * checks that the calling thread's heap owns the pool and pushes onto the cache, else onto
+ * the pool. Cached blocks still count as used in their pools (I1), so a pool cannot be
+ * released under them; the cache is small (pm_class_cache_limit) and flushed when the thread
+ * exits or pm_trim runs. A block freed
  * by another thread travels on the owner heap's `remote` list (a lock-free push); the owner
  * takes the whole list with one exchange whenever its malloc leaves the fast path, and frees
  * each block locally. A pool cannot be released while such a block is in flight, because the
