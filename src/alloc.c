@@ -56,10 +56,6 @@ __attribute__((constructor)) static void pm_constructor(void) { pm_init(); }
 
 /* ---- checks ------------------------------------------------------------------------------ */
 
-void pm_report_invalid_free(const void *p, const char *what) {
-    pm_fatal("%s %p", what, p);
-}
-
 /* I3 and I2 for a pointer inside an arena; aborts with a clear message on misuse. */
 static void check_pool_block(const pm_pool *pool, const void *p, const char *fn) {
     if (PM_UNLIKELY(pm_pool_owner(pool) == NULL))

@@ -304,7 +304,6 @@ PM_HIDDEN void pm_os_unmap(void *p, size_t size);
 PM_HIDDEN void *pm_os_remap(void *p, size_t old_size, size_t new_size, bool may_move);
 PM_HIDDEN void pm_os_purge(void *p, size_t size);        /* contents discarded, stays mapped */
 PM_HIDDEN uint64_t pm_os_now_ms(void);                   /* monotonic, coarse */
-PM_HIDDEN uintptr_t pm_os_random(void);
 PM_HIDDEN size_t pm_os_resident_bytes(void);
 PM_HIDDEN void pm_os_write(int fd, const char *s, size_t n);
 
@@ -428,7 +427,6 @@ PM_HIDDEN void pm_large_get_stats(pm_large_stats *out);
 PM_HIDDEN void pm_init(void);                 /* idempotent, thread-safe, never allocates */
 PM_HIDDEN PM_NOINLINE void *pm_malloc_slow(size_t size);
 PM_HIDDEN PM_NOINLINE void pm_free_slow(void *p);
-PM_HIDDEN PM_COLD PM_NORETURN void pm_report_invalid_free(const void *p, const char *what);
 
 /* Global counters kept outside the fast paths (atomics; slow paths only). */
 typedef struct pm_global_stats {

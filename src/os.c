@@ -1,11 +1,10 @@
 /*
  * os.c: the only file that talks to the kernel. Everything here is a thin, non-allocating
- * wrapper: mmap and friends for memory, write(2) for output, the auxiliary vector for entropy.
+ * wrapper: mmap and friends for memory, write(2) for output, /proc for the resident set.
  */
 #include "internal.h"
 
 #include <fcntl.h>
-#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -70,17 +69,6 @@ uint64_t pm_os_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-/* The kernel's 16 random bytes for this process (AT_RANDOM): no syscall, no allocation. */
-uintptr_t pm_os_random(void) {
-    uintptr_t r = 0;
-    const unsigned char *bytes = (const unsigned char *)getauxval(AT_RANDOM);
-    if (bytes != NULL)
-        memcpy(&r, bytes + 8, sizeof r);
-    r ^= (uintptr_t)&r ^ ((uintptr_t)getpid() << 32);
-    r |= 1; /* never 0: 0 marks an allocated block (I2) */
-    return r;
 }
 
 /* Resident bytes from /proc/self/statm, read with open/read: no stdio. 0 if unavailable. */
