@@ -111,7 +111,8 @@ void *pm_malloc_slow(size_t size) {
         pm_init();
     if (PM_LIKELY(size <= pm_opt.mmap_threshold)) {
         unsigned cls = pm_size_class(size);
-        void *p = pm_pop_current(cls, size);
+        /* Sizes up to the lookup table already tried the cache and current pool inline. */
+        void *p = size > PM_SMALL_LOOKUP_MAX ? pm_pop_current(cls, size) : NULL;
         return PM_LIKELY(p != NULL) ? p : alloc_from_class(cls, size);
     }
     pm_init();

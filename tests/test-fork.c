@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "poolmalloc.h"
+#include "test-util.h"
 
 #define KiB ((size_t)1 << 10)
 
@@ -29,13 +30,6 @@ static _Atomic uint64_t churned;
 /* Exchange slots between the churn threads, so that some frees are remote ones. */
 enum { SHARED = 256 };
 static void *_Atomic shared_slot[SHARED];
-
-static uint64_t rng_next(uint64_t *s) {
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 0x2545f4914f6cdd1dull;
-}
 
 static size_t churn_size(uint64_t r) {
     switch (r % 64) {

@@ -25,28 +25,13 @@
 
 #include "internal.h" /* pm_opt.purge_delay_ms */
 #include "poolmalloc.h"
+#include "test-util.h"
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
 
 /* Left resident after everything was freed, beyond what the process had before. */
 #define ALLOWED_RESIDUE (32 * MiB)
-
-static size_t resident_bytes(void) {
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long size = 0, resident = 0;
-    if (f == NULL || fscanf(f, "%lu %lu", &size, &resident) != 2)
-        cr_assert_fail("cannot read /proc/self/statm");
-    fclose(f);
-    return resident * (size_t)sysconf(_SC_PAGESIZE);
-}
-
-static uint64_t rng_next(uint64_t *s) {
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 0x2545f4914f6cdd1dull;
-}
 
 typedef struct working_set {
     void **blocks;

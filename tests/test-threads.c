@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "poolmalloc.h"
+#include "test-util.h"
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
@@ -25,22 +26,6 @@
         if (!(cond))                                                                           \
             cr_assert_fail(__VA_ARGS__);                                                       \
     } while (0)
-
-static size_t resident_bytes(void) {
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long size = 0, resident = 0;
-    if (f == NULL || fscanf(f, "%lu %lu", &size, &resident) != 2)
-        cr_assert_fail("cannot read /proc/self/statm");
-    fclose(f);
-    return resident * (size_t)sysconf(_SC_PAGESIZE);
-}
-
-static uint64_t rng_next(uint64_t *s) {
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 0x2545f4914f6cdd1dull;
-}
 
 /* Mostly small, some medium, a few large: every kind of block crosses threads. */
 static size_t random_size(uint64_t *s) {
