@@ -243,7 +243,7 @@ Test(preload, python_threads_millions_of_objects, .timeout = 120) {
         err[PATH_MAX + 16], stats[PATH_MAX + 16];
     if (access("/usr/bin/python3", X_OK) != 0)
         cr_skip_test("/usr/bin/python3 is not installed");
-    find_file(script, sizeof script, "PM_TOP_SRCDIR", "/tests/preload-workload.py",
+    find_file(script, sizeof script, "PM_TOP_SRCDIR", "/tests/integration/preload-workload.py",
               "preload-workload.py");
     make_temp_dir(work, sizeof work, "python");
     snprintf(out1, sizeof out1, "%s/plain.out", work);
@@ -406,7 +406,7 @@ Test(preload, git_init_add_commit, .timeout = 120) {
 Test(preload, cxx_program_new_delete_aligned_threads, .timeout = 120) {
     char work[PATH_MAX], program[PATH_MAX], out1[PATH_MAX + 16], out2[PATH_MAX + 16],
         err[PATH_MAX + 16], stats[PATH_MAX + 16];
-    find_file(program, sizeof program, "PM_TOP_BUILDDIR", "/tests/cxx-program", "cxx-program");
+    find_file(program, sizeof program, "PM_TOP_BUILDDIR", "/tests/integration/cxx-program", "cxx-program");
     make_temp_dir(work, sizeof work, "cxx");
     snprintf(out1, sizeof out1, "%s/plain.out", work);
     snprintf(out2, sizeof out2, "%s/preload.out", work);

@@ -1,5 +1,5 @@
 /*
- * test-gc-example.c: runs the README's example program (tests/example-objects) and checks
+ * test-gc-example.c: runs the README's example program (tests/integration/example-objects) and checks
  * what it reports: the cycles survive refcounting, the collector frees them all, the weak
  * reference callback runs once, and automatic collection keeps up with the churn.
  */
@@ -15,7 +15,7 @@ static char output[16384];
 static void run_example(void) {
     const char *dir = getenv("PM_TOP_BUILDDIR");
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s/tests/example-objects", dir ? dir : ".");
+    snprintf(cmd, sizeof cmd, "%s/tests/integration/example-objects", dir ? dir : ".");
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p, "cannot run %s", cmd);
     size_t n = fread(output, 1, sizeof output - 1, p);
