@@ -161,50 +161,69 @@
 
 /* ---- blocks, pools, arenas, heaps ---------------------------------------------------------- */
 typedef struct pm_block {
-    struct pm_block *next; /* free-list link (word 0) */
-    uintptr_t key;         /* pm_free_key while free, 0 while allocated (word 1, I2) */
+    uintptr_t link;        /* free-list link, encoded (pm_link_encode); word 0 */
+    uintptr_t key;         /* pm_free_key(block) while free, 0 once handed out (word 1, I2) */
 } pm_block;
 
 enum pm_pool_state {
-    PM_POOL_FREE = 0, /* units belong to the arena (or this is the dead-pool sentinel) */
-    PM_POOL_CURRENT,  /* heap->current[cls] */
-    PM_POOL_PARTIAL,  /* on heap->partial[cls] */
-    PM_POOL_FULL,     /* no free block, on no list */
+    PM_POOL_FREE = 0, /* units belong to the arena (or this is a sentinel) */
+    PM_POOL_CURRENT,  /* heap->current[cls]: attached, its owner allocates from it */
+    PM_POOL_DETACHED, /* owned but not current: every free goes to its atomic list */
 };
+
+/* pool->xfree packs the atomic free list of a pool with its length and two flags, so that one
+ * compare-and-swap pushes a block, counts it and sees whether the pool is detached:
+ *   bits 63..48  blocks on the list (a pool never holds more than 1024)
+ *   bits 47..4   the first block's address (blocks are 16-aligned and below 2^47, I4)
+ *   bit 0        DETACHED: the owner no longer allocates from the pool (I6)
+ *   bit 1        RELEASING: the last block came back; the pool is on its way to the arena */
+#define PM_XF_DETACHED ((uintptr_t)1)
+#define PM_XF_RELEASING ((uintptr_t)2)
+#define PM_XF_FLAGS ((uintptr_t)15)
+#define PM_XF_COUNT_SHIFT 48
+#define PM_XF_PTR_MASK ((((uintptr_t)1 << PM_XF_COUNT_SHIFT) - 1) & ~PM_XF_FLAGS)
 
 struct pm_heap;
 struct pm_arena;
 
 typedef struct __attribute__((aligned(64))) pm_pool {
     /* hot: the fast paths touch only this first cache line */
-    pm_block *free;         /* local free list */
-    struct pm_heap *owner;  /* NULL while FREE: frees into it are invalid */
+    pm_block *free;         /* local free list (the owner's; links encoded) */
+    struct pm_heap *owner;  /* NULL while FREE; | PM_OWNER_DETACHED while detached (I6) */
     char *start;            /* first block (after the tail, see I3) */
     uint64_t div_magic;     /* ceil(2^64 / block_size): exact divisibility test (I3) */
     /* PM_STATS: allocations and bytes asked for while current, folded into the heap's
-     * counters when the pool stops being current (pm_pool_fold_stats). Kept apart so that
-     * the compiler adds them with two plain instructions rather than a vector sequence. */
+     * counters when the pool stops being current (pm_pool_fold_stats). */
     uint64_t nmalloc;
-    uint32_t used;          /* I1 */
-    uint32_t block_size;
     uint64_t requested;
+    uint32_t used;          /* I1: blocks handed out and not on the local free list */
+    uint32_t carved;        /* bytes from start ever carved: blocks past it were never given */
+    uint32_t block_size;
     uint8_t cls, state;
     /* warm: slow paths */
-    uint32_t span;          /* capacity * block_size: blocks live in [start, start + span) */
-    char *carve;            /* next never-used block; blocks are threaded lazily, a page */
-    char *end;              /* at a time, so untouched memory stays untouched */
-    struct pm_pool *next, *prev; /* heap->partial[cls] list */
+    uint16_t first_unit, units;
+    char *end;              /* start + capacity * block_size */
+    struct pm_pool *next, *prev; /* owner->pending[cls], under owner->xlock */
     struct pm_arena *arena;
     uint32_t capacity;      /* blocks in the pool */
-    uint16_t first_unit, units;
+    uint32_t detached_used; /* used when the owner detached it: the count that frees it */
+    bool pending;           /* on owner->pending[cls] (under owner->xlock) */
+    /* Written by every thread that frees into the pool: on the second line, so that those
+     * frees do not steal the line the owner's fast path works on. */
+    _Atomic uintptr_t xfree;
 } pm_pool;
+_Static_assert(sizeof(pm_pool) == 128, "two lines: fast paths, then slow paths and xfree");
+_Static_assert(offsetof(pm_pool, first_unit) <= 64, "the fast paths' fields share one line");
 
+/* Arena geometry, one source of truth: an arena is PM_ARENA_ALIGN bytes of address space,
+ * mapped whole (so that no other mapping can sit in a slot the byte map calls ours, I4), of
+ * which the first pm_arena_units units are used (POOLMALLOC_ARENA_SIZE); the header takes the
+ * first PM_HEADER_UNITS of them. */
 typedef struct pm_arena {
     pm_pool *unit_pool[PM_UNITS_MAX]; /* unit -> its pool, or &pm_dead_pool: read by free */
     /* below: under pm_arena_lock */
     struct pm_arena *next, *prev;     /* all arenas */
-    uint32_t nunits;                  /* units in this arena (arena size / unit) */
-    uint32_t first_unit;              /* units before it hold this header */
+    uint32_t nunits;                  /* units in use in this arena (arena size / unit) */
     uint32_t nfree;                   /* free units */
     uint32_t ndirty;                  /* free units whose memory is still resident */
     uint64_t free_map[PM_UNITS_MAX / 64];
@@ -213,32 +232,37 @@ typedef struct pm_arena {
     pm_pool pools[PM_UNITS_MAX];      /* descriptor of the pool whose first unit is u */
 } pm_arena;
 
-/* Allocation counters (PM_STATS; compiled out without it). The pool fast path counts in the
- * current pool's descriptor (a cache line it touches anyway), folded in here when the pool
- * stops being current; cache pops count here directly. Frees are not counted: they are
- * allocations minus blocks in use, which the pool descriptors know, so free pays nothing.
- * Two separate arrays, not an array of pairs: adjacent pairs get turned into a vector
- * sequence that costs more than the two plain additions. */
-typedef struct pm_class_counters {
-    uint64_t nmalloc[PM_NUM_CLASSES];
-    uint64_t requested[PM_NUM_CLASSES]; /* bytes asked for, summed */
-} pm_class_counters;
+#define PM_HEADER_UNITS ((sizeof(pm_arena) + PM_UNIT_SIZE - 1) / PM_UNIT_SIZE)
+_Static_assert(PM_HEADER_UNITS == 3, "the essay and the option ranges assume a 3-unit header");
+_Static_assert(PM_UNITS_MAX == 256 && PM_UNITS_MAX % 64 == 0, "unit bitmaps are 64-bit words");
+/* The smallest arena (1 MiB, 64 units) must serve every class: see pm_class_units. */
+#define PM_ARENA_MIN_UNITS 64
+#define PM_POOL_MAX_UNITS 64
+
+/* Per-class state a thread's fast paths touch, together on one cache line: a cache-hit malloc
+ * or free touches one line of the heap. */
+typedef struct __attribute__((aligned(64))) pm_class_state {
+    pm_block *cache;         /* blocks this thread freed, LIFO, links encoded; count as used */
+    struct pm_pool *current; /* never NULL: &pm_empty_pool when none */
+    uint32_t cache_room;     /* how many more the cache may take */
+    /* PM_STATS: cache pops and slow-path allocations (the pool fast path counts in the pool
+     * descriptor, pm_pool_fold_stats). Frees are not counted: they are allocations minus
+     * blocks in use, so free pays nothing. */
+    uint64_t nmalloc;
+    uint64_t requested;      /* bytes asked for, summed */
+} pm_class_state;
+_Static_assert(sizeof(pm_class_state) == 64, "one class, one cache line");
 
 typedef struct pm_heap {
-    pm_block *cache[PM_NUM_CLASSES];  /* blocks this thread freed, LIFO; still count as used */
-    uint32_t cache_room[PM_NUM_CLASSES]; /* how many more the cache of a class may take */
-    pm_pool *current[PM_NUM_CLASSES]; /* never NULL: &pm_empty_pool when none */
-    pm_pool *partial[PM_NUM_CLASSES];
-    /* Written by other threads: on a cache line of its own, so that their frees do not
-     * steal the line the owner's fast path reads current[] from. */
-    _Alignas(64) _Atomic(pm_block *) remote; /* blocks freed into our pools by other threads */
-    _Alignas(64) struct pm_heap *next_all;         /* registry of every heap ever made (never freed) */
-    struct pm_heap *next_abandoned;
+    pm_class_state cls[PM_NUM_CLASSES];
+    /* Pools the owner detached that have free blocks (or may get some), per class: the next
+     * current pool comes from here. Under xlock: freeing threads link pools here. */
+    _Alignas(64) pthread_mutex_t xlock;
+    pm_pool *pending[PM_NUM_CLASSES];
+    struct pm_heap *next_all;        /* registry of every heap ever made (never freed) */
+    struct pm_heap *next_abandoned;  /* under heap_lock */
     _Atomic int abandoned;
-    uint64_t id;
-    uint32_t pools_owned;
-    pm_class_counters counters;
-    uint64_t remote_frees_sent, remote_frees_received;
+    _Atomic uint64_t remote_frees;   /* PM_STATS: frees into other heaps' pools, sent by us */
 } pm_heap;
 
 /* ---- global state --------------------------------------------------------------------------- */
@@ -300,10 +324,14 @@ PM_HIDDEN void pm_stats_init(void);               /* stats.c: registers the exit
 PM_HIDDEN void *pm_os_map(size_t size);                  /* NULL on failure */
 PM_HIDDEN void *pm_os_map_aligned(size_t size, size_t align);
 PM_HIDDEN void *pm_os_reserve(size_t size);              /* NORESERVE, lazily backed */
-PM_HIDDEN void pm_os_unmap(void *p, size_t size);
+/* false when the kernel refuses (ENOMEM at vm.max_map_count when it must split a mapping):
+ * never fatal, the caller keeps the memory (purged) and goes on. */
+PM_HIDDEN bool pm_os_unmap(void *p, size_t size);
 PM_HIDDEN void *pm_os_remap(void *p, size_t old_size, size_t new_size, bool may_move);
 PM_HIDDEN void pm_os_purge(void *p, size_t size);        /* contents discarded, stays mapped */
 PM_HIDDEN uint64_t pm_os_now_ms(void);                   /* monotonic, coarse */
+/* Bytes for the per-process secrets (AT_RANDOM, no system call), mixed with addresses. */
+PM_HIDDEN uint64_t pm_os_random_seed(void);
 PM_HIDDEN size_t pm_os_resident_bytes(void);
 PM_HIDDEN void pm_os_write(int fd, const char *s, size_t n);
 
@@ -335,16 +363,39 @@ PM_INLINE unsigned pm_size_class(size_t n) {
     return 33u + (k - 9u) * 4u + sub;
 }
 
-/* ---- arena.c ------------------------------------------------------------------------------- */
+/* ---- hardening: encoded links and keys (I2, I8) ------------------------------------------ */
+/* Two per-process secrets, drawn before the first block exists (init.c). A free block's word 0
+ * holds its successor encoded with its own address and pm_link_secret; word 1 holds its own
+ * address encoded with pm_key_secret. A program that writes into a freed block therefore
+ * cannot make malloc return an address of its choice without knowing the secrets: every
+ * decoded link is checked to be a block boundary of the same pool (or, for the per-thread
+ * cache, a block of an arena) before it is followed. */
+typedef struct pm_secrets {
+    uintptr_t link, key;
+} pm_secrets;
+PM_HIDDEN extern pm_secrets pm_secret;
+PM_HIDDEN PM_NORETURN PM_COLD void pm_heap_corrupt(const void *block, const char *where);
+
+PM_INLINE uintptr_t pm_link_encode(const pm_block *b, const pm_block *next) {
+    return (uintptr_t)next ^ (uintptr_t)b ^ pm_secret.link;
+}
+PM_INLINE pm_block *pm_link_decode(const pm_block *b) {
+    return (pm_block *)(b->link ^ (uintptr_t)b ^ pm_secret.link);
+}
+PM_INLINE uintptr_t pm_free_key(const void *b) { return (uintptr_t)b ^ pm_secret.key; }
+
+/* ---- arena.c: arenas, units, purging ------------------------------------------------------- */
+PM_HIDDEN extern uint32_t pm_arena_units;   /* units used per arena (POOLMALLOC_ARENA_SIZE) */
 PM_HIDDEN void pm_arena_init(void);
-/* A pool of class cls for heap, state CURRENT, or NULL when the OS has no memory. */
-PM_HIDDEN pm_pool *pm_pool_acquire(pm_heap *heap, unsigned cls);
-/* Gives an empty pool's units back to its arena (purged after the purge delay). */
-PM_HIDDEN void pm_pool_release(pm_pool *pool);
-/* Purges free units whose delay has passed (or all, if force); returns bytes purged. */
+/* n free units for a pool, under pm_arena_lock (mapping a new arena if needed); the arena and
+ * first unit, or NULL when the OS has no memory. */
+PM_HIDDEN pm_arena *pm_arena_take_units(unsigned n, unsigned *unit);
+PM_HIDDEN void pm_arena_give_units(pm_arena *a, unsigned unit, unsigned n, unsigned touched);
+/* Purges free units whose delay has passed (or all, if force); returns bytes purged.
+ * Takes pm_arena_lock. Never calls into large.c (lock order I7). */
 PM_HIDDEN size_t pm_arena_purge(bool force);
-/* Threads up to a page's worth of never-used blocks onto the free list; false if none left. */
-PM_HIDDEN bool pm_pool_carve(pm_pool *pool);
+/* Under pm_arena_lock: true when the purge delay has passed since the last purge. */
+PM_HIDDEN bool pm_arena_purge_due(uint64_t now);
 
 PM_INLINE pm_arena *pm_arena_of(const void *p) {
     return (pm_arena *)((uintptr_t)p & ~(PM_ARENA_ALIGN - 1));
@@ -356,51 +407,79 @@ PM_INLINE bool pm_in_arena(const void *p) {
 PM_INLINE pm_pool *pm_pool_of(const void *p) {
     return pm_arena_of(p)->unit_pool[((uintptr_t)p >> PM_UNIT_SHIFT) & (PM_UNITS_MAX - 1)];
 }
+
+/* ---- pool.c: pools, their blocks and their atomic free lists --------------------------- */
+/* A pool of class cls for heap, state CURRENT, or NULL when the OS has no memory. */
+PM_HIDDEN pm_pool *pm_pool_acquire(pm_heap *heap, unsigned cls);
+/* Gives an empty pool's units back to its arena. */
+PM_HIDDEN void pm_pool_release(pm_pool *pool);
+/* Threads up to a page's worth of never-used blocks onto the free list; false if none left. */
+PM_HIDDEN bool pm_pool_carve(pm_pool *pool);
+/* Any thread, any pool state but FREE: puts a checked block on the pool's atomic list. The
+ * pool may be released by this call (the last block of a detached pool came back). */
+PM_HIDDEN void pm_pool_free_atomic(pm_pool *pool, pm_block *block);
+/* Owner only: moves the atomic list onto the local free list; false if it was empty. */
+PM_HIDDEN bool pm_pool_collect(pm_pool *pool);
+/* Owner only: the pool stops being current. Released here if every block is already back. */
+PM_HIDDEN void pm_pool_detach(pm_heap *heap, pm_pool *pool);
+/* Owner only, pool taken off heap->pending: makes it current again with the blocks freed
+ * meanwhile; false if a freeing thread is releasing it (then it must not be touched). */
+PM_HIDDEN bool pm_pool_reattach(pm_heap *heap, pm_pool *pool);
+/* Blocks in use, for statistics (racy, clamped). */
+PM_HIDDEN uint32_t pm_pool_blocks_in_use(const pm_pool *pool);
+
 /* I3: is p a block boundary in pool? Lemire's divisibility test: off % d == 0 iff
  * off * ceil(2^64/d) mod 2^64 < ceil(2^64/d), exact for off < 2^32. An address in the tail in
  * front of start gives off = 2^64 - k with 0 < k <= tail <= d - 16, and for those the product
- * is 2^64 - k * ceil(2^64/d), never below ceil(2^64/d): rejected too, with no bound check. */
+ * is 2^64 - k * ceil(2^64/d), never below ceil(2^64/d): rejected too, with no bound check.
+ * It says nothing of carving: pm_pool_is_handed_out adds that. */
 PM_INLINE bool pm_pool_is_block(const pm_pool *pool, const void *p) {
     uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)pool->start);
     return off * pool->div_magic < pool->div_magic;
 }
+/* I3 plus: below the carve point, i.e. a block that can have been handed out (slow paths). */
+PM_INLINE bool pm_pool_is_carved_block(const pm_pool *pool, const void *p) {
+    uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)pool->start);
+    return off * pool->div_magic < pool->div_magic && off < pool->carved;
+}
 
-#define PM_OWNER_FULL ((uintptr_t)1) /* I6 */
+#define PM_OWNER_DETACHED ((uintptr_t)1) /* I6 */
 
 /* The heap that owns pool, or NULL for a free pool; safe from any thread (I6). */
 PM_INLINE pm_heap *pm_pool_owner(const pm_pool *pool) {
     uintptr_t raw = (uintptr_t)__atomic_load_n(&pool->owner, __ATOMIC_RELAXED);
-    return (pm_heap *)(raw & ~PM_OWNER_FULL);
+    return (pm_heap *)(raw & ~PM_OWNER_DETACHED);
 }
-PM_INLINE void pm_pool_set_owner(pm_pool *pool, pm_heap *heap, bool full) {
-    __atomic_store_n(&pool->owner, (pm_heap *)((uintptr_t)heap | (full ? PM_OWNER_FULL : 0)),
+PM_INLINE void pm_pool_set_owner(pm_pool *pool, pm_heap *heap, bool detached) {
+    __atomic_store_n(&pool->owner,
+                     (pm_heap *)((uintptr_t)heap | (detached ? PM_OWNER_DETACHED : 0)),
                      __ATOMIC_RELAXED);
 }
-/* I2 */
-PM_INLINE uintptr_t pm_free_key(const pm_pool *pool) { return (uintptr_t)pool; }
-/* Blocks handed out, without the current pool's extra count (I1). */
-PM_INLINE uint32_t pm_pool_blocks_used(const pm_pool *pool) {
-    return pool->used - (pool->state == PM_POOL_CURRENT ? 1u : 0u);
-}
 
-/* ---- heap.c --------------------------------------------------------------------------------- */
+/* ---- heap.c: per-thread heaps ------------------------------------------------------------- */
 PM_HIDDEN void pm_heap_init_global(void);
-/* The calling thread's heap, creating or adopting one; NULL only when out of memory. */
+/* The calling thread's heap, creating or adopting one; NULL when out of memory, or when the
+ * thread has exited (its key destructors run): see pm_heap_alloc_exited. */
 PM_HIDDEN pm_heap *pm_heap_get(void);
-/* Frees every block other threads sent us. */
-PM_HIDDEN void pm_heap_drain_remote(pm_heap *heap);
-/* A block of a pool heap does not own: push it onto the owner's remote list. */
-PM_HIDDEN void pm_heap_free_remote(pm_pool *pool, pm_block *block);
-/* After a local free: a FULL pool gained a block, or a pool became empty. */
-PM_HIDDEN void pm_heap_pool_event(pm_heap *heap, pm_pool *pool);
-PM_HIDDEN void pm_heap_abandon(pm_heap *heap);
+/* A block of class cls from heap: cache-less slow path (current pool, carving, the pool's
+ * atomic list, pending pools, a new pool, in that order). NULL when the OS has no memory. */
+PM_HIDDEN void *pm_heap_alloc(pm_heap *heap, unsigned cls);
+/* For a thread whose heap was already handed over: borrow a heap for one allocation. */
+PM_HIDDEN void *pm_heap_alloc_exited(unsigned cls);
+/* Owner only: a local free that could not take the fast path (poisoning, a full cache and a
+ * detached pool...). */
+PM_HIDDEN void pm_heap_free_local(pm_heap *heap, pm_pool *pool, pm_block *b);
 /* Frees every block in the heap's caches into its pools. */
 PM_HIDDEN void pm_heap_flush_cache(pm_heap *heap);
-/* Drains the remote lists of abandoned heaps (pm_trim). */
+/* The thread's exit: gives back what it can and puts the heap up for adoption. */
+PM_HIDDEN void pm_heap_abandon(pm_heap *heap);
+/* Flushes the caches of heaps nobody holds (pm_trim). */
 PM_HIDDEN void pm_heap_service_abandoned(void);
-/* A block of class cls from heap: current pool, carving, remote frees, partial pools, a new
- * pool, in that order. NULL when the OS has no memory. */
-PM_HIDDEN void *pm_heap_alloc(pm_heap *heap, unsigned cls);
+/* Links a detached pool onto its owner's pending list (any thread). */
+PM_HIDDEN void pm_heap_link_pending(pm_heap *owner, pm_pool *pool);
+/* Unlinks it before release (any thread); the pool must be RELEASING. */
+PM_HIDDEN void pm_heap_unlink_pending(pm_heap *owner, pm_pool *pool);
+PM_HIDDEN void pm_heap_install(pm_heap *h);
 PM_HIDDEN void pm_heap_fork_prepare(void);
 PM_HIDDEN void pm_heap_fork_parent(void);
 PM_HIDDEN void pm_heap_fork_child(void);
@@ -423,10 +502,25 @@ typedef struct pm_large_stats {
 } pm_large_stats;
 PM_HIDDEN void pm_large_get_stats(pm_large_stats *out);
 
-/* ---- alloc.c ------------------------------------------------------------------------------ */
+/* ---- init.c: start-up, fork, the thread lifecycle ----------------------------------------- */
 PM_HIDDEN void pm_init(void);                 /* idempotent, thread-safe, never allocates */
+/* The calling thread's place in its lifecycle (init.c keeps the state machine). */
+enum pm_thread_state { PM_THREAD_NEW = 0, PM_THREAD_LIVE, PM_THREAD_EXITED };
+PM_HIDDEN extern PM_TLS uint8_t pm_thread_state;
+/* Arms the thread-exit hook for the calling thread's new heap. */
+PM_HIDDEN void pm_thread_attach(pm_heap *heap);
+
+/* ---- trim.c: giving memory back ------------------------------------------------------------ */
+/* Every cached and purgeable byte back to the OS (before an allocation gives up). */
+PM_HIDDEN size_t pm_release_all(void);
+
+/* ---- alloc.c / free.c: the slow paths behind the inline fast paths ------------------------ */
 PM_HIDDEN PM_NOINLINE void *pm_malloc_slow(size_t size);
 PM_HIDDEN PM_NOINLINE void pm_free_slow(void *p);
+PM_HIDDEN void *pm_alloc_class(unsigned cls, size_t size);
+/* Checks p (inside an arena) as free does and returns its block size; fn names the caller. */
+PM_HIDDEN size_t pm_block_usable(const void *p, const char *fn);
+PM_HIDDEN PM_NORETURN PM_COLD void pm_report_foreign(const void *p, const char *fn);
 
 /* Global counters kept outside the fast paths (atomics; slow paths only). */
 typedef struct pm_global_stats {
@@ -434,7 +528,7 @@ typedef struct pm_global_stats {
     _Atomic uint64_t pools_acquired, pools_released;
     _Atomic uint64_t purged_bytes, purges;
     _Atomic uint64_t heaps_created, heaps_abandoned, heaps_adopted;
-    _Atomic uint64_t peak_resident;
+    _Atomic uint64_t unmap_failures;
 } pm_global_stats;
 PM_HIDDEN extern pm_global_stats pm_gstats;
 
@@ -444,36 +538,42 @@ PM_HIDDEN extern pm_global_stats pm_gstats;
 #define PM_STAT(expr) do { } while (0)
 #endif
 
-/* Moves a pool's allocation counters into its heap's (see pm_class_counters). */
+/* Moves a pool's allocation counters into its heap's (see pm_class_state). */
 PM_INLINE void pm_pool_fold_stats(pm_heap *heap, pm_pool *pool) {
-    PM_STAT(heap->counters.nmalloc[pool->cls] += pool->nmalloc;
-            heap->counters.requested[pool->cls] += pool->requested;
+    PM_STAT(heap->cls[pool->cls].nmalloc += pool->nmalloc;
+            heap->cls[pool->cls].requested += pool->requested;
             pool->nmalloc = 0; pool->requested = 0);
 }
 
 /* ---- fast paths: inlined into pm_malloc/pm_free and into the preload shim's malloc/free ---- */
 
-/* Pops a block of class cls from the calling thread's current pool, or NULL if it has none
- * (or the thread has no heap yet: the sentinel heap's pools are all empty). */
+/* Pops a block of class cls from the calling thread's cache or current pool, or NULL if it
+ * has none (or the thread has no heap yet: the sentinel heap's pools are all empty). Every
+ * link is checked before it is followed (I8). */
 PM_INLINE void *pm_pop_current(unsigned cls, size_t size) {
     pm_heap *heap = pm_fast_heap;
-    pm_block *c = heap->cache[cls];
+    pm_class_state *cs = &heap->cls[cls];
+    pm_block *c = cs->cache;
     if (PM_LIKELY(c != NULL)) { /* the block this thread freed last: warm */
-        heap->cache[cls] = c->next;
-        heap->cache_room[cls]++;
+        pm_block *next = pm_link_decode(c);
+        if (PM_UNLIKELY(next != NULL && !pm_in_arena(next)))
+            pm_heap_corrupt(c, "thread cache");
+        cs->cache = next;
+        cs->cache_room++;
         c->key = 0;
-        PM_STAT(heap->counters.nmalloc[cls]++; heap->counters.requested[cls] += size);
+        PM_STAT(cs->nmalloc++; cs->requested += size);
         return c;
     }
-    pm_pool *pool = heap->current[cls];
+    pm_pool *pool = cs->current;
     pm_block *b = pool->free;
     if (PM_UNLIKELY(b == NULL))
         return NULL;
-    pm_block *next = b->next;
+    pm_block *next = pm_link_decode(b);
+    if (PM_UNLIKELY(next != NULL && !pm_pool_is_block(pool, next)))
+        pm_heap_corrupt(b, "pool free list");
     pool->free = next;
-    /* The next malloc of this class will load next->next: start fetching it now, while the
-     * caller works, rather than stall then (free-list heads of a pool that was not current
-     * are often cold). One instruction; a prefetch of NULL is harmless. */
+    /* The next malloc of this class will load next's link: start fetching it now, while the
+     * caller works, rather than stall then. One instruction; a prefetch of NULL is harmless. */
     __builtin_prefetch(next);
     b->key = 0;
     pool->used++;
@@ -490,27 +590,31 @@ PM_INLINE void *pm_malloc_inline(size_t size) {
     return pm_malloc_slow(size);
 }
 
+/* The checks come before the block is read: p must be a block boundary of a pool this thread
+ * owns (I3, I6) before its key is loaded, so that no pointer makes free read outside a pool. */
 PM_INLINE void pm_free_inline(void *p) {
     if (PM_LIKELY(pm_in_arena(p))) {
         pm_pool *pool = pm_pool_of(p);
         pm_heap *heap = pm_fast_heap;
         pm_block *b = (pm_block *)p;
-        if (PM_LIKELY(pool->owner == heap && b->key != pm_free_key(pool) &&
-                      pm_pool_is_block(pool, p))) {
-            unsigned cls = pool->cls;
-            b->key = pm_free_key(pool);
-            if (PM_LIKELY(heap->cache_room[cls] != 0)) {
-                b->next = heap->cache[cls];
-                heap->cache[cls] = b;
-                heap->cache_room[cls]--;
+        uintptr_t owner = (uintptr_t)pool->owner;
+        if (PM_LIKELY((owner & ~PM_OWNER_DETACHED) == (uintptr_t)heap &&
+                      pm_pool_is_carved_block(pool, p) && b->key != pm_free_key(b))) {
+            pm_class_state *cs = &heap->cls[pool->cls];
+            if (PM_LIKELY(cs->cache_room != 0)) {
+                b->key = pm_free_key(b);
+                b->link = pm_link_encode(b, cs->cache);
+                cs->cache = b;
+                cs->cache_room--;
                 return;
             }
-            b->next = pool->free; /* the cache is full: back to the pool */
-            pool->free = b;
-            if (PM_LIKELY(--pool->used != 0))
+            if (PM_LIKELY(owner == (uintptr_t)heap)) { /* the cache is full: the current pool */
+                b->key = pm_free_key(b);
+                b->link = pm_link_encode(b, pool->free);
+                pool->free = b;
+                pool->used--;
                 return;
-            pm_heap_pool_event(heap, pool);
-            return;
+            }
         }
     }
     pm_free_slow(p);

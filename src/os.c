@@ -5,6 +5,7 @@
 #include "internal.h"
 
 #include <fcntl.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,6 +40,7 @@ void *pm_os_map_aligned(size_t size, size_t align) {
         return NULL;
     char *aligned = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
     size_t head = (size_t)(aligned - p), tail = align - head;
+    /* Trimming may fail at the map-count limit: the slack then stays mapped (and purged). */
     if (head)
         pm_os_unmap(p, head);
     if (tail)
@@ -46,10 +48,16 @@ void *pm_os_map_aligned(size_t size, size_t align) {
     return aligned;
 }
 
-void pm_os_unmap(void *p, size_t size) {
-    if (munmap(p, size) != 0)
-        pm_fatal("munmap(%p, %zu) failed (errno %d): the heap's bookkeeping is corrupt", p,
-                 size, errno);
+/* munmap can legitimately fail: at vm.max_map_count, unmapping the middle of a mapping needs
+ * a new one. Then the memory is purged instead (it leaves the resident set) and the caller
+ * keeps it: failing to give memory back is never fatal (issue 7.3). */
+bool pm_os_unmap(void *p, size_t size) {
+    int saved = errno;
+    bool ok = munmap(p, size) == 0;
+    if (!ok)
+        madvise(p, size, MADV_DONTNEED);
+    errno = saved;
+    return ok;
 }
 
 void *pm_os_remap(void *p, size_t old_size, size_t new_size, bool may_move) {
@@ -110,4 +118,17 @@ void pm_os_write(int fd, const char *s, size_t n) {
         n -= (size_t)w;
     }
     errno = saved;
+}
+
+/* 16 random bytes the kernel gives every process (AT_RANDOM), folded with the clock: no
+ * system call that could fail or allocate. */
+uint64_t pm_os_random_seed(void) {
+    uint64_t seed = 0;
+    const unsigned char *r = (const unsigned char *)getauxval(AT_RANDOM);
+    if (r != NULL)
+        for (int i = 0; i < 16; i++)
+            seed = seed * 131 + r[i];
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return seed ^ ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec;
 }

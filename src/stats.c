@@ -31,14 +31,14 @@ typedef struct snapshot {
 static void collect_heaps(snapshot *s) {
     for (pm_heap *h = atomic_load(&pm_all_heaps); h != NULL; h = h->next_all) {
         for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
-            s->cls[c].allocs += LOAD(h->counters.nmalloc[c]);
-            s->cls[c].bytes_requested += LOAD(h->counters.requested[c]);
+            s->cls[c].allocs += LOAD(h->cls[c].nmalloc);
+            s->cls[c].bytes_requested += LOAD(h->cls[c].requested);
             /* Blocks in a heap's cache count as used in their pools (I1) but are free. */
-            uint32_t room = LOAD(h->cache_room[c]);
+            uint32_t room = LOAD(h->cls[c].cache_room);
             if (h != &pm_sentinel_heap && room <= pm_class_cache_limit[c])
                 s->cached[c] += pm_class_cache_limit[c] - room;
         }
-        s->total.remote_frees += LOAD(h->remote_frees_sent);
+        s->total.remote_frees += atomic_load_explicit(&h->remote_frees, memory_order_relaxed);
     }
 }
 
@@ -48,19 +48,15 @@ static void collect_arenas(snapshot *s) {
     pm_lock(&pm_arena_lock);
     for (pm_arena *a = pm_arenas; a != NULL; a = a->next) {
         s->total.arenas++;
-        for (unsigned u = a->first_unit; u < a->nunits;) {
+        for (unsigned u = PM_HEADER_UNITS; u < a->nunits;) {
             const pm_pool *p = &a->pools[u];
             if (a->unit_pool[u] != p || LOAD(p->state) == PM_POOL_FREE || p->units == 0) {
                 u++;
                 continue;
             }
             unsigned c = p->cls;
-            /* Without the current pool's extra count (I1). The owner may be changing used and
-             * state as we read them: clamp, so a racing read is stale but never absurd. */
-            uint32_t raw = LOAD(p->used);
-            uint32_t used = raw - (LOAD(p->state) == PM_POOL_CURRENT && raw > 0 ? 1u : 0u);
-            if (used > p->capacity)
-                used = p->capacity;
+            /* The owner may be changing the counts as we read them: stale, never absurd. */
+            uint32_t used = pm_pool_blocks_in_use(p);
             if (c > 0 && c < PM_NUM_CLASSES) {
                 s->cls[c].allocs += LOAD(p->nmalloc); /* a current pool's unfolded counts */
                 s->cls[c].bytes_requested += LOAD(p->requested);
@@ -151,9 +147,6 @@ static void collect(snapshot *s) {
 
     t->bytes_resident = pm_os_resident_bytes();
     uint64_t peak = peak_resident_bytes();
-    uint64_t seen = atomic_load(&pm_gstats.peak_resident);
-    if (peak < seen)
-        peak = seen;
     if (peak < t->bytes_resident)
         peak = t->bytes_resident;
     t->peak_resident = peak;

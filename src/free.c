@@ -1,0 +1,108 @@
+/*
+ * free.c: the freeing half of the public API (pm_free, free_sized, usable_size, pm_owns), the
+ * free slow path behind pm_free_inline (internal.h), and every misuse report.
+ *
+ * Every free of a pool block ends in one of two places: the owner's local push (the fast path,
+ * or pm_heap_free_local) or the pool's atomic list (pm_pool_free_atomic: another thread's free,
+ * or the owner's into a pool that is not current). Before either, the pointer is checked (I3:
+ * a carved block boundary of an allocated pool; I2: not free already), without reading the
+ * block until it is known to be one.
+ */
+#include "internal.h"
+
+/* ---- reports -------------------------------------------------------------------------------- */
+
+void pm_report_foreign(const void *p, const char *fn) {
+    pm_fatal("%s(): invalid pointer %p (not allocated by poolmalloc)", fn, p);
+}
+
+void pm_heap_corrupt(const void *block, const char *where) {
+    pm_fatal("heap corruption detected in %s at block %p: a write after free or an overflow "
+             "changed a free block's link", where, block);
+}
+
+/* I3 and I2 for a pointer inside an arena; aborts with a clear message on misuse. The order
+ * matters: p is read (its key) only once it is known to be a block that was handed out. */
+static void check_pool_block(const pm_pool *pool, const void *p, const char *fn) {
+    if (PM_UNLIKELY(pm_pool_owner(pool) == NULL))
+        pm_fatal("%s(): invalid pointer %p (inside a poolmalloc arena, but in no allocated pool: "
+                 "a double free, or a pointer that was never allocated)", fn, p);
+    if (PM_UNLIKELY(!pm_pool_is_block(pool, p)))
+        pm_fatal("%s(): invalid pointer %p (not the start of a block; this pool's blocks are "
+                 "%u bytes)", fn, p, pool->block_size);
+    if (PM_UNLIKELY(!pm_pool_is_carved_block(pool, p)))
+        pm_fatal("%s(): invalid pointer %p (a block of a poolmalloc pool that was never handed "
+                 "out)", fn, p);
+    if (PM_UNLIKELY(((const pm_block *)p)->key == pm_free_key(p)))
+        pm_fatal("%s(): double free or use after free of %p (a free %u-byte block)", fn, p,
+                 pool->block_size);
+}
+
+size_t pm_block_usable(const void *p, const char *fn) {
+    const pm_pool *pool = pm_pool_of(p);
+    check_pool_block(pool, p, fn);
+    return pool->block_size;
+}
+
+/* ---- free ------------------------------------------------------------------------------------ */
+
+static void free_pool_block(pm_pool *pool, void *p) {
+    check_pool_block(pool, p, "free");
+    if (PM_UNLIKELY(pm_opt.poison) && pool->block_size > sizeof(pm_block))
+        memset((char *)p + sizeof(pm_block), PM_POISON_FREED, pool->block_size - sizeof(pm_block));
+    pm_heap *me = pm_thread_heap;
+    if (me != NULL && pm_pool_owner(pool) == me) {
+        pm_heap_free_local(me, pool, p);
+        return;
+    }
+    if (me != NULL)
+        PM_STAT(atomic_store_explicit(&me->remote_frees,
+                                      atomic_load_explicit(&me->remote_frees, memory_order_relaxed) + 1,
+                                      memory_order_relaxed));
+    pm_pool_free_atomic(pool, p);
+}
+
+void pm_free_slow(void *p) {
+    if (p == NULL)
+        return;
+    int saved = errno; /* free preserves errno, whatever the kernel calls below do */
+    if (pm_in_arena(p))
+        free_pool_block(pm_pool_of(p), p);
+    else if (!pm_large_free(p))
+        pm_report_foreign(p, "free");
+    errno = saved;
+}
+
+void pm_free(void *p) { pm_free_inline(p); }
+
+size_t pm_usable_size(const void *p) {
+    if (p == NULL)
+        return 0;
+    if (pm_in_arena(p))
+        return pm_block_usable(p, "malloc_usable_size");
+    size_t n = pm_large_usable(p);
+    if (n == 0)
+        pm_report_foreign(p, "malloc_usable_size");
+    return n;
+}
+
+void pm_free_sized(void *p, size_t size) {
+    if (p == NULL)
+        return;
+    size_t usable = pm_usable_size(p);
+    if (PM_UNLIKELY(size > usable))
+        pm_fatal("free_sized(): %p freed with size %zu, but its block holds only %zu bytes", p,
+                 size, usable);
+    pm_free(p);
+}
+
+int pm_owns(const void *p) {
+    if (p == NULL)
+        return 0;
+    if (pm_in_arena(p)) {
+        const pm_pool *pool = pm_pool_of(p);
+        return pm_pool_owner(pool) != NULL && pm_pool_is_carved_block(pool, p) &&
+               ((const pm_block *)p)->key != pm_free_key(p);
+    }
+    return pm_large_usable(p) != 0;
+}
