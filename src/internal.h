@@ -195,9 +195,9 @@ typedef struct __attribute__((aligned(64))) pm_pool {
     /* PM_STATS: allocations and bytes asked for while current, folded into the heap's
      * counters when the pool stops being current (pm_pool_fold_stats). */
     uint64_t nmalloc;
-    uint64_t requested;
     uint32_t used;          /* I1: blocks handed out and not on the local free list */
     uint32_t carved;        /* bytes from start ever carved: blocks past it were never given */
+    uint64_t requested;     /* apart from nmalloc: see pm_class_state */
     uint32_t block_size;
     uint8_t cls, state;
     /* warm: slow paths */
@@ -243,13 +243,14 @@ _Static_assert(PM_UNITS_MAX == 256 && PM_UNITS_MAX % 64 == 0, "unit bitmaps are 
  * or free touches one line of the heap. */
 typedef struct __attribute__((aligned(64))) pm_class_state {
     pm_block *cache;         /* blocks this thread freed, LIFO, links encoded; count as used */
-    struct pm_pool *current; /* never NULL: &pm_empty_pool when none */
-    uint32_t cache_room;     /* how many more the cache may take */
     /* PM_STATS: cache pops and slow-path allocations (the pool fast path counts in the pool
      * descriptor, pm_pool_fold_stats). Frees are not counted: they are allocations minus
-     * blocks in use, so free pays nothing. */
+     * blocks in use, so free pays nothing. The two counters are kept apart on purpose:
+     * adjacent, the compiler turns their two additions into a longer vector sequence. */
     uint64_t nmalloc;
+    struct pm_pool *current; /* never NULL: &pm_empty_pool when none */
     uint64_t requested;      /* bytes asked for, summed */
+    uint32_t cache_room;     /* how many more the cache may take */
 } pm_class_state;
 _Static_assert(sizeof(pm_class_state) == 64, "one class, one cache line");
 
