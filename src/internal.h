@@ -11,17 +11,43 @@
  *           power of two up to 128 KiB (the default mmap threshold). Index 0 is unused.
  *   unit    16 KiB, the granule in which arenas hand out memory to pools.
  *   pool    1..64 contiguous units holding blocks of one class (pymalloc's pool).
- *   arena   a 4 MiB region aligned to 4 MiB, mapped from the OS, carved into pools. Its first
- *           units hold the arena header: the unit->pool map and the pool descriptors.
- *   heap    one thread's allocator state: for each class a current pool, a list of pools
- *           with free blocks and a small cache of blocks it freed, plus a list of blocks other
- *           threads freed into its pools.
- *   cache   a heap's last freed blocks of a class (LIFO, a few KiB per class): the next malloc
- *           of the class gets the block freed last, still warm in the CPU cache.
- *   owner   the heap a pool belongs to. Only the owner's thread touches a pool's free list.
+ *   arena   a 4 MiB slot aligned to 4 MiB, mapped whole, carved into pools. Its first 3 units
+ *           hold the arena header: the unit->pool map and the 256 pool descriptors.
+ *   heap    one thread's allocator state: per class a current pool and a small cache of the
+ *           blocks it freed (one cache line per class), plus pending lists of its detached
+ *           pools that have free blocks.
+ *   cache   a heap's last freed blocks of a class (LIFO, up to 32 blocks or 64 KiB): the next
+ *           malloc of the class gets the block freed last, still warm in the CPU cache.
+ *   owner   the heap a pool belongs to.
+ *   attached / detached   a pool is attached while it is its owner's current pool: only then
+ *           does the owner push and pop its local free list with plain instructions. Every
+ *           other pool of the heap is detached: frees into it, the owner's included, go onto
+ *           the pool's atomic list (xfree), and the free that brings the last block back
+ *           releases the pool, whichever thread makes it.
  *   remote free  a free by a thread that does not own the block's pool.
  *   large   a request above the mmap threshold: its own mapping, found through a hash table.
  *   purge   giving free units' memory back to the OS (madvise) after the purge delay.
+ *
+ * ===========================================================================================
+ * Files and layers (calls go down only; the one exception is the inline fast paths below
+ * calling their slow paths in alloc.c and free.c)
+ * ===========================================================================================
+ *
+ *   preload/preload.c  the interposition shim (malloc, free, operator new, ...)
+ *        |
+ *   alloc.c  free.c    the public API and the slow paths; every misuse report (free.c)
+ *   init.c  trim.c     start-up, secrets, fork, the thread lifecycle; giving memory back
+ *        |
+ *   heap.c             per-thread heaps: cache, pending lists, allocation from a class, exit
+ *        |
+ *   pool.c             pools: carving, the atomic free list, detach / reattach / release
+ *        |
+ *   arena.c            arenas: units, the byte map, purging      large.c  blocks > threshold
+ *        |                                                          |
+ *   os.c (every system call)  print.c (output)  sizeclass.c  options.c  stats.c
+ *
+ * The object system (src/objects/) sits beside the shim, above all of this, and uses only
+ * the public API (poolmalloc.h).
  *
  * ===========================================================================================
  * Memory layers
@@ -30,19 +56,21 @@
  *   OS (mmap)
  *    |
  *    +-- arena (4 MiB, 4 MiB-aligned) ----------------------------------------------+
- *    |   | header (2 units) | pool | pool (4 units)       | free | pool | free ... |
+ *    |   | header (3 units) | pool | pool (4 units)       | free | pool | free ... |
  *    |   +------------------+------+----------------------+------+------+----------+
  *    |                         |
- *    |                         +-- pool of class 48 B: | blk | blk | blk | ... | carve -> end
- *    |                                                  ^ free list threads freed blocks
+ *    |                         +-- pool of class 48 B: | tail | blk | blk | ... | uncarved |
+ *    |                                                  ^ free lists thread freed blocks
  *    |
  *    +-- large block (> threshold): one mapping, page-aligned, recorded in the large table
  *
- * Arenas are registered in a flat byte map indexed by address >> 22 (a 32 MiB reservation
- * that the kernel backs only where written; see pm_arena_map). free(p) therefore finds p's arena with one load,
+ * Arenas are registered in a flat byte map indexed by address >> 22 (a 32 MiB array in .bss
+ * that the kernel backs only where written). free(p) therefore finds p's arena with one load,
  * the pool with a second (header->unit_pool[unit of p]), and knows without touching p whether
  * poolmalloc owns it. A pointer not in the map is looked up in the large table; a pointer in
- * neither is reported and the process aborts.
+ * neither is reported and the process aborts. POOLMALLOC_ARENA_SIZE (1M, 2M, 4M) sets how many
+ * units of each slot are used; the slot is mapped whole all the same, so that the kernel can
+ * never place another mapping inside a slot the byte map calls ours.
  *
  * ===========================================================================================
  * Size classes (index: block size; pool size)
@@ -53,64 +81,71 @@
  *   ...
  *   61..64  81920, 98304, 114688, 131072
  * A class's pool is the smallest power-of-two number of units that holds at least 8 blocks
- * and wastes at most 1/16 of the pool at its tail (sizeclass.c computes it at start-up).
+ * and wastes at most 1/16 of the pool at its tail (sizeclass.c), capped to the largest pool an
+ * arena of the configured size can hold (arena.c: 32 units for 1 MiB arenas).
  *
  * ===========================================================================================
- * Pool state machine (a pool is owned by one heap while not FREE)
+ * Pool state machine
  * ===========================================================================================
  *
- *            acquire from arena                free block, used -> 0 (not current)
- *   FREE ---------------------> CURRENT      +--------------------------------> FREE
- *    ^                           |   ^        |                                  (units back
- *    |                 exhausted |   | chosen |                                   to arena)
- *    |                           v   |        |
- *    |                          FULL ----> PARTIAL ------------------------------+
- *    |                              a free           (on the heap's list of its class)
- *    +-- the current pool is never released while current: an alloc/free pair at a pool
- *        boundary must not map and unmap memory each time.
+ *          acquire (arena.c)            current pool exhausted, or thread exit / trim
+ *   FREE -------------------> CURRENT ------------------------------------> DETACHED
+ *    ^                         ^   (attached: owner pops/pushes `free`)      | (frees go to
+ *    |                         |                                             |  xfree, counted)
+ *    |                         +---- reattach: taken off owner->pending -----+
+ *    |                                                                       |
+ *    +---- release: the free that brings xfree's count to detached_used -----+
+ *          (any thread; every block is back)
+ *
+ * A current pool is never released while current: an alloc/free pair at a pool boundary must
+ * not map and unmap memory each time. At thread exit the heap's current pools are detached,
+ * and the heap waits on the abandoned stack: a new thread adopts it whole (its pending lists
+ * and cache). A late key destructor that allocates after that borrows an abandoned heap for
+ * the one allocation (init.c's lifecycle). In a fork child, the other threads' heaps go on
+ * the abandoned stack untouched, current pools and caches included.
  *
  * ===========================================================================================
  * Threads and cross-thread frees
  * ===========================================================================================
  * The fast paths take no lock and use no atomic instruction: malloc pops the heap's cache of
- * the class (the blocks this thread freed last), else the current pool's free list; free
- * checks that the calling thread's heap owns the pool and pushes onto the cache, else onto
- * the pool. Cached blocks still count as used in their pools (I1), so a pool cannot be
- * released under them; the cache is small (pm_class_cache_limit) and flushed when the thread
- * exits or pm_trim runs. A block freed
- * by another thread travels on the owner heap's `remote` list (a lock-free push); the owner
- * takes the whole list with one exchange whenever its malloc leaves the fast path, and frees
- * each block locally. A pool cannot be released while such a block is in flight, because the
- * block still counts in `used`: that is why a remote thread may read pool->owner safely.
- *
- * Heaps are never unmapped. When a thread exits, its heap is abandoned onto a global stack and
- * the next new thread adopts it whole (pools, partial lists and remote list): nothing leaks,
- * and frees of its blocks from key destructors or other threads keep working all along.
+ * the class, else the current pool's free list; free checks that the calling thread's heap
+ * owns the pool (attached or detached) and pushes onto the cache, else (cache full) onto the
+ * current pool. Everything else goes through pool.c's xfree: one compare-and-swap pushes the
+ * block, counts it and sees the DETACHED flag. The owner collects its current pool's xfree
+ * when the local list runs dry, and reattaches detached pools from its pending lists, which
+ * freeing threads fill under the heap's xlock when they put the first block on a detached
+ * pool's xfree. Because a detached pool's last free releases it, memory freed into the pools
+ * of a thread that never calls malloc again comes back anyway: what such a thread strands is
+ * bounded by its current pools (one per class) and its cache (at most 64 KiB per class).
  *
  * ===========================================================================================
- * Invariants (checked in debug builds; the cheap ones on every free)
+ * Invariants (checked in debug builds; the cheap ones on every free)        file that keeps it
  * ===========================================================================================
- *  I1 pool->used counts blocks handed out and not yet freed locally (remote frees in flight
- *     and blocks in the heap's cache included), plus one while the pool is its heap's current
- *     pool. The extra one keeps the
- *     free fast path from seeing 0 (and leaving the fast path) when a program allocates and
- *     frees one block over and over.
- *  I2 every block on a free list has word 1 == the address of its pool's descriptor (the
- *     "free key"); malloc clears it. So a free that finds the key in its block is a double
- *     free (glibc's tcache uses the same idea). User data cannot hold that address by chance:
- *     nothing outside the allocator ever sees a descriptor.
- *  I3 free(p) accepts p only if p's unit maps to an in-use pool and p is a block boundary in it.
- *     Blocks are packed against the pool's end (the unusable tail, a multiple of 16 smaller
- *     than a block, sits at the front), so one exact divisibility test on p - start rejects
- *     every other address in the pool's units: see pm_pool_is_block.
- *  I6 pool->owner is the owning heap, with bit 0 set while the pool is FULL: a free into a full
- *     pool thus fails the fast path's owner test and takes the slow path that moves the pool
- *     to the partial list, at no cost to the fast path.
- *  I4 arena_map[a >> 22] != 0 exactly while an arena starts at a.
+ *  I1 pool->used counts blocks handed out and not on the local free list (blocks in a heap's
+ *     cache and blocks on xfree included). A detached pool's count is frozen in
+ *     detached_used; its blocks are all back exactly when xfree holds that many.    pool.c
+ *  I2 a free block's word 1 holds pm_free_key(block) (its address encoded with a secret);
+ *     malloc clears it, so a free that finds the key is a double free.        free.c, heap.c
+ *  I3 free(p) accepts p only if p's unit maps to an in-use pool, p is a block boundary in it
+ *     (one exact divisibility test: blocks are packed against the pool's end, the unusable
+ *     tail sits in front) and p lies below the carve point (the block was handed out); p is
+ *     not read before that.                                               free.c, internal.h
+ *  I4 arena_map[a >> 22] != 0 exactly while an arena occupies the 4 MiB slot at a, and every
+ *     block lies below 2^47 (xfree packs a count above bit 47).                       arena.c
  *  I5 the allocator never calls anything that may allocate (stdio, getenv, dlsym): output goes
- *     through pm_print (write(2)), the environment is read by walking environ.
- *  I7 locks nest in one order only: heap_lock (heap.c), then pm_arena_lock, then the large
- *     lock (large.c). The fork handlers take all three in that order.
+ *     through pm_print (write(2)), the environment is read by walking environ. The one libc
+ *     call that may allocate, pthread_setspecific for keys past 32, runs after the thread's
+ *     heap is installed, so a nested malloc finds it.                        options.c, init.c
+ *  I6 pool->owner is the owning heap, with bit 0 set while the pool is detached: the free fast
+ *     path accepts either into the cache, and pushes onto the pool itself only when the bit is
+ *     clear (the current pool).                                                pool.c, heap.c
+ *  I7 locks nest in one order only: heap_lock, then heaps' xlocks, then pm_arena_lock; the
+ *     large lock is a leaf (large.c calls nothing that locks). The fork prepare handler takes
+ *     them all in that order; the child remakes them all before anything else.  init.c, heap.c
+ *  I8 every free-list link is stored encoded with the block's address and a per-process
+ *     secret, and checked when decoded: a pool's links must be carved block boundaries of
+ *     that pool, a cache's links blocks of an arena; anything else is reported as heap
+ *     corruption. A blind write into a freed block cannot steer malloc.  internal.h, pool.c
  */
 #ifndef PM_INTERNAL_H
 #define PM_INTERNAL_H
