@@ -306,6 +306,17 @@ PM_HIDDEN void pm_os_purge(void *p, size_t size);        /* contents discarded, 
 PM_HIDDEN uint64_t pm_os_now_ms(void);                   /* monotonic, coarse */
 PM_HIDDEN size_t pm_os_resident_bytes(void);
 PM_HIDDEN void pm_os_write(int fd, const char *s, size_t n);
+/* os.c, options and statistics block: */
+PM_HIDDEN bool pm_os_secure_execution(void);             /* AT_SECURE: setuid, caps... */
+PM_HIDDEN uint64_t pm_os_peak_resident_bytes(void);      /* VmHWM, 0 if unavailable */
+typedef struct pm_file_id { dev_t dev; ino_t ino; } pm_file_id; /* what an fd refers to */
+PM_HIDDEN bool pm_os_fd_identity(int fd, pm_file_id *out);  /* false if fd is not open */
+/* A close-on-exec duplicate of fd numbered >= 3, as high as the fd limit allows, so that it
+ * stays out of the program's way; -1 with errno set on failure. */
+PM_HIDDEN int pm_os_dup_high(int fd);
+/* Opens path for appending (created 0644), close-on-exec, at a high number; -1 and errno. */
+PM_HIDDEN int pm_os_open_append(const char *path);
+PM_HIDDEN void pm_os_close(int fd);                      /* errno preserved */
 
 /* ---- print.c: formatting without allocation ------------------------------------------------ */
 /* Supports %s %c %d %i %u %x %p %% with l, ll and z modifiers, and a field width. */
