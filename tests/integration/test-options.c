@@ -407,6 +407,105 @@ Test(options, strict_makes_unknown_name_fatal, .signal = SIGABRT) {
     pm_options_apply_env(env, &o);
 }
 
+/* ---- secure execution (setuid, setgid, capabilities) ----------------------------------------- */
+
+struct secure_call {
+    char *const *env;
+    pm_options *into;
+};
+static void call_apply_env_secure(void *arg) {
+    struct secure_call *c = arg;
+    pm_options_apply_env_secure(c->env, c->into, true);
+}
+
+/* Whoever runs a privileged program must not make it write a file, print, or abort: those
+ * options are ignored, silently; harmless tuning still applies. */
+Test(options_secure, only_harmless_tuning_applies_and_nothing_is_said) {
+    char *env[] = {"POOLMALLOC_STRICT=1", "POOLMALLOC_STATS_FILE=/tmp/owned-by-root",
+                   "POOLMALLOC_STATS=1", "POOLMALLOC_VERBOSE=1", "POOLMALLOC_HELP=1",
+                   "POOLMALLOC_ARENA_SIZE=2M", "POOLMALLOC_GC_DEBUG=stats",
+                   "POOLMALLOC_MMAP_THRESHOLD=64K", "POOLMALLOC_PURGE_DELAY=0",
+                   "POOLMALLOC_GC_THRESHOLD=100,2,2", "POOLMALLOC_POISON=1",
+                   "POOLMALLOC_MMAP_THRESHOLD=12Q", "POOLMALLOC_TYPO=1", NULL};
+    pm_options o = defaults();
+    pm_gc_options = gc_defaults;
+    struct secure_call c = {env, &o};
+    char out[4096];
+    capture_stderr(call_apply_env_secure, &c, out, sizeof out);
+    cr_assert_str_empty(out, "a privileged program says nothing: %s", out);
+    cr_assert(!o.strict && !o.stats && !o.verbose, "output and abort options ignored");
+    cr_assert_str_empty(o.stats_file, "no file named by the user");
+    cr_assert_eq(o.arena_size, 4 << 20, "geometry is not the user's to choose");
+    cr_assert_eq(pm_gc_options.debug, 0);
+    cr_assert_eq(o.mmap_threshold, 64 * 1024, "tuning applies (the bad value after it does not)");
+    cr_assert_eq(o.purge_delay_ms, 0);
+    cr_assert(o.poison);
+    cr_assert_eq(pm_gc_options.threshold[0], 100);
+}
+
+/* STRICT under secure execution: a bad value must not abort (the test would die of SIGABRT). */
+Test(options_secure, strict_cannot_abort_a_privileged_program) {
+    char *env[] = {"POOLMALLOC_STRICT=1", "POOLMALLOC_ARENA_SIZE=3M", "POOLMALLOC_FOO=1", NULL};
+    pm_options o = defaults();
+    cr_assert_eq(pm_options_apply_env_secure(env, &o, true), 0);
+    cr_assert(!o.strict);
+}
+
+Test(options_secure, the_same_environment_unprivileged_is_obeyed) {
+    char *env[] = {"POOLMALLOC_STATS_FILE=/tmp/x", "POOLMALLOC_ARENA_SIZE=2M", NULL};
+    pm_options o = defaults();
+    cr_assert_eq(pm_options_apply_env_secure(env, &o, false), 0);
+    cr_assert_str_eq(o.stats_file, "/tmp/x");
+    cr_assert_eq(o.arena_size, 2 << 20);
+}
+
+/* Every option's description says whether it is ignored under setuid. */
+Test(options_secure, the_table_documents_the_secure_rule) {
+    for (size_t i = 0; i < pm_options_count(); i++) {
+        const pm_option_desc *d = pm_option_at(i);
+        bool says = strstr(d->help, "ignored under setuid") != NULL;
+        cr_assert_eq(says, !(d->flags & PM_OPT_SECURE_OK), "%s: '%s'", d->name, d->help);
+    }
+}
+
+/* ---- the late environment (first malloc before libc set environ) ---------------------------- */
+
+static void call_refresh(void *arg) {
+    (void)arg;
+    pm_options_refresh();
+}
+
+Test(options_late, no_environment_yet_defers_and_refresh_applies_it) {
+    pm_init();
+    pm_options_defaults(&pm_opt);
+    setenv("POOLMALLOC_MMAP_THRESHOLD", "64K", 1);
+    setenv("POOLMALLOC_ARENA_SIZE", "2M", 1);
+    setenv("POOLMALLOC_PURGE_DELAY", "never", 1);
+    cr_assert(pm_options_init_from(NULL), "environ == NULL: deferred");
+    cr_assert(pm_options_pending());
+    cr_assert_eq(pm_opt.mmap_threshold, 128 * 1024, "nothing applied yet");
+    char out[4096];
+    capture_stderr(call_refresh, NULL, out, sizeof out);
+    cr_assert(!pm_options_pending());
+    cr_assert_eq(pm_opt.mmap_threshold, 64 * 1024, "late-safe options apply");
+    cr_assert_eq(pm_opt.purge_delay_ms, -1);
+    cr_assert_eq(pm_opt.arena_size, 4 << 20, "the arena size cannot change once memory is in use");
+    cr_assert_str_eq(out, "poolmalloc: POOLMALLOC_ARENA_SIZE='2M' not applied: the environment "
+                          "became readable only after memory was in use, so it keeps 4M\n");
+    capture_stderr(call_refresh, NULL, out, sizeof out);
+    cr_assert_str_empty(out, "applied once: %s", out);
+}
+
+Test(options_late, an_empty_environment_also_defers) {
+    char *empty[] = {NULL};
+    cr_assert(pm_options_init_from(empty));
+    char *some[] = {"HOME=/", NULL};
+    pm_options_refresh(); /* environ is set in this process: the pending read happens now */
+    cr_assert(!pm_options_pending());
+    cr_assert(!pm_options_init_from(some), "a real environment is read at once");
+    cr_assert(!pm_options_pending());
+}
+
 /* ---- probes: this binary re-executed with a chosen environment ---------------------------- */
 
 static void print_stats_json(void) {
