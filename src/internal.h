@@ -285,9 +285,7 @@ typedef struct pm_options {
     bool verbose;            /* POOLMALLOC_VERBOSE: print effective options at start */
     bool poison;             /* POOLMALLOC_POISON: fill new blocks 0xCD, freed blocks 0xDD */
     bool strict;             /* POOLMALLOC_STRICT: a bad option value is fatal */
-    long gc_threshold[3];    /* POOLMALLOC_GC_THRESHOLD=a,b,c (default 2000,10,10) */
-    bool gc_enabled;         /* POOLMALLOC_GC=0 disables automatic collection */
-    long gc_debug;           /* POOLMALLOC_GC_DEBUG flags */
+    /* Other layers' options live in their own storage (options.h: PM_OPTION_GROUP). */
 } pm_options;
 PM_HIDDEN extern pm_options pm_opt;
 PM_HIDDEN void pm_options_init(void);             /* options.c */

@@ -29,8 +29,7 @@ extern char **environ;
     {                                                                                          \
         .mmap_threshold = 128 << 10, .arena_size = 4 << 20, .purge_delay_ms = 50,              \
         .large_cache = (size_t)128 << 20, .arena_retain = 1, .stats = false, .stats_file = "",  \
-        .verbose = false, .poison = false, .strict = false, .gc_threshold = {2000, 10, 10},    \
-        .gc_enabled = true, .gc_debug = 0,                                                     \
+        .verbose = false, .poison = false, .strict = false,                                    \
     }
 
 pm_options pm_opt = PM_OPTIONS_DEFAULTS;
