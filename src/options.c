@@ -45,8 +45,10 @@ static bool opt_help; /* POOLMALLOC_HELP: an action, not a setting */
 static const pm_option_desc core_options[] = {
     /* Blocks are told apart by address, not size, so the threshold may change at any time
      * (mallopt(M_MMAP_THRESHOLD) does): obeyed late and under setuid. */
-    {"MMAP_THRESHOLD", PM_KIND_SIZE, SECURE_OK | LATE_OK, &pm_opt.mmap_threshold, 1 * KIB,
-     128 * KIB, "128K", "requests above this size get their own mapping instead of a pool block",
+    /* The range is real: sizes up to the lookup table's end always take the pool fast path,
+     * and no class is larger than PM_MAX_CLASS_SIZE. */
+    {"MMAP_THRESHOLD", PM_KIND_SIZE, SECURE_OK | LATE_OK, &pm_opt.mmap_threshold,
+     PM_SMALL_LOOKUP_MAX, PM_MAX_CLASS_SIZE, "128K", "requests above this size get their own mapping instead of a pool block",
      NULL},
     /* Arena geometry: fixed once the first arena is mapped (not late); a wrong geometry has
      * broken programs before, so a user may not choose it for a privileged one. */

@@ -53,12 +53,29 @@ static void probe_take_over_descriptors(void) {
     exit(0); /* exit: the report is written by a destructor */
 }
 
+/* The same, and stderr too now goes to the program's file: there is nowhere safe left to
+ * write the report, so none is written. */
+static void probe_take_over_stderr_too(void) {
+    const char *path = getenv("OWN_FILE");
+    pm_free(pm_malloc(24));
+    int own = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    for (int fd = 3; fd < 1024; fd++)
+        if (fd != own && fcntl(fd, F_GETFD) >= 0)
+            dup2(own, fd);
+    dup2(own, 2);
+    static const char line[] = "the program's own output\n";
+    if (write(own, line, sizeof line - 1) != (ssize_t)(sizeof line - 1))
+        _exit(96);
+    exit(0);
+}
+
 static void probe_exit_quietly(void) {
     pm_free(pm_malloc(24));
     exit(0);
 }
 
 PM_PROBES({"take_over_descriptors", probe_take_over_descriptors},
+          {"take_over_stderr_too", probe_take_over_stderr_too},
           {"exit_quietly", probe_exit_quietly})
 
 static void read_whole(const char *path, char *buf, size_t len) {
@@ -116,6 +133,19 @@ Test(report, stats_file_report_stays_out_of_the_programs_file) {
     cr_assert_str_empty(r.err);
     remove_with_dir(own_file);
     remove_with_dir(stats);
+}
+
+Test(report, no_report_when_stderr_was_replaced_too) {
+    static probe_result r;
+    static char var[PATH_MAX + 16], buf[65536];
+    temp_path(own_file, sizeof own_file, "own.txt");
+    snprintf(var, sizeof var, "OWN_FILE=%s", own_file);
+    const char *vars[] = {"POOLMALLOC_STATS=1", var, NULL};
+    run_probe("take_over_stderr_too", vars, &r);
+    cr_assert(probe_exited_ok(&r), "status %d: %s", r.status, r.err);
+    read_whole(own_file, buf, sizeof buf);
+    cr_assert_str_eq(buf, "the program's own output\n", "the report got into the program's file");
+    remove_with_dir(own_file);
 }
 
 /* POOLMALLOC_STATS_FILE alone turns the report on (issue 9: it wrote nothing, said nothing). */
