@@ -504,9 +504,11 @@ static int apply_entry(const char *entry, pm_options *into, env_mode mode) {
     }
     if (r == PM_OPTION_OK || mode.secure)
         return r == PM_OPTION_OK ? 0 : 1;
-    if (into->strict)
-        pm_fatal("%s", err);
     pm_warn("%s", err);
+    /* A configuration error, not a corrupt heap: exit with a status (2, as for a usage error)
+     * rather than abort, whose core dump and "Aborted" would say poolmalloc crashed. */
+    if (into->strict)
+        _exit(2);
     return 1;
 }
 

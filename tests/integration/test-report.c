@@ -173,13 +173,13 @@ static bool preload_lib(char *out, size_t len) {
     return access(out, R_OK) == 0;
 }
 
-/* Runs `command` with the preload and POOLMALLOC_STATS_FILE=file; stdout+stderr into out. */
-static int run_preloaded(const char *file, const char *command, char *out, size_t len) {
+/* Runs `command` preloaded, with only the environment `vars` ("A=1 B=2"); stdout+stderr into
+ * out. Returns the status as pclose gives it. */
+static int run_preloaded(const char *vars, const char *command, char *out, size_t len) {
     char lib[PATH_MAX], cmd[3 * PATH_MAX];
     if (!preload_lib(lib, sizeof lib))
         cr_skip_test("libpoolmalloc.so not found (set PM_PRELOAD_LIB)");
-    snprintf(cmd, sizeof cmd, "env -i POOLMALLOC_STATS_FILE='%s' LD_PRELOAD='%s' %s 2>&1", file,
-             lib, command);
+    snprintf(cmd, sizeof cmd, "env -i %s LD_PRELOAD='%s' %s 2>&1", vars, lib, command);
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p);
     size_t n = fread(out, 1, len - 1, p);
@@ -188,8 +188,9 @@ static int run_preloaded(const char *file, const char *command, char *out, size_
 }
 
 static void check_unopenable(const char *file, const char *reason, const char *command) {
-    static char out[65536], want[1024];
-    int status = run_preloaded(file, command, out, sizeof out);
+    static char out[65536], want[1024], vars[PATH_MAX];
+    snprintf(vars, sizeof vars, "POOLMALLOC_STATS_FILE='%s'", file);
+    int status = run_preloaded(vars, command, out, sizeof out);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: status %d: %s", command,
               status, out);
     snprintf(want, sizeof want, "poolmalloc: cannot open POOLMALLOC_STATS_FILE='%s' (%s): "
@@ -206,4 +207,21 @@ Test(report, unopenable_stats_file_is_reported_in_words_under_coreutils) {
     check_unopenable("/nonexistent/dir/s.txt", "No such file or directory", "/bin/ls /");
     check_unopenable("/tmp", "Is a directory", "/bin/ls /");
     check_unopenable("/etc/passwd/s.txt", "Not a directory", "/bin/true");
+}
+
+/* Issue 9: GC_DEBUG=99 was accepted silently. Now one line; fatal under STRICT. */
+Test(report, bad_gc_debug_under_a_real_program) {
+    static char out[65536];
+    int status = run_preloaded("POOLMALLOC_GC_DEBUG=99", "/bin/true", out, sizeof out);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d: %s", status, out);
+    cr_assert_str_eq(out, "poolmalloc: POOLMALLOC_GC_DEBUG='99' ignored: expected a "
+                          "comma-separated list of stats, saveall, leak, checks, or a number "
+                          "from 0 to 15 made of their bits\n");
+    status = run_preloaded("POOLMALLOC_STRICT=1 POOLMALLOC_GC_DEBUG=99", "/bin/true", out,
+                           sizeof out);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 2, "STRICT exits 2: %d %s", status,
+              out);
+    cr_assert(starts_with(out, "poolmalloc: POOLMALLOC_GC_DEBUG='99' rejected "
+                               "(POOLMALLOC_STRICT=1): expected"), "%s", out);
+    cr_assert_eq(count_lines(out), 1, "one line: %s", out);
 }
