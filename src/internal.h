@@ -312,8 +312,11 @@ PM_HIDDEN bool pm_os_fd_identity(int fd, pm_file_id *out);  /* false if fd is no
 /* A close-on-exec duplicate of fd numbered >= 3, as high as the fd limit allows, so that it
  * stays out of the program's way; -1 with errno set on failure. */
 PM_HIDDEN int pm_os_dup_high(int fd);
-/* Opens path for appending (created 0644), close-on-exec, at a high number; -1 and errno. */
-PM_HIDDEN int pm_os_open_append(const char *path);
+/* Opens path for appending (created 0644 if create), close-on-exec, at a high number; -1 and
+ * errno on failure. */
+PM_HIDDEN int pm_os_open_append(const char *path, bool create);
+/* 0 if a file could be created at path (its directory is writable), else the errno. */
+PM_HIDDEN int pm_os_creatable(const char *path);
 PM_HIDDEN void pm_os_close(int fd);                      /* errno preserved */
 
 /* ---- print.c: formatting without allocation ------------------------------------------------ */

@@ -181,8 +181,8 @@ int pm_os_dup_high(int fd) {
     return d;
 }
 
-int pm_os_open_append(const char *path) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+int pm_os_open_append(const char *path, bool create) {
+    int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
     if (fd < 0)
         return -1;
     int saved = errno;
@@ -191,6 +191,21 @@ int pm_os_open_append(const char *path) {
         close(fd);
     errno = saved;
     return high >= 0 ? high : fd;
+}
+
+int pm_os_creatable(const char *path) {
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    size_t n = slash == NULL ? 0 : slash == path ? 1 : (size_t)(slash - path);
+    if (n >= sizeof dir)
+        return ENAMETOOLONG;
+    memcpy(dir, n ? path : ".", n ? n : 1);
+    dir[n ? n : 1] = 0;
+    int saved = errno;
+    /* faccessat with AT_EACCESS: the effective ids, as open would use */
+    int err = faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) == 0 ? 0 : errno;
+    errno = saved;
+    return err;
 }
 
 void pm_os_close(int fd) {

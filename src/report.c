@@ -23,7 +23,8 @@ static struct {
     int err_fd;            /* our duplicate of stderr, or -1 */
     pm_file_id err_id;     /* what stderr was at start */
     bool err_known;        /* stderr was open at start */
-    int file_fd;           /* POOLMALLOC_STATS_FILE, or -1 */
+    int file_fd;           /* POOLMALLOC_STATS_FILE if it existed at start, or -1 */
+    bool file_ok;          /* it could be opened (or created) at start */
     pm_file_id file_id;
     pid_t file_pid;        /* who opened it: a forked child's %p names another file */
     char dir[1024];        /* the start-up directory, for a relative stats file */
@@ -59,20 +60,29 @@ static void report_path(char *out, size_t len) {
 
 #define PATH_LEN (sizeof report.dir + sizeof pm_opt.stats_file + 32)
 
-/* Opens the stats file; on failure one line on stderr naming the variable, the value and the
- * reason, and the report goes to stderr instead. */
+/* Checks the stats file while stderr still works; on failure one line naming the variable,
+ * the value and the reason, and the report goes to stderr instead. An existing file is opened
+ * now and held; a missing one is only checked (its directory must be writable) and created at
+ * exit: a process that never exits normally (killed, or _exit after fork) leaves no empty
+ * file behind. */
 static void open_stats_file(void) {
     int saved = errno;
     if (pm_opt.stats_file[0] != '/' && getcwd(report.dir, sizeof report.dir) == NULL)
         report.dir[0] = 0; /* getcwd with a buffer does not allocate */
     char path[PATH_LEN];
     report_path(path, sizeof path);
-    report.file_fd = pm_os_open_append(path);
-    if (report.file_fd < 0)
+    report.file_fd = pm_os_open_append(path, false);
+    int err = report.file_fd >= 0 ? 0 : errno;
+    if (err == ENOENT)
+        err = pm_os_creatable(path);
+    if (report.file_fd >= 0 && !pm_os_fd_identity(report.file_fd, &report.file_id)) {
+        pm_os_close(report.file_fd);
+        report.file_fd = -1;
+    }
+    report.file_ok = err == 0;
+    if (!report.file_ok)
         pm_warn("cannot open POOLMALLOC_STATS_FILE='%s' (%s): statistics go to stderr",
-                pm_opt.stats_file, pm_strerror(errno));
-    else if (!pm_os_fd_identity(report.file_fd, &report.file_id))
-        pm_os_close(report.file_fd), report.file_fd = -1;
+                pm_opt.stats_file, pm_strerror(err));
     report.file_pid = getpid();
     errno = saved;
 }
@@ -81,6 +91,7 @@ static void close_destinations(void) {
     pm_os_close(report.err_fd);
     pm_os_close(report.file_fd);
     report.err_fd = report.file_fd = -1;
+    report.file_ok = false;
 }
 
 /* Runs in pm_init, and again if the late environment changed the options. */
@@ -108,7 +119,7 @@ static int trusted_stderr(void) {
 }
 
 /* The stats file's descriptor if it still is that file and ours (not a forked child's,
- * whose %p names another file), else the file opened again by name; -1 with errno if not. */
+ * whose %p names another file), else the file opened (or created) by name; -1 with errno. */
 static int stats_file_now(bool *opened) {
     *opened = false;
     if (report.file_fd >= 0 && report.file_pid == getpid() &&
@@ -116,7 +127,7 @@ static int stats_file_now(bool *opened) {
         return report.file_fd;
     char path[PATH_LEN];
     report_path(path, sizeof path);
-    int fd = pm_os_open_append(path);
+    int fd = pm_os_open_append(path, true);
     *opened = fd >= 0;
     return fd;
 }
@@ -128,14 +139,13 @@ __attribute__((destructor)) static void pm_stats_exit_report(void) {
     bool json = pm_opt_stats_format == PM_STATS_FORMAT_JSON;
     bool opened = false;
     int fd = -1;
-    if (pm_opt.stats_file[0] != 0 && report.file_fd >= 0) {
+    if (pm_opt.stats_file[0] != 0 && report.file_ok) {
         /* (A file that failed at start was reported then; its report goes to stderr.) */
         fd = stats_file_now(&opened);
         int err = errno, efd = trusted_stderr();
         if (fd < 0 && efd >= 0)
-            pm_fdprintf(efd, "poolmalloc: POOLMALLOC_STATS_FILE='%s' could not be opened again "
-                        "at exit (%s): statistics go to stderr\n", pm_opt.stats_file,
-                        pm_strerror(err));
+            pm_fdprintf(efd, "poolmalloc: cannot open POOLMALLOC_STATS_FILE='%s' at exit (%s): "
+                        "statistics go to stderr\n", pm_opt.stats_file, pm_strerror(err));
         json = json || ends_with(pm_opt.stats_file, ".json");
     }
     if (fd < 0)

@@ -69,6 +69,11 @@ static void probe_take_over_stderr_too(void) {
     exit(0);
 }
 
+static void probe_underscore_exit(void) {
+    pm_free(pm_malloc(24));
+    _exit(0); /* no destructors: no report */
+}
+
 static void probe_exit_quietly(void) {
     pm_free(pm_malloc(24));
     exit(0);
@@ -76,7 +81,7 @@ static void probe_exit_quietly(void) {
 
 PM_PROBES({"take_over_descriptors", probe_take_over_descriptors},
           {"take_over_stderr_too", probe_take_over_stderr_too},
-          {"exit_quietly", probe_exit_quietly})
+          {"exit_quietly", probe_exit_quietly}, {"underscore_exit", probe_underscore_exit})
 
 static void read_whole(const char *path, char *buf, size_t len) {
     buf[0] = 0;
@@ -123,6 +128,8 @@ Test(report, stats_file_report_stays_out_of_the_programs_file) {
     temp_path(stats, sizeof stats, "stats.txt");
     snprintf(var, sizeof var, "OWN_FILE=%s", own_file);
     snprintf(stats_var, sizeof stats_var, "POOLMALLOC_STATS_FILE=%s", stats);
+    /* It exists at start, so the allocator holds it open: the case where the number is lost. */
+    close(open(stats, O_WRONLY | O_CREAT, 0644));
     const char *vars[] = {"POOLMALLOC_STATS=1", stats_var, var, NULL};
     run_probe("take_over_descriptors", vars, &r);
     cr_assert(probe_exited_ok(&r), "status %d: %s", r.status, r.err);
@@ -159,6 +166,21 @@ Test(report, stats_file_alone_turns_the_report_on) {
     cr_assert(probe_exited_ok(&r), "%s", r.err);
     read_whole(stats, buf, sizeof buf);
     cr_assert(starts_with(buf, "poolmalloc statistics, pid "), "stats file: '%s'", buf);
+    remove_with_dir(stats);
+}
+
+/* A process that ends without exit (killed, _exit after fork, exec of a static program)
+ * writes no report, and must not leave an empty file behind either. */
+Test(report, no_empty_file_from_a_process_that_writes_no_report) {
+    static probe_result r;
+    static char stats[PATH_MAX], stats_var[PATH_MAX + 32];
+    temp_path(stats, sizeof stats, "never.txt");
+    snprintf(stats_var, sizeof stats_var, "POOLMALLOC_STATS_FILE=%s", stats);
+    const char *vars[] = {stats_var, NULL};
+    run_probe("underscore_exit", vars, &r);
+    cr_assert(probe_exited_ok(&r), "%s", r.err);
+    cr_assert_str_empty(r.err);
+    cr_assert_neq(access(stats, F_OK), 0, "%s was created", stats);
     remove_with_dir(stats);
 }
 
