@@ -407,6 +407,49 @@ Test(options, strict_makes_unknown_name_fatal, .exit_code = 2) {
     pm_options_apply_env(env, &o);
 }
 
+/* ---- options declared by another layer (options.h: PM_OPTION_GROUP) ------------------------- */
+
+/* As the object system does in gc-options.c: a table and one macro, no field in pm_options. */
+static long test_knob = 7;
+static const pm_option_desc test_option_table[] = {
+    {"TEST_KNOB", PM_KIND_INT, PM_OPT_LATE_OK, &test_knob, 1, 9, "7",
+     "an option this test program declares for itself (ignored under setuid)", NULL},
+};
+PM_OPTION_GROUP(test_option_group, test_option_table);
+
+Test(options_registry, a_layer_declares_options_with_one_macro) {
+    bool listed = false;
+    for (size_t i = 0; i < pm_options_count(); i++)
+        listed = listed || strcmp(pm_option_at(i)->name, "TEST_KNOB") == 0;
+    cr_assert(listed, "the registry section holds the test's group");
+    cr_assert_null(pm_option_at(pm_options_count()));
+    parse_ok("POOLMALLOC_TEST_KNOB", "3");
+    cr_assert_eq(test_knob, 3, "parsed into the layer's own storage");
+    char err[256];
+    pm_options o = defaults();
+    cr_assert_eq(pm_option_parse("POOLMALLOC_TEST_KNOB", "10", &o, err, sizeof err),
+                 PM_OPTION_BAD_VALUE);
+    cr_assert_str_eq(err, "POOLMALLOC_TEST_KNOB='10' ignored: expected an integer from 1 to 9");
+    cr_assert_eq(test_knob, 3, "a bad value changes nothing");
+    cr_assert_eq(pm_option_parse("POOLMALLOC_TEST_KNBO", "1", &o, err, sizeof err),
+                 PM_OPTION_UNKNOWN);
+    cr_assert(strstr(err, "(did you mean POOLMALLOC_TEST_KNOB?)") != NULL, "%s", err);
+}
+
+static void call_help(void *arg) {
+    (void)arg;
+    pm_options_help(2);
+}
+
+Test(options_registry, help_lists_a_layers_option) {
+    static char out[16384];
+    capture_stderr(call_help, NULL, out, sizeof out);
+    cr_assert(strstr(out, "\nPOOLMALLOC_TEST_KNOB ") != NULL, "%s", out);
+    cr_assert(strstr(out, "an option this test program declares for itself (ignored under "
+                          "setuid)\n") != NULL, "%s", out);
+    cr_assert(strstr(out, "\nPOOLMALLOC_GC_DEBUG ") != NULL, "the collector's too: %s", out);
+}
+
 /* ---- secure execution (setuid, setgid, capabilities) ----------------------------------------- */
 
 struct secure_call {
