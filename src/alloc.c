@@ -52,7 +52,6 @@ void pm_init(void) {
         sched_yield();
 }
 
-PM_HIDDEN void pm_options_refresh(void);
 __attribute__((constructor)) static void pm_constructor(void) { pm_init(); pm_options_refresh(); }
 
 /* ---- checks ------------------------------------------------------------------------------ */

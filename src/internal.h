@@ -289,6 +289,9 @@ typedef struct pm_options {
 } pm_options;
 PM_HIDDEN extern pm_options pm_opt;
 PM_HIDDEN void pm_options_init(void);             /* options.c */
+/* Applies an environment that libc had not set at pm_options_init; one load when there is
+ * none pending. Called from the constructor and the slow paths (options.h says more). */
+PM_HIDDEN void pm_options_refresh(void);
 PM_HIDDEN void pm_stats_init(void);               /* stats.c: registers the exit report */
 
 #define PM_POISON_NEW 0xCD  /* fresh block, as PYTHONMALLOC=debug's CLEANBYTE */

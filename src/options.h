@@ -119,8 +119,8 @@ PM_HIDDEN int pm_options_apply_env_secure(char *const *env, pm_options *into, bo
  * library constructor), pm_options_init finds no environment and records that reading it is
  * pending. pm_options_refresh applies it once it exists: options marked PM_OPT_LATE_OK take
  * effect, the others keep their defaults and each one set gets one line on stderr. Costs one
- * load when nothing is pending; the core calls it from its constructor and its slow paths. */
-PM_HIDDEN void pm_options_refresh(void);
+ * load when nothing is pending; the core calls it from its constructor and its slow paths.
+ * pm_options_refresh is declared in internal.h, for the core. */
 /* For tests: pm_options_init's decision with a given environment pointer (NULL or empty means
  * "not yet"); returns true if reading was deferred. */
 PM_HIDDEN bool pm_options_init_from(char *const *env);
