@@ -82,6 +82,7 @@ pm_heap *pm_heap_get(void) {
     pm_heap *h = pm_thread_heap;
     if (PM_LIKELY(h != NULL) || pm_thread_state == PM_THREAD_EXITED)
         return h;
+    pm_options_refresh(); /* a new thread: a moment to apply an environment set late */
     h = heap_take();
     if (h != NULL) {
         pm_heap_install(h);

@@ -111,4 +111,9 @@ void pm_init(void) {
         sched_yield();
 }
 
-__attribute__((constructor)) static void pm_constructor(void) { pm_init(); }
+/* Also the moment the environment is surely there, if the first malloc came before libc set
+ * environ (options.c keeps such options pending). */
+__attribute__((constructor)) static void pm_constructor(void) {
+    pm_init();
+    pm_options_refresh();
+}

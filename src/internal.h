@@ -345,12 +345,13 @@ typedef struct pm_options {
     bool verbose;            /* POOLMALLOC_VERBOSE: print effective options at start */
     bool poison;             /* POOLMALLOC_POISON: fill new blocks 0xCD, freed blocks 0xDD */
     bool strict;             /* POOLMALLOC_STRICT: a bad option value is fatal */
-    long gc_threshold[3];    /* POOLMALLOC_GC_THRESHOLD=a,b,c (default 2000,10,10) */
-    bool gc_enabled;         /* POOLMALLOC_GC=0 disables automatic collection */
-    long gc_debug;           /* POOLMALLOC_GC_DEBUG flags */
+    /* Other layers' options live in their own storage (options.h: PM_OPTION_GROUP). */
 } pm_options;
 PM_HIDDEN extern pm_options pm_opt;
 PM_HIDDEN void pm_options_init(void);             /* options.c */
+/* Applies an environment that libc had not set at pm_options_init; one load when there is
+ * none pending. Called from the constructor and the slow paths (options.h says more). */
+PM_HIDDEN void pm_options_refresh(void);
 PM_HIDDEN void pm_stats_init(void);               /* stats.c: registers the exit report */
 
 #define PM_POISON_NEW 0xCD  /* fresh block, as PYTHONMALLOC=debug's CLEANBYTE */
@@ -370,6 +371,20 @@ PM_HIDDEN uint64_t pm_os_now_ms(void);                   /* monotonic, coarse */
 PM_HIDDEN uint64_t pm_os_random_seed(void);
 PM_HIDDEN size_t pm_os_resident_bytes(void);
 PM_HIDDEN void pm_os_write(int fd, const char *s, size_t n);
+/* os.c, options and statistics block: */
+PM_HIDDEN bool pm_os_secure_execution(void);             /* AT_SECURE: setuid, caps... */
+PM_HIDDEN uint64_t pm_os_peak_resident_bytes(void);      /* VmHWM, 0 if unavailable */
+typedef struct pm_file_id { dev_t dev; ino_t ino; } pm_file_id; /* what an fd refers to */
+PM_HIDDEN bool pm_os_fd_identity(int fd, pm_file_id *out);  /* false if fd is not open */
+/* A close-on-exec duplicate of fd numbered >= 3, as high as the fd limit allows, so that it
+ * stays out of the program's way; -1 with errno set on failure. */
+PM_HIDDEN int pm_os_dup_high(int fd);
+/* Opens path for appending (created 0644 if create), close-on-exec, at a high number; -1 and
+ * errno on failure. */
+PM_HIDDEN int pm_os_open_append(const char *path, bool create);
+/* 0 if a file could be created at path (its directory is writable), else the errno. */
+PM_HIDDEN int pm_os_creatable(const char *path);
+PM_HIDDEN void pm_os_close(int fd);                      /* errno preserved */
 
 /* ---- print.c: formatting without allocation ------------------------------------------------ */
 /* Supports %s %c %d %i %u %x %p %% with l, ll and z modifiers, and a field width. */

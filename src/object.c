@@ -4,6 +4,7 @@
  * The collector itself is in gc.c, weak references in weakref.c; object.h has the design.
  */
 #include "object.h"
+#include "gc-options.h"
 
 #include <stdio.h>
 #include <sys/mman.h>
@@ -88,9 +89,9 @@ static void domain_init_once(void) {
         pm_fatal("cannot reserve %zu bytes of address space for the collector's side table",
                  PM_SIDE_TOP_LEN * sizeof(uintptr_t));
     for (int i = 0; i < 3; i++)
-        pm_gc.threshold[i] = pm_opt.gc_threshold[i];
-    pm_gc.enabled = pm_opt.gc_enabled ? 1 : 0;
-    pm_gc.debug = (int)pm_opt.gc_debug | (PM_DEBUG ? PM_GC_DEBUG_CHECKS : 0);
+        pm_gc.threshold[i] = pm_gc_options.threshold[i];
+    pm_gc.enabled = pm_gc_options.enabled ? 1 : 0;
+    pm_gc.debug = (int)pm_gc_options.debug | (PM_DEBUG ? PM_GC_DEBUG_CHECKS : 0);
     pm_gc_update_trigger();
     __atomic_store_n(&pm_gc.ready, true, __ATOMIC_RELEASE);
 }

@@ -1,13 +1,15 @@
 /*
- * options.c: the POOLMALLOC_* environment variables.
+ * options.c: the POOLMALLOC_* environment variables: the core's option table and the parser.
  *
- * Every option lives in one table below (name, kind, range, default, description); the parser,
- * the error messages, POOLMALLOC_VERBOSE and `poolmalloc --help` (POOLMALLOC_HELP=1) are all
- * generated from it, so documentation cannot drift from behaviour.
+ * Every core option lives in one table below (name, kind, range, default, description, and
+ * what it may do in a privileged or late-started process); the parser, the error messages,
+ * POOLMALLOC_VERBOSE and `poolmalloc --help` (options-help.c) are all generated from it and
+ * from the groups other layers register (options.h), so documentation cannot drift from
+ * behaviour.
  *
  * pm_options_init runs inside the first malloc, possibly before libc has finished starting:
  * nothing here allocates, calls getenv or stdio, or depends on the locale. The environment is
- * read by walking `environ`, numbers are parsed by hand, output goes through pm_fdprintf.
+ * read by walking `environ`, numbers are parsed by hand, output goes through pm_warn.
  */
 #include "options.h"
 
@@ -16,96 +18,126 @@
 
 extern char **environ;
 
-/* ---- the table --------------------------------------------------------------------------- */
-
-enum option_kind {
-    KIND_SIZE,      /* bytes, with an optional K/M/G suffix */
-    KIND_POW2_SIZE, /* a power-of-two size (the arena size) */
-    KIND_MS,        /* milliseconds (optional ms/s suffix); -1 or "never" means never */
-    KIND_INT,       /* a decimal integer */
-    KIND_BOOL,      /* 1/0, yes/no, on/off, true/false */
-    KIND_STATS,     /* a boolean, or "json" */
-    KIND_PATH,      /* a file name */
-    KIND_TRIPLE,    /* three comma-separated non-negative integers */
-    KIND_FLAGS,     /* comma-separated flag names and/or a number */
-};
-
-#define NOT_IN_STRUCT SIZE_MAX /* POOLMALLOC_HELP: an action, not a pm_options field */
-
-typedef struct option_def {
-    const char *name; /* after the POOLMALLOC_ prefix */
-    enum option_kind kind;
-    size_t offset;    /* of the field in pm_options */
-    long long min, max;
-    const char *default_text; /* spelled as a user would write it; a test checks it parses */
-    const char *help;         /* one line */
-} option_def;
-
 #define KIB 1024ll
 #define MIB (1024ll * KIB)
 #define GIB (1024ll * MIB)
-#define FIELD(f) offsetof(pm_options, f)
 
-static const option_def option_table[] = {
-    {"MMAP_THRESHOLD", KIND_SIZE, FIELD(mmap_threshold), 1 * KIB, 128 * KIB, "128K",
-     "requests above this size get their own mapping instead of a pool block"},
-    {"ARENA_SIZE", KIND_POW2_SIZE, FIELD(arena_size), 1 * MIB, 4 * MIB, "4M",
-     "memory mapped from the OS at a time and carved into pools"},
-    {"PURGE_DELAY", KIND_MS, FIELD(purge_delay_ms), -1, 3600 * 1000, "50",
-     "milliseconds free pool memory waits before going back to the OS (-1 never, 0 at once)"},
-    {"LARGE_CACHE", KIND_SIZE, FIELD(large_cache), 0, 4 * GIB, "128M",
-     "bytes of freed large-block mappings kept for reuse (0: unmap at once)"},
-    {"ARENA_RETAIN", KIND_INT, FIELD(arena_retain), 0, 1024, "1",
-     "empty arenas kept mapped rather than returned to the OS"},
-    {"STATS", KIND_STATS, FIELD(stats), 0, 1, "0",
-     "print allocator statistics at exit (json: one JSON object per line)"},
-    {"STATS_FILE", KIND_PATH, FIELD(stats_file), 0, sizeof(((pm_options *)0)->stats_file) - 1,
-     "", "append the exit statistics to this file, not stderr (%p becomes the pid)"},
-    {"VERBOSE", KIND_BOOL, FIELD(verbose), 0, 1, "0",
-     "print the effective options on stderr at start"},
-    {"POISON", KIND_BOOL, FIELD(poison), 0, 1, "0",
-     "fill new blocks with 0xCD and freed blocks with 0xDD, to expose misuse"},
-    {"STRICT", KIND_BOOL, FIELD(strict), 0, 1, "0",
-     "make a bad value or an unknown POOLMALLOC_ name fatal instead of a warning"},
-    {"GC_THRESHOLD", KIND_TRIPLE, FIELD(gc_threshold), 0, INT_MAX, "2000,10,10",
-     "cycle collector thresholds for generations 0, 1 and 2 (0 disables a generation)"},
-    {"GC", KIND_BOOL, FIELD(gc_enabled), 0, 1, "1",
-     "run the cycle collector automatically"},
-    {"GC_DEBUG", KIND_FLAGS, FIELD(gc_debug), 0, INT_MAX, "0",
-     "cycle collector debug flags: a number or names from the list in ACCEPTS"},
-    {"HELP", KIND_BOOL, NOT_IN_STRUCT, 0, 1, "0",
-     "print this table on stderr at start"},
-};
-#define NUM_OPTIONS (sizeof option_table / sizeof option_table[0])
-
-/* POOLMALLOC_GC_DEBUG names. The bits are the object API's PM_GC_DEBUG_* flags. */
-static const struct {
-    const char *name;
-    long bit;
-} gc_debug_flags[] = {
-    {"stats", PM_GC_DEBUG_STATS},
-    {"saveall", PM_GC_DEBUG_SAVEALL},
-    {"leak", PM_GC_DEBUG_LEAK},
-    {"checks", PM_GC_DEBUG_CHECKS},
-};
-#define NUM_GC_DEBUG_FLAGS (sizeof gc_debug_flags / sizeof gc_debug_flags[0])
+/* ---- the table ----------------------------------------------------------------------------- */
 
 /* The defaults, once, for both pm_opt and pm_options_defaults. */
 #define PM_OPTIONS_DEFAULTS                                                                    \
     {                                                                                          \
         .mmap_threshold = 128 << 10, .arena_size = 4 << 20, .purge_delay_ms = 50,              \
         .large_cache = (size_t)128 << 20, .arena_retain = 1, .stats = false, .stats_file = "",  \
-        .verbose = false, .poison = false, .strict = false, .gc_threshold = {2000, 10, 10},    \
-        .gc_enabled = true, .gc_debug = 0,                                                     \
+        .verbose = false, .poison = false, .strict = false,                                    \
     }
 
 pm_options pm_opt = PM_OPTIONS_DEFAULTS;
 static const pm_options default_options = PM_OPTIONS_DEFAULTS;
 int pm_opt_stats_format = PM_STATS_FORMAT_TEXT;
-static bool opt_help; /* POOLMALLOC_HELP */
+static bool opt_help; /* POOLMALLOC_HELP: an action, not a setting */
+
+#define SECURE_OK PM_OPT_SECURE_OK
+#define LATE_OK PM_OPT_LATE_OK
+
+/* The secure-execution rule (SECURE_OK) in one sentence: under setuid/setgid/capabilities we
+ * obey only tuning that changes neither what the program writes nor whether it survives. */
+static const pm_option_desc core_options[] = {
+    /* Blocks are told apart by address, not size, so the threshold may change at any time
+     * (mallopt(M_MMAP_THRESHOLD) does): obeyed late and under setuid. */
+    /* The range is real: sizes up to the lookup table's end always take the pool fast path,
+     * and no class is larger than PM_MAX_CLASS_SIZE. */
+    {"MMAP_THRESHOLD", PM_KIND_SIZE, SECURE_OK | LATE_OK, &pm_opt.mmap_threshold,
+     PM_SMALL_LOOKUP_MAX, PM_MAX_CLASS_SIZE, "128K", "requests above this size get their own mapping instead of a pool block",
+     NULL},
+    /* Arena geometry: fixed once the first arena is mapped (not late); a wrong geometry has
+     * broken programs before, so a user may not choose it for a privileged one. */
+    {"ARENA_SIZE", PM_KIND_POW2_SIZE, 0, &pm_opt.arena_size, 1 * MIB, 4 * MIB, "4M",
+     "memory mapped from the OS at a time and carved into pools (ignored under setuid)", NULL},
+    /* Read at each purge: late and setuid are fine. */
+    {"PURGE_DELAY", PM_KIND_MS, SECURE_OK | LATE_OK, &pm_opt.purge_delay_ms, -1, 3600 * 1000,
+     "50", "milliseconds free pool memory waits before going back to the OS (-1 never, 0 at once)",
+     NULL},
+    /* Read at each large free. */
+    {"LARGE_CACHE", PM_KIND_SIZE, SECURE_OK | LATE_OK, &pm_opt.large_cache, 0, 4 * GIB, "128M",
+     "bytes of freed large-block mappings kept for reuse (0: unmap at once)", NULL},
+    /* Read when an arena empties. */
+    {"ARENA_RETAIN", PM_KIND_INT, SECURE_OK | LATE_OK, &pm_opt.arena_retain, 0, 1024, "1",
+     "empty arenas kept mapped rather than returned to the OS", NULL},
+    /* Output: not under setuid. Late is fine: the report's destination is settled then. */
+    {"STATS", PM_KIND_STATS, LATE_OK, &pm_opt.stats, 0, 1, "0",
+     "print allocator statistics at exit (json: one JSON object per line; ignored under setuid)",
+     NULL},
+    /* Creates or appends to a file the user names: never under setuid. */
+    {"STATS_FILE", PM_KIND_PATH, LATE_OK, &pm_opt.stats_file, 0,
+     sizeof(((pm_options *)0)->stats_file) - 1, "",
+     "append the exit statistics to this file, not stderr; turns them on (%p becomes the pid; "
+     "ignored under setuid)", NULL},
+    {"VERBOSE", PM_KIND_BOOL, LATE_OK, &pm_opt.verbose, 0, 1, "0",
+     "print the effective options on stderr at start (ignored under setuid)", NULL},
+    /* Fills blocks, changes no output and kills nothing: obeyed under setuid. Not late: heaps
+     * made before it was read run unpoisoned fast paths, and half a debugging mode misleads. */
+    {"POISON", PM_KIND_BOOL, SECURE_OK, &pm_opt.poison, 0, 1, "0",
+     "fill new blocks with 0xCD and freed blocks with 0xDD, to expose misuse", NULL},
+    /* Lets the environment abort the program: never under setuid. */
+    {"STRICT", PM_KIND_BOOL, LATE_OK, &pm_opt.strict, 0, 1, "0",
+     "make a bad value or an unknown POOLMALLOC_ name fatal instead of a warning (ignored "
+     "under setuid)", NULL},
+    {"HELP", PM_KIND_BOOL, LATE_OK, &opt_help, 0, 1, "0",
+     "print this table on stderr at start (ignored under setuid)", NULL},
+};
+#define NUM_CORE_OPTIONS (sizeof core_options / sizeof core_options[0])
 
 void pm_options_defaults(pm_options *out) {
     *out = default_options;
+}
+
+/* ---- every option: the core table, then the groups other layers registered ---------------- */
+
+/* Bounds of the "pm_options" section (the linker defines them when any group is linked; weak,
+ * so that a program with no group links too). Hidden: each module sees its own groups. */
+extern const pm_option_group *const __start_pm_options[] __attribute__((weak, visibility("hidden")));
+extern const pm_option_group *const __stop_pm_options[] __attribute__((weak, visibility("hidden")));
+
+static size_t num_groups(void) {
+    return __start_pm_options == NULL ? 0 : (size_t)(__stop_pm_options - __start_pm_options);
+}
+
+size_t pm_options_count(void) {
+    size_t n = NUM_CORE_OPTIONS;
+    for (size_t g = 0; g < num_groups(); g++)
+        n += __start_pm_options[g]->count;
+    return n;
+}
+
+const pm_option_desc *pm_option_at(size_t i) {
+    if (i < NUM_CORE_OPTIONS)
+        return &core_options[i];
+    i -= NUM_CORE_OPTIONS;
+    for (size_t g = 0; g < num_groups(); g++) {
+        if (i < __start_pm_options[g]->count)
+            return &__start_pm_options[g]->options[i];
+        i -= __start_pm_options[g]->count;
+    }
+    return NULL;
+}
+
+const char *pm_options_name(size_t i, const char **default_text) {
+    const pm_option_desc *d = pm_option_at(i);
+    if (d == NULL)
+        return NULL;
+    if (default_text != NULL)
+        *default_text = d->default_text;
+    return d->name;
+}
+
+/* A core option's value lives in pm_opt, or in the copy a caller parses into; another layer's
+ * lives in its own variable. */
+void *pm_option_storage(const pm_option_desc *d, const pm_options *into) {
+    uintptr_t at = (uintptr_t)d->storage, core = (uintptr_t)&pm_opt;
+    if (into != NULL && at >= core && at < core + sizeof pm_opt)
+        return (char *)into + (at - core);
+    return d->storage;
 }
 
 /* ---- small string helpers (no libc calls that could allocate or use the locale) ---------- */
@@ -228,14 +260,15 @@ static const char *item(const char *p, const char *e, const char **is, const cha
     return q;
 }
 
-static bool parse_triple(const char *s, const char *e, long long max, long out[3]) {
+static bool parse_triple(const char *s, const char *e, long long min, long long max,
+                         long out[3]) {
     long v[3];
     int count = 0;
     for (const char *p = s;; p++) {
         const char *is, *ie;
         long long n;
         p = item(p, e, &is, &ie);
-        if (count == 3 || !parse_integer(is, ie, &n) || n < 0 || n > max)
+        if (count == 3 || !parse_integer(is, ie, &n) || n < min || n > max)
             return false;
         v[count++] = (long)n;
         if (p == e)
@@ -247,21 +280,23 @@ static bool parse_triple(const char *s, const char *e, long long max, long out[3
     return true;
 }
 
-/* "stats,leak", "3", "stats,8": names and numbers are ORed together. */
-static bool parse_flags(const char *s, const char *e, long long max, long *out) {
+/* "stats,leak", "3", "stats,8": names and numbers are ORed together; a number may hold only
+ * bits that have names (max is their union), so a typo such as 99 is refused, not obeyed. */
+static bool parse_flags(const char *s, const char *e, const pm_option_flag *names,
+                        long long max, long *out) {
     long flags = 0;
     for (const char *p = s;; p++) {
         const char *is, *ie;
         p = item(p, e, &is, &ie);
         bool named = false;
-        for (size_t i = 0; i < NUM_GC_DEBUG_FLAGS; i++)
-            if (word_is(is, ie, gc_debug_flags[i].name)) {
-                flags |= gc_debug_flags[i].bit;
+        for (const pm_option_flag *f = names; f != NULL && f->name != NULL; f++)
+            if (word_is(is, ie, f->name)) {
+                flags |= f->bit;
                 named = true;
             }
         long long n;
         if (!named) {
-            if (!parse_integer(is, ie, &n) || n < 0 || n > max)
+            if (!parse_integer(is, ie, &n) || n < 0 || (n & ~max) != 0)
                 return false;
             flags |= (long)n;
         }
@@ -272,242 +307,70 @@ static bool parse_flags(const char *s, const char *e, long long max, long *out) 
     return true;
 }
 
-/* ---- describing values and ranges (messages, help, verbose) ------------------------------ */
-
-void pm_format_size(char *buf, size_t len, uint64_t size) {
-    if (size != 0 && size % GIB == 0)
-        pm_snprintf(buf, len, "%lluG", (unsigned long long)(size / GIB));
-    else if (size != 0 && size % MIB == 0)
-        pm_snprintf(buf, len, "%lluM", (unsigned long long)(size / MIB));
-    else if (size != 0 && size % KIB == 0)
-        pm_snprintf(buf, len, "%lluK", (unsigned long long)(size / KIB));
-    else
-        pm_snprintf(buf, len, "%llu", (unsigned long long)size);
-}
-
-/* "1M, 2M or 4M" */
-static void pow2_list(char *buf, size_t len, long long min, long long max) {
-    size_t n = 0;
-    buf[0] = 0;
-    for (long long v = min; v <= max && n < len; v *= 2) {
-        char one[24];
-        pm_format_size(one, sizeof one, (uint64_t)v);
-        const char *sep = n == 0 ? "" : v * 2 > max ? " or " : ", ";
-        n += (size_t)pm_snprintf(buf + n, len - n, "%s%s", sep, one);
-    }
-}
-
-/* What the error message says was expected. */
-static void describe_expected(const option_def *d, char *buf, size_t len) {
-    char lo[24], hi[24];
-    switch (d->kind) {
-    case KIND_SIZE:
-        pm_format_size(lo, sizeof lo, (uint64_t)d->min);
-        pm_format_size(hi, sizeof hi, (uint64_t)d->max);
-        pm_snprintf(buf, len, "expected a size from %s to %s", lo, hi);
-        break;
-    case KIND_POW2_SIZE: {
-        char list[64];
-        pow2_list(list, sizeof list, d->min, d->max);
-        pm_snprintf(buf, len, "expected %s", list);
-        break;
-    }
-    case KIND_MS:
-        pm_snprintf(buf, len, "expected milliseconds from -1 (never) to %lld", d->max);
-        break;
-    case KIND_INT:
-        pm_snprintf(buf, len, "expected an integer from %lld to %lld", d->min, d->max);
-        break;
-    case KIND_BOOL:
-        pm_snprintf(buf, len, "expected a boolean: 1/0, yes/no, on/off or true/false");
-        break;
-    case KIND_STATS:
-        pm_snprintf(buf, len, "expected a boolean (1/0, yes/no, on/off, true/false) or json");
-        break;
-    case KIND_PATH:
-        pm_snprintf(buf, len, "expected a path of at most %lld bytes", d->max);
-        break;
-    case KIND_TRIPLE:
-        pm_snprintf(buf, len, "expected three integers from 0 to %lld separated by commas, "
-                              "e.g. 2000,10,10", d->max);
-        break;
-    case KIND_FLAGS: {
-        size_t n = (size_t)pm_snprintf(buf, len, "expected a number or a comma-separated list of");
-        for (size_t i = 0; i < NUM_GC_DEBUG_FLAGS && n < len; i++)
-            n += (size_t)pm_snprintf(buf + n, len - n, "%s%s", i ? ", " : " ",
-                                     gc_debug_flags[i].name);
-        break;
-    }
-    }
-}
-
-/* The ACCEPTS column of the help table. */
-static void describe_range_short(const option_def *d, char *buf, size_t len) {
-    char lo[24], hi[24];
-    switch (d->kind) {
-    case KIND_SIZE:
-        pm_format_size(lo, sizeof lo, (uint64_t)d->min);
-        pm_format_size(hi, sizeof hi, (uint64_t)d->max);
-        pm_snprintf(buf, len, "%s..%s", lo, hi);
-        break;
-    case KIND_POW2_SIZE: {
-        size_t n = 0;
-        buf[0] = 0;
-        for (long long v = d->min; v <= d->max && n < len; v *= 2) {
-            pm_format_size(lo, sizeof lo, (uint64_t)v);
-            n += (size_t)pm_snprintf(buf + n, len - n, "%s%s", n ? "|" : "", lo);
-        }
-        break;
-    }
-    case KIND_MS:
-    case KIND_INT:
-        pm_snprintf(buf, len, "%lld..%lld", d->min, d->max);
-        break;
-    case KIND_BOOL:
-        pm_snprintf(buf, len, "bool");
-        break;
-    case KIND_STATS:
-        pm_snprintf(buf, len, "bool|json");
-        break;
-    case KIND_PATH:
-        pm_snprintf(buf, len, "path");
-        break;
-    case KIND_TRIPLE:
-        pm_snprintf(buf, len, "n,n,n");
-        break;
-    case KIND_FLAGS: {
-        size_t n = 0;
-        for (size_t i = 0; i < NUM_GC_DEBUG_FLAGS && n < len; i++)
-            n += (size_t)pm_snprintf(buf + n, len - n, "%s", gc_debug_flags[i].name),
-                n += (size_t)pm_snprintf(buf + n, len - n, ",");
-        if (n > 0 && n < len)
-            buf[n - 1] = 0, n--;
-        pm_snprintf(buf + n, len - n, "|n");
-        break;
-    }
-    }
-}
-
-static void *field(const option_def *d, pm_options *o) {
-    return d->offset == NOT_IN_STRUCT ? (void *)&opt_help : (char *)o + d->offset;
-}
-static const void *cfield(const option_def *d, const pm_options *o) {
-    return d->offset == NOT_IN_STRUCT ? (const void *)&opt_help : (const char *)o + d->offset;
-}
-
-/* The option's value in o, written as a user would set it. */
-static void format_value(const option_def *d, const pm_options *o, char *buf, size_t len) {
-    const void *f = cfield(d, o);
-    switch (d->kind) {
-    case KIND_SIZE:
-    case KIND_POW2_SIZE:
-        pm_format_size(buf, len, *(const size_t *)f);
-        break;
-    case KIND_MS:
-    case KIND_INT:
-        pm_snprintf(buf, len, "%ld", *(const long *)f);
-        break;
-    case KIND_BOOL:
-        pm_snprintf(buf, len, "%d", *(const bool *)f ? 1 : 0);
-        break;
-    case KIND_STATS:
-        pm_snprintf(buf, len, "%s", !*(const bool *)f                             ? "0"
-                                    : pm_opt_stats_format == PM_STATS_FORMAT_JSON ? "json"
-                                                                                 : "1");
-        break;
-    case KIND_PATH:
-        pm_snprintf(buf, len, "%s", (const char *)f);
-        break;
-    case KIND_TRIPLE: {
-        const long *t = f;
-        pm_snprintf(buf, len, "%ld,%ld,%ld", t[0], t[1], t[2]);
-        break;
-    }
-    case KIND_FLAGS: {
-        long flags = *(const long *)f, rest = flags;
-        size_t n = 0;
-        buf[0] = 0;
-        for (size_t i = 0; i < NUM_GC_DEBUG_FLAGS && n < len; i++)
-            if ((rest & gc_debug_flags[i].bit) == gc_debug_flags[i].bit) {
-                n += (size_t)pm_snprintf(buf + n, len - n, "%s%s", n ? "," : "",
-                                         gc_debug_flags[i].name);
-                rest &= ~gc_debug_flags[i].bit;
-            }
-        if (rest != 0 || flags == 0)
-            pm_snprintf(buf + n, len - n, "%s%ld", n ? "," : "", rest);
-        break;
-    }
-    }
-}
-
 /* ---- parsing one option ------------------------------------------------------------------ */
 
-static const option_def *find_option(const char *name, size_t len) {
-    for (size_t i = 0; i < NUM_OPTIONS; i++) {
-        const char *n = option_table[i].name;
-        if (strlen(n) == len && memcmp(n, name, len) == 0)
-            return &option_table[i];
+static const pm_option_desc *find_option(const char *name, size_t len) {
+    for (size_t i = 0; i < pm_options_count(); i++) {
+        const pm_option_desc *d = pm_option_at(i);
+        if (strlen(d->name) == len && memcmp(d->name, name, len) == 0)
+            return d;
     }
     return NULL;
 }
 
-/* Parses [s, e) as d's kind into d's field of o; false if it is not acceptable. */
-static bool parse_value(const option_def *d, const char *s, const char *e, pm_options *o) {
-    void *f = field(d, o);
+static bool in_range(unsigned long long u, const pm_option_desc *d) {
+    return u >= (unsigned long long)d->min && u <= (unsigned long long)d->max;
+}
+
+/* Parses [s, e) as d's kind into f, d's storage; false (and f untouched) if not acceptable. */
+static bool parse_value(const pm_option_desc *d, const char *s, const char *e, void *f) {
     unsigned long long u;
     long long n;
     bool b;
     switch (d->kind) {
-    case KIND_SIZE:
-        if (!parse_size(s, e, &u) || u < (unsigned long long)d->min ||
-            u > (unsigned long long)d->max)
+    case PM_KIND_SIZE:
+    case PM_KIND_POW2_SIZE:
+        if (!parse_size(s, e, &u) || !in_range(u, d) ||
+            (d->kind == PM_KIND_POW2_SIZE && (u & (u - 1)) != 0))
             return false;
         *(size_t *)f = (size_t)u;
         return true;
-    case KIND_POW2_SIZE:
-        if (!parse_size(s, e, &u) || u < (unsigned long long)d->min ||
-            u > (unsigned long long)d->max || (u & (u - 1)) != 0)
-            return false;
-        *(size_t *)f = (size_t)u;
-        return true;
-    case KIND_MS:
-        if (!parse_ms(s, e, &n) || n < d->min || n > d->max)
+    case PM_KIND_MS:
+    case PM_KIND_INT:
+        if (!(d->kind == PM_KIND_MS ? parse_ms(s, e, &n) : parse_integer(s, e, &n)) ||
+            n < d->min || n > d->max)
             return false;
         *(long *)f = (long)n;
         return true;
-    case KIND_INT:
-        if (!parse_integer(s, e, &n) || n < d->min || n > d->max)
-            return false;
-        *(long *)f = (long)n;
-        return true;
-    case KIND_BOOL:
+    case PM_KIND_BOOL:
         if (!parse_bool(s, e, &b))
             return false;
         *(bool *)f = b;
         return true;
-    case KIND_STATS:
-        if (word_is(s, e, "json")) {
-            *(bool *)f = true;
-            pm_opt_stats_format = PM_STATS_FORMAT_JSON;
-            return true;
-        }
-        if (!parse_bool(s, e, &b))
+    case PM_KIND_STATS: {
+        bool json = word_is(s, e, "json");
+        if (!json && !parse_bool(s, e, &b))
             return false;
-        *(bool *)f = b;
-        pm_opt_stats_format = PM_STATS_FORMAT_TEXT;
+        *(bool *)f = json || b;
+        pm_opt_stats_format = json ? PM_STATS_FORMAT_JSON : PM_STATS_FORMAT_TEXT;
         return true;
-    case KIND_PATH:
+    }
+    case PM_KIND_PATH:
         if ((long long)(e - s) > d->max)
             return false;
         memcpy(f, s, (size_t)(e - s));
         ((char *)f)[e - s] = 0;
         return true;
-    case KIND_TRIPLE:
-        return parse_triple(s, e, d->max, (long *)f);
-    case KIND_FLAGS:
-        return parse_flags(s, e, d->max, (long *)f);
+    case PM_KIND_TRIPLE:
+        return parse_triple(s, e, d->min, d->max, (long *)f);
+    case PM_KIND_FLAGS:
+        return parse_flags(s, e, d->flag_names, d->max, (long *)f);
     }
     return false;
+}
+
+bool pm_option_parse_text(const pm_option_desc *d, const char *text, void *storage) {
+    return parse_value(d, text, text + strlen(text), storage);
 }
 
 /* The value as it appears in messages: at most 40 bytes, unprintable bytes as '?'. */
@@ -524,286 +387,203 @@ static void quote_value(char *buf, size_t len, const char *value) {
         buf[n < len ? n : len - 1] = 0;
 }
 
-/* Edit distance, ignoring case, for "did you mean" (names are short). */
-static size_t distance(const char *a, size_t la, const char *b, size_t lb) {
-    size_t row[40];
-    if (la >= 40 || lb >= 40)
-        return 99;
-    for (size_t j = 0; j <= lb; j++)
-        row[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        size_t diag = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t up = row[j];
-            size_t best = diag + (lower(a[i - 1]) != lower(b[j - 1]));
-            if (up + 1 < best)
-                best = up + 1;
-            if (row[j - 1] + 1 < best)
-                best = row[j - 1] + 1;
-            row[j] = best;
-            diag = up;
-        }
-    }
-    return row[lb];
+/* "unknown option POOLMALLOC_X='v' ignored (did you mean ...?); known: A, B, ..." */
+static void describe_unknown(const char *name, size_t name_len, const char *shown,
+                             const char *verb, char *err, size_t errlen) {
+    /* pm_snprintf has no %.*s: copy the name to a terminated buffer. */
+    char nbuf[64];
+    size_t nl = name_len < sizeof nbuf - 1 ? name_len : sizeof nbuf - 1;
+    memcpy(nbuf, name, nl);
+    nbuf[nl] = 0;
+    const pm_option_desc *near = pm_option_closest(name, name_len);
+    size_t n = (size_t)pm_snprintf(err, errlen, "unknown option " PM_OPTION_PREFIX "%s='%s' %s",
+                                   nbuf, shown, verb);
+    if (near != NULL && n < errlen)
+        n += (size_t)pm_snprintf(err + n, errlen - n, " (did you mean " PM_OPTION_PREFIX "%s?)",
+                                 near->name);
+    for (size_t i = 0; i < pm_options_count() && n < errlen; i++)
+        n += (size_t)pm_snprintf(err + n, errlen - n, "%s%s", i ? ", " : "; known: ",
+                                 pm_option_at(i)->name);
 }
 
-static const option_def *closest_option(const char *name, size_t len) {
-    const option_def *best = NULL;
-    size_t best_d = 3; /* suggest only near misses */
-    for (size_t i = 0; i < NUM_OPTIONS; i++) {
-        const char *n = option_table[i].name;
-        size_t dist = distance(name, len, n, strlen(n));
-        if (dist < best_d) {
-            best_d = dist;
-            best = &option_table[i];
-        }
-    }
-    return best;
-}
-
-/* pm_option_parse with the verb of the message ("ignored", or "rejected" when fatal). */
-static int parse_option(const char *name, size_t name_len, const char *value, pm_options *into,
-                        char *err, size_t errlen, const char *verb) {
-    char tmp_err[8];
-    if (errlen == 0) {
-        err = tmp_err;
-        errlen = sizeof tmp_err;
-    }
-    err[0] = 0;
+/* Strips the POOLMALLOC_ prefix, if there, from [*name, *name + *len). */
+static void strip_prefix(const char **name, size_t *len) {
     size_t plen = sizeof PM_OPTION_PREFIX - 1;
-    if (name_len >= plen && memcmp(name, PM_OPTION_PREFIX, plen) == 0) {
-        name += plen;
-        name_len -= plen;
+    if (*len >= plen && memcmp(*name, PM_OPTION_PREFIX, plen) == 0) {
+        *name += plen;
+        *len -= plen;
     }
-    char shown[48];
-    quote_value(shown, sizeof shown, value);
-    const option_def *d = find_option(name, name_len);
-    if (d == NULL) {
-        /* pm_snprintf has no %.*s: copy the name to a terminated buffer. */
-        char nbuf[64];
-        size_t nl = name_len < sizeof nbuf - 1 ? name_len : sizeof nbuf - 1;
-        memcpy(nbuf, name, nl);
-        nbuf[nl] = 0;
-        const option_def *near = closest_option(name, name_len);
-        size_t n = (size_t)pm_snprintf(err, errlen, "unknown option " PM_OPTION_PREFIX "%s='%s' %s",
-                                       nbuf, shown, verb);
-        if (near != NULL && n < errlen)
-            n += (size_t)pm_snprintf(err + n, errlen - n,
-                                     " (did you mean " PM_OPTION_PREFIX "%s?)", near->name);
-        for (size_t i = 0; i < NUM_OPTIONS && n < errlen; i++)
-            n += (size_t)pm_snprintf(err + n, errlen - n, "%s%s", i ? ", " : "; known: ",
-                                     option_table[i].name);
-        return PM_OPTION_UNKNOWN;
-    }
+}
+
+/* pm_option_parse for a known option, with the verb of the message ("ignored", or "rejected"
+ * when fatal). */
+static int parse_known(const pm_option_desc *d, const char *value, pm_options *into, char *err,
+                       size_t errlen, const char *verb) {
     const char *s = value, *e = value + strlen(value);
-    while (s < e && is_space(*s))
-        s++;
-    while (e > s && is_space(e[-1]))
-        e--;
-    if (s == e && d->kind != KIND_PATH)
-        return PM_OPTION_OK; /* empty: as if unset */
-    if (d->kind == KIND_PATH) /* paths keep their spaces */
-        s = value, e = value + strlen(value);
-    pm_options candidate = *into; /* *into stays unchanged on error */
-    if (parse_value(d, s, e, &candidate)) {
-        *into = candidate;
-        return PM_OPTION_OK;
+    if (d->kind != PM_KIND_PATH) { /* paths keep their spaces */
+        while (s < e && is_space(*s))
+            s++;
+        while (e > s && is_space(e[-1]))
+            e--;
+        if (s == e)
+            return PM_OPTION_OK; /* empty: as if unset */
     }
-    char expected[160];
-    describe_expected(d, expected, sizeof expected);
+    if (parse_value(d, s, e, pm_option_storage(d, into)))
+        return PM_OPTION_OK;
+    char shown[48], expected[200];
+    quote_value(shown, sizeof shown, value);
+    pm_option_describe_expected(d, expected, sizeof expected);
     pm_snprintf(err, errlen, PM_OPTION_PREFIX "%s='%s' %s: %s", d->name, shown, verb, expected);
     return PM_OPTION_BAD_VALUE;
 }
 
 int pm_option_parse(const char *name, const char *value, pm_options *into, char *err,
                     size_t errlen) {
-    return parse_option(name, strlen(name), value, into, err, errlen, "ignored");
+    char tmp_err[8];
+    if (errlen == 0) {
+        err = tmp_err;
+        errlen = sizeof tmp_err;
+    }
+    err[0] = 0;
+    size_t len = strlen(name);
+    strip_prefix(&name, &len);
+    const pm_option_desc *d = find_option(name, len);
+    if (d != NULL)
+        return parse_known(d, value, into, err, errlen, "ignored");
+    char shown[48];
+    quote_value(shown, sizeof shown, value);
+    describe_unknown(name, len, shown, "ignored", err, errlen);
+    return PM_OPTION_UNKNOWN;
 }
 
 /* ---- the environment -------------------------------------------------------------------- */
 
-static bool has_prefix(const char *entry) {
-    return strncmp(entry, PM_OPTION_PREFIX, sizeof PM_OPTION_PREFIX - 1) == 0;
+/* How an environment is being applied. */
+typedef struct env_mode {
+    bool secure; /* AT_SECURE: only SECURE_OK options, and not a word on stderr */
+    bool late;   /* memory was in use before the environment could be read */
+} env_mode;
+
+/* "the environment was not readable ... keeps 4M": an option that cannot apply late. */
+static void report_too_late(const pm_option_desc *d, const char *value, pm_options *into) {
+    char shown[48], now[300];
+    quote_value(shown, sizeof shown, value);
+    pm_option_format_value(d, into, now, sizeof now);
+    pm_warn(PM_OPTION_PREFIX "%s='%s' not applied: the environment became readable only after "
+            "memory was in use, so it keeps %s", d->name, shown, now[0] ? now : "\"\"");
 }
 
-/* Parses one NAME=VALUE entry, reporting a problem (fatal if strict). */
-static int apply_entry(const char *entry, pm_options *into) {
+/* Parses one NAME=VALUE entry, reporting a problem (fatal if strict); 1 if it was bad. */
+static int apply_entry(const char *entry, pm_options *into, env_mode mode) {
     const char *eq = strchr(entry, '=');
     if (eq == NULL)
         return 0;
+    const char *name = entry, *value = eq + 1;
+    size_t len = (size_t)(eq - entry);
+    strip_prefix(&name, &len);
+    const pm_option_desc *d = find_option(name, len);
+    /* Secure: a privileged program obeys only harmless tuning and says nothing (see the
+     * PM_OPT_SECURE_OK comment): a message would be text a user injects into its stderr. */
+    if (mode.secure && (d == NULL || !(d->flags & PM_OPT_SECURE_OK)))
+        return 0;
+    if (mode.late && d != NULL && !(d->flags & PM_OPT_LATE_OK)) {
+        if (value[0] != 0)
+            report_too_late(d, value, into);
+        return 0;
+    }
     char err[1000];
     const char *verb = into->strict ? "rejected (POOLMALLOC_STRICT=1)" : "ignored";
-    int r = parse_option(entry, (size_t)(eq - entry), eq + 1, into, err, sizeof err, verb);
-    if (r == PM_OPTION_OK)
-        return 0;
-    if (into->strict)
-        pm_fatal("%s", err);
+    int r;
+    if (d != NULL) {
+        r = parse_known(d, value, into, err, sizeof err, verb);
+    } else {
+        char shown[48];
+        quote_value(shown, sizeof shown, value);
+        describe_unknown(name, len, shown, verb, err, sizeof err);
+        r = PM_OPTION_UNKNOWN;
+    }
+    if (r == PM_OPTION_OK || mode.secure)
+        return r == PM_OPTION_OK ? 0 : 1;
     pm_warn("%s", err);
+    /* A configuration error, not a corrupt heap: exit with a status (2, as for a usage error)
+     * rather than abort, whose core dump and "Aborted" would say poolmalloc crashed. */
+    if (into->strict)
+        _exit(2);
     return 1;
 }
 
-int pm_options_apply_env(char *const *env, pm_options *into) {
+static int apply_env(char *const *env, pm_options *into, env_mode mode) {
     if (env == NULL)
         return 0;
     int bad = 0;
     static const char strict_name[] = PM_OPTION_PREFIX "STRICT=";
+    const size_t strict_len = sizeof strict_name - 1, prefix_len = sizeof PM_OPTION_PREFIX - 1;
     /* STRICT first, so that it governs every other variable whatever the order of environ. */
     for (char *const *e = env; *e != NULL; e++)
-        if (strncmp(*e, strict_name, sizeof strict_name - 1) == 0)
-            bad += apply_entry(*e, into);
+        if (strncmp(*e, strict_name, strict_len) == 0)
+            bad += apply_entry(*e, into, mode);
     for (char *const *e = env; *e != NULL; e++)
-        if (has_prefix(*e) && strncmp(*e, strict_name, sizeof strict_name - 1) != 0)
-            bad += apply_entry(*e, into);
+        if (strncmp(*e, PM_OPTION_PREFIX, prefix_len) == 0 &&
+            strncmp(*e, strict_name, strict_len) != 0)
+            bad += apply_entry(*e, into, mode);
     return bad;
 }
 
-/* ---- output ------------------------------------------------------------------------------- */
-
-void pm_writer_init(pm_writer *w, char *buf, size_t cap, int fd) {
-    w->buf = buf;
-    w->cap = cap;
-    w->len = 0;
-    w->fd = fd;
-    w->column = 0;
-    w->truncated = false;
-    if (cap > 0)
-        buf[0] = 0;
+int pm_options_apply_env_secure(char *const *env, pm_options *into, bool secure) {
+    return apply_env(env, into, (env_mode){.secure = secure, .late = false});
 }
 
-void pm_writer_flush(pm_writer *w) {
-    if (w->fd >= 0 && w->len > 0)
-        pm_os_write(w->fd, w->buf, w->len);
-    if (w->fd >= 0)
-        w->len = 0;
+int pm_options_apply_env(char *const *env, pm_options *into) {
+    return pm_options_apply_env_secure(env, into, pm_os_secure_execution());
 }
 
-static void track_column(pm_writer *w, const char *s, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        w->column = s[i] == '\n' ? 0 : w->column + 1;
+/* ---- start-up, and the late environment ------------------------------------------------------ */
+
+/* Set while the environment could not be read yet; read with one relaxed load on slow paths. */
+static _Atomic bool env_pending;
+
+/* What the options ask for once read: the help table, the effective values, the report. */
+static void announce(bool secure) {
+    if (opt_help && !secure)
+        pm_options_help(2);
+    if (pm_opt.verbose && !secure)
+        pm_options_print_values(2, "poolmalloc: ", &pm_opt);
 }
 
-void pm_writer_printf(pm_writer *w, const char *fmt, ...) {
-    for (int attempt = 0; attempt < 2; attempt++) {
-        size_t room = w->cap - w->len;
-        va_list ap;
-        va_start(ap, fmt);
-        int n = pm_vsnprintf(w->buf + w->len, room, fmt, ap);
-        va_end(ap);
-        if (n >= 0 && (size_t)n < room) {
-            track_column(w, w->buf + w->len, (size_t)n);
-            w->len += (size_t)n;
-            return;
-        }
-        if (w->fd < 0 || attempt == 1 || w->len == 0) {
-            /* keep what fitted: a too-long item is cut rather than lost */
-            size_t kept = room > 0 ? room - 1 : 0;
-            track_column(w, w->buf + w->len, kept);
-            w->len += kept;
-            w->truncated = true;
-            if (w->fd >= 0)
-                pm_writer_flush(w);
-            return;
-        }
-        pm_writer_flush(w);
+/* Before libc has set `environ` (an IFUNC resolver or an early constructor calling malloc),
+ * it is NULL; an empty one is treated alike, as libc may not have filled it yet. */
+bool pm_options_init_from(char *const *env) {
+    if (env == NULL || env[0] == NULL) {
+        atomic_store_explicit(&env_pending, true, memory_order_relaxed);
+        return true;
     }
+    bool secure = pm_os_secure_execution();
+    apply_env(env, &pm_opt, (env_mode){.secure = secure, .late = false});
+    announce(secure);
+    return false;
 }
-
-void pm_writer_pad(pm_writer *w, size_t column) {
-    pm_writer_printf(w, " ");
-    while (w->column < column && !(w->fd < 0 && w->truncated))
-        pm_writer_printf(w, " ");
-}
-
-/* One line per option: NAME=value, and the default when it differs. */
-static void print_options(int fd, const char *prefix, const pm_options *o) {
-    char buf[2048];
-    pm_writer w;
-    pm_writer_init(&w, buf, sizeof buf, fd);
-    for (size_t i = 0; i < NUM_OPTIONS; i++) {
-        const option_def *d = &option_table[i];
-        char now[300], def[300];
-        format_value(d, o, now, sizeof now);
-        if (d->offset == NOT_IN_STRUCT)
-            continue; /* HELP is an action, not a setting */
-        int saved = pm_opt_stats_format;
-        pm_opt_stats_format = PM_STATS_FORMAT_TEXT;
-        format_value(d, &default_options, def, sizeof def);
-        pm_opt_stats_format = saved;
-        pm_writer_printf(&w, "%s" PM_OPTION_PREFIX "%s=%s", prefix, d->name, now);
-        if (strcmp(now, def) != 0)
-            pm_writer_printf(&w, "  (default %s)", d->kind == KIND_PATH && !def[0] ? "stderr"
-                                                                                   : def);
-        pm_writer_printf(&w, "\n");
-    }
-    pm_writer_flush(&w);
-}
-
-void pm_options_print(int fd) {
-    pm_init(); /* so that the environment has been read */
-    print_options(fd, "", &pm_opt);
-}
-
-void pm_options_help(int fd) {
-    char buf[4096];
-    pm_writer w;
-    pm_writer_init(&w, buf, sizeof buf, fd);
-    pm_writer_printf(&w, "poolmalloc options: environment variables read once at start.\n"
-                         "Sizes take K, M or G suffixes; booleans are 1/0, yes/no, on/off or "
-                         "true/false; an empty value counts as unset.\n\n");
-    /* Columns sized to the widest entry, so a new option cannot break the layout. */
-    size_t col_default = 0, col_accepts = 0, col_help = 0;
-    for (size_t i = 0; i < NUM_OPTIONS; i++) {
-        char range[80];
-        describe_range_short(&option_table[i], range, sizeof range);
-        size_t name = sizeof PM_OPTION_PREFIX - 1 + strlen(option_table[i].name);
-        size_t def = strlen(option_table[i].default_text) + 2;
-        col_default = name > col_default ? name : col_default;
-        col_accepts = def > col_accepts ? def : col_accepts;
-        col_help = strlen(range) > col_help ? strlen(range) : col_help;
-    }
-    const size_t COL_DEFAULT = col_default + 3;
-    const size_t COL_ACCEPTS = COL_DEFAULT + col_accepts + 3;
-    const size_t COL_HELP = COL_ACCEPTS + col_help + 3;
-    pm_writer_printf(&w, "NAME");
-    pm_writer_pad(&w, COL_DEFAULT);
-    pm_writer_printf(&w, "DEFAULT");
-    pm_writer_pad(&w, COL_ACCEPTS);
-    pm_writer_printf(&w, "ACCEPTS");
-    pm_writer_pad(&w, COL_HELP);
-    pm_writer_printf(&w, "DESCRIPTION\n");
-    for (size_t i = 0; i < NUM_OPTIONS; i++) {
-        const option_def *d = &option_table[i];
-        char range[80];
-        describe_range_short(d, range, sizeof range);
-        pm_writer_printf(&w, PM_OPTION_PREFIX "%s", d->name);
-        pm_writer_pad(&w, COL_DEFAULT);
-        pm_writer_printf(&w, "%s", d->default_text[0] ? d->default_text : "\"\"");
-        pm_writer_pad(&w, COL_ACCEPTS);
-        pm_writer_printf(&w, "%s", range);
-        pm_writer_pad(&w, COL_HELP);
-        pm_writer_printf(&w, "%s\n", d->help);
-    }
-    pm_writer_flush(&w);
-}
-
-/* ---- start-up ------------------------------------------------------------------------------ */
 
 void pm_options_init(void) {
-    pm_options_apply_env(environ, &pm_opt);
-    if (opt_help)
-        pm_options_help(2);
-    if (pm_opt.verbose)
-        print_options(2, "poolmalloc: ", &pm_opt);
+    pm_options_init_from(environ);
 }
 
-size_t pm_options_count(void) {
-    return NUM_OPTIONS;
+bool pm_options_pending(void) {
+    return atomic_load_explicit(&env_pending, memory_order_relaxed);
 }
-const char *pm_options_name(size_t i, const char **default_text) {
-    if (i >= NUM_OPTIONS)
-        return NULL;
-    if (default_text != NULL)
-        *default_text = option_table[i].default_text;
-    return option_table[i].name;
+
+static PM_COLD void refresh_slow(void) {
+    char **env = environ;
+    /* A NULL environ: libc has not started yet. Once it is set (even empty: `env -i`), the
+     * environment is final and we apply it, exactly once, whichever thread gets here first. */
+    if (env == NULL || !atomic_exchange(&env_pending, false))
+        return;
+    bool secure = pm_os_secure_execution();
+    apply_env(env, &pm_opt, (env_mode){.secure = secure, .late = true});
+    announce(secure);
+    pm_stats_init(); /* the report may just have been turned on */
+}
+
+void pm_options_refresh(void) {
+    if (PM_UNLIKELY(atomic_load_explicit(&env_pending, memory_order_relaxed)))
+        refresh_slow();
 }

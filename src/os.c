@@ -132,3 +132,106 @@ uint64_t pm_os_random_seed(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return seed ^ ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec;
 }
+
+/* ==== options and statistics (options.c, stats.c, report.c) ================================ */
+
+#include <sys/auxv.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+/* The kernel sets AT_SECURE for setuid/setgid programs and for file capabilities; ld.so and
+ * glibc use it to distrust the environment. getauxval reads a table ld.so filled before any
+ * code of ours could run: safe from the first malloc, allocates nothing. */
+bool pm_os_secure_execution(void) {
+    int saved = errno;
+    bool secure = getauxval(AT_SECURE) != 0;
+    errno = saved;
+    return secure;
+}
+
+/* The number after "key" in a /proc file of "Key:   value" lines (0 if absent). */
+static uint64_t proc_field(const char *path, const char *key) {
+    int saved = errno;
+    char buf[4096];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    errno = saved;
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    const char *line = strstr(buf, key);
+    if (line == NULL)
+        return 0;
+    uint64_t v = 0;
+    for (line += strlen(key); *line == ' ' || *line == '\t'; line++)
+        ;
+    for (; *line >= '0' && *line <= '9'; line++)
+        v = v * 10 + (uint64_t)(*line - '0');
+    return v;
+}
+
+uint64_t pm_os_peak_resident_bytes(void) {
+    return proc_field("/proc/self/status", "VmHWM:") * 1024;
+}
+
+bool pm_os_fd_identity(int fd, pm_file_id *out) {
+    int saved = errno;
+    struct stat st;
+    bool ok = fd >= 0 && fstat(fd, &st) == 0;
+    errno = saved;
+    if (ok) {
+        out->dev = st.st_dev;
+        out->ino = st.st_ino;
+    }
+    return ok;
+}
+
+/* Descriptor 500 when the limit allows (ulimit -n is often 1024), else as high as it goes:
+ * a program that opens its own files gets the lowest free numbers, far from ours. */
+int pm_os_dup_high(int fd) {
+    struct rlimit rl;
+    long want = 500;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (long)rl.rlim_cur - 8 < want)
+        want = (long)rl.rlim_cur - 8;
+    int d = want > 3 ? fcntl(fd, F_DUPFD_CLOEXEC, (int)want) : -1;
+    if (d < 0)
+        d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    return d;
+}
+
+int pm_os_open_append(const char *path, bool create) {
+    int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
+    if (fd < 0)
+        return -1;
+    int saved = errno;
+    int high = pm_os_dup_high(fd); /* also moves it off 0..2 if the program closed those */
+    if (high >= 0)
+        close(fd);
+    errno = saved;
+    return high >= 0 ? high : fd;
+}
+
+int pm_os_creatable(const char *path) {
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    size_t n = slash == NULL ? 0 : slash == path ? 1 : (size_t)(slash - path);
+    if (n >= sizeof dir)
+        return ENAMETOOLONG;
+    memcpy(dir, n ? path : ".", n ? n : 1);
+    dir[n ? n : 1] = 0;
+    int saved = errno;
+    /* faccessat with AT_EACCESS: the effective ids, as open would use */
+    int err = faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) == 0 ? 0 : errno;
+    errno = saved;
+    return err;
+}
+
+void pm_os_close(int fd) {
+    int saved = errno;
+    if (fd >= 0)
+        close(fd);
+    errno = saved;
+}

@@ -1,8 +1,9 @@
 /*
  * print.c: a small printf that never allocates, for messages from inside the allocator
- * (stdio may call malloc, which would recurse into us).
+ * (stdio may call malloc, which would recurse into us), a buffered writer for the longer
+ * reports built on it, and errno values in words.
  */
-#include "internal.h"
+#include "print.h"
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -185,5 +186,129 @@ void pm_lock_failed(int rc) {
     if (rc == EDEADLK)
         pm_fatal("the allocator was re-entered while it held its lock (malloc or free called "
                  "from a signal handler that interrupted them?)");
-    pm_fatal("pthread_mutex_lock failed with error %d", rc);
+    pm_fatal("pthread_mutex_lock failed: %s", pm_strerror(rc));
+}
+
+/* ---- errno in words ------------------------------------------------------------------------ */
+
+/* The errors that opening, writing or mapping can give, in glibc's C-locale wording. */
+static const struct {
+    int err;
+    const char *text;
+} errno_texts[] = {
+    {EPERM, "Operation not permitted"},
+    {ENOENT, "No such file or directory"},
+    {EINTR, "Interrupted system call"},
+    {EIO, "Input/output error"},
+    {EBADF, "Bad file descriptor"},
+    {EAGAIN, "Resource temporarily unavailable"},
+    {ENOMEM, "Cannot allocate memory"},
+    {EACCES, "Permission denied"},
+    {EFAULT, "Bad address"},
+    {EBUSY, "Device or resource busy"},
+    {EEXIST, "File exists"},
+    {EXDEV, "Invalid cross-device link"},
+    {ENODEV, "No such device"},
+    {ENOTDIR, "Not a directory"},
+    {EISDIR, "Is a directory"},
+    {EINVAL, "Invalid argument"},
+    {ENFILE, "Too many open files in system"},
+    {EMFILE, "Too many open files"},
+    {ETXTBSY, "Text file busy"},
+    {EFBIG, "File too large"},
+    {ENOSPC, "No space left on device"},
+    {ESPIPE, "Illegal seek"},
+    {EROFS, "Read-only file system"},
+    {EPIPE, "Broken pipe"},
+    {ENAMETOOLONG, "File name too long"},
+    {ENOSYS, "Function not implemented"},
+    {ELOOP, "Too many levels of symbolic links"},
+    {EOVERFLOW, "Value too large for defined data type"},
+    {EDQUOT, "Disk quota exceeded"},
+    {ENXIO, "No such device or address"},
+};
+
+const char *pm_strerror(int err) {
+    for (size_t i = 0; i < sizeof errno_texts / sizeof errno_texts[0]; i++)
+        if (errno_texts[i].err == err)
+            return errno_texts[i].text;
+    /* Rotating buffers: a message may name two unknown errors in one call. */
+    static char unknown[4][24];
+    static _Atomic unsigned next;
+    char *buf = unknown[atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) % 4];
+    pm_snprintf(buf, sizeof unknown[0], "errno %d", err);
+    return buf;
+}
+
+/* ---- sizes --------------------------------------------------------------------------------- */
+
+void pm_format_size(char *buf, size_t len, uint64_t size) {
+    static const struct {
+        uint64_t unit;
+        char suffix;
+    } units[] = {{1ull << 30, 'G'}, {1ull << 20, 'M'}, {1ull << 10, 'K'}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (size != 0 && size % units[i].unit == 0) {
+            pm_snprintf(buf, len, "%llu%c", (unsigned long long)(size / units[i].unit),
+                        units[i].suffix);
+            return;
+        }
+    pm_snprintf(buf, len, "%llu", (unsigned long long)size);
+}
+
+/* ---- the buffered writer ------------------------------------------------------------------ */
+
+void pm_writer_init(pm_writer *w, char *buf, size_t cap, int fd) {
+    w->buf = buf;
+    w->cap = cap;
+    w->len = 0;
+    w->fd = fd;
+    w->column = 0;
+    w->truncated = false;
+    if (cap > 0)
+        buf[0] = 0;
+}
+
+void pm_writer_flush(pm_writer *w) {
+    if (w->fd >= 0 && w->len > 0)
+        pm_os_write(w->fd, w->buf, w->len);
+    if (w->fd >= 0)
+        w->len = 0;
+}
+
+static void track_column(pm_writer *w, const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        w->column = s[i] == '\n' ? 0 : w->column + 1;
+}
+
+void pm_writer_printf(pm_writer *w, const char *fmt, ...) {
+    for (int attempt = 0; attempt < 2; attempt++) {
+        size_t room = w->cap - w->len;
+        va_list ap;
+        va_start(ap, fmt);
+        int n = pm_vsnprintf(w->buf + w->len, room, fmt, ap);
+        va_end(ap);
+        if (n >= 0 && (size_t)n < room) {
+            track_column(w, w->buf + w->len, (size_t)n);
+            w->len += (size_t)n;
+            return;
+        }
+        if (w->fd < 0 || attempt == 1 || w->len == 0) {
+            /* keep what fitted: a too-long item is cut rather than lost */
+            size_t kept = room > 0 ? room - 1 : 0;
+            track_column(w, w->buf + w->len, kept);
+            w->len += kept;
+            w->truncated = true;
+            if (w->fd >= 0)
+                pm_writer_flush(w);
+            return;
+        }
+        pm_writer_flush(w);
+    }
+}
+
+void pm_writer_pad(pm_writer *w, size_t column) {
+    pm_writer_printf(w, " ");
+    while (w->column < column && !(w->fd < 0 && w->truncated))
+        pm_writer_printf(w, " ");
 }

@@ -8,13 +8,10 @@
  * are read with relaxed loads: a report is a snapshot that may be a few operations stale, never
  * a torn or invalid one.
  *
- * The exit report (POOLMALLOC_STATS=1) is printed from a destructor rather than atexit():
- * glibc's atexit may allocate, and a destructor of the preloaded library runs after the
- * program's own exit handlers, so it sees the program's final state.
+ * Where and when the exit report is written is report.c's business.
  */
 #include "options.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
@@ -70,29 +67,6 @@ static void collect_arenas(snapshot *s) {
     pm_unlock(&pm_arena_lock);
 }
 
-/* The process's peak resident set, VmHWM in /proc/self/status (read without stdio). */
-static uint64_t peak_resident_bytes(void) {
-    int saved = errno;
-    char buf[4096];
-    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
-    if (fd >= 0)
-        close(fd);
-    errno = saved;
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
-    const char *line = strstr(buf, "VmHWM:");
-    if (line == NULL)
-        return 0;
-    uint64_t kib = 0;
-    for (line += 6; *line == ' ' || *line == '\t'; line++)
-        ;
-    for (; *line >= '0' && *line <= '9'; line++)
-        kib = kib * 10 + (uint64_t)(*line - '0');
-    return kib * 1024;
-}
-
 static void collect(snapshot *s) {
     pm_init(); /* class sizes and options must be known even if nothing was allocated yet */
     memset(s, 0, sizeof *s);
@@ -146,7 +120,7 @@ static void collect(snapshot *s) {
     t->heaps_adopted = atomic_load(&pm_gstats.heaps_adopted);
 
     t->bytes_resident = pm_os_resident_bytes();
-    uint64_t peak = peak_resident_bytes();
+    uint64_t peak = pm_os_peak_resident_bytes();
     if (peak < t->bytes_resident)
         peak = t->bytes_resident;
     t->peak_resident = peak;
@@ -332,85 +306,4 @@ void pm_stats_print_fd(int fd, int json) {
 
 void pm_stats_print(void) {
     pm_stats_print_fd(2, 0);
-}
-
-/* ---- the exit report ---------------------------------------------------------------------- */
-
-static bool report_at_exit;
-/* Where the report goes, settled at start: programs such as coreutils close stderr before they
- * exit, and a program may chdir, so at exit neither fd 2 nor a relative path can be trusted. */
-static int report_fd = -1;            /* a close-on-exec duplicate of stderr */
-static char report_dir[1024];         /* the start-up directory, for a relative stats file */
-
-/* A close-on-exec duplicate of fd, numbered high so that it stays out of the program's way. */
-static int dup_out_of_the_way(int fd) {
-    int saved = errno;
-    int d = fcntl(fd, F_DUPFD_CLOEXEC, 500);
-    if (d < 0)
-        d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-    errno = saved;
-    return d;
-}
-
-void pm_stats_init(void) {
-    report_at_exit = pm_opt.stats;
-    if (!report_at_exit)
-        return;
-    if (pm_opt.stats_file[0] == 0) {
-        report_fd = dup_out_of_the_way(2);
-    } else if (pm_opt.stats_file[0] != '/') {
-        int saved = errno;
-        if (getcwd(report_dir, sizeof report_dir) == NULL) /* a buffer given: no allocation */
-            report_dir[0] = 0;
-        errno = saved;
-    }
-}
-
-static bool ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
-/* POOLMALLOC_STATS_FILE, made absolute against the start-up directory, with each %p replaced
- * by the pid (one file per process of a process tree). */
-static void report_path(char *out, size_t len) {
-    const char *path = pm_opt.stats_file;
-    size_t o = 0;
-    if (path[0] != '/' && report_dir[0] != 0)
-        o = (size_t)pm_snprintf(out, len, "%s/", report_dir);
-    for (const char *p = path; *p && o + 1 < len; p++) {
-        if (p[0] == '%' && p[1] == 'p') {
-            o += (size_t)pm_snprintf(out + o, len - o, "%d", (int)getpid());
-            p++;
-        } else {
-            out[o++] = *p;
-        }
-    }
-    out[o < len ? o : len - 1] = 0;
-}
-
-__attribute__((destructor)) static void pm_stats_exit_report(void) {
-    if (!report_at_exit || atomic_load(&pm_initialized) != 2)
-        return;
-    int fd = report_fd >= 0 ? report_fd : 2;
-    bool json = pm_opt_stats_format == PM_STATS_FORMAT_JSON;
-    bool opened = false;
-    if (pm_opt.stats_file[0] != 0) {
-        char path[sizeof report_dir + sizeof pm_opt.stats_file + 32];
-        report_path(path, sizeof path);
-        int saved = errno;
-        int f = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (f < 0)
-            pm_warn("cannot open POOLMALLOC_STATS_FILE '%s' (errno %d): statistics go to stderr",
-                    path, errno);
-        errno = saved;
-        if (f >= 0) {
-            fd = f;
-            opened = true;
-        }
-        json = json || ends_with(path, ".json");
-    }
-    pm_stats_print_fd(fd, json);
-    if (opened)
-        close(fd);
 }

@@ -376,10 +376,12 @@ static const char *const required_exports[] = {
 };
 #define N_REQUIRED (sizeof required_exports / sizeof required_exports[0])
 
-/* Symbols every shared object has. */
+/* Symbols every shared object has, and the bounds of the option registry's section
+ * (options.h), which ld lists in .dynsym although they are hidden: no one can bind to them. */
 static bool is_linker_symbol(const char *s) {
     return !strcmp(s, "_init") || !strcmp(s, "_fini") || !strcmp(s, "_edata") ||
-           !strcmp(s, "_end") || !strcmp(s, "__bss_start");
+           !strcmp(s, "_end") || !strcmp(s, "__bss_start") ||
+           !strcmp(s, "__start_pm_options") || !strcmp(s, "__stop_pm_options");
 }
 
 Test(interpose, exports_exactly_the_replaceable_set_and_pm_api) {
