@@ -351,3 +351,63 @@ Test(compare, instructions_without_valgrind_fail, .timeout = 60) {
     cr_assert_not_null(strstr(output, "--instructions needs valgrind"), "%s", output);
     free(output);
 }
+
+/* ---- scripts/compare-gc ---- */
+
+Test(compare_gc, runs_are_validated, .timeout = 60) {
+    char *output = malloc(OUTPUT_MAX);
+    const char *bad[] = {"0", "-1", "x", "101"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char args[64];
+        snprintf(args, sizeof args, "--runs %s", bad[i]);
+        int status = run_tool("compare-gc", "--no-install", args, output, OUTPUT_MAX);
+        cr_assert_eq(status, 2, "--runs %s accepted:\n%s", bad[i], output);
+        cr_assert_not_null(strstr(output, "expected a whole number from 1 to 100"), "%s", output);
+    }
+    free(output);
+}
+
+/* True if some line of text contains both a and b. */
+static bool has_line_with(const char *text, const char *a, const char *b) {
+    for (const char *line = text; line != NULL && *line; line = strchr(line, '\n')) {
+        line += *line == '\n';
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        const char *x = strstr(line, a), *y = strstr(line, b);
+        if (x && y && (size_t)(x - line) < len && (size_t)(y - line) < len)
+            return true;
+    }
+    return false;
+}
+
+/* A tiny run: the header names the CPython version that was measured (asked of that very
+ * interpreter), and the table has both graph shapes for every graph. */
+Test(compare_gc, reports_measured_versions_and_both_shapes, .timeout = 180) {
+    const char *build = getenv("PM_TOP_BUILDDIR");
+    if (build == NULL || strcmp(build, top_srcdir()) != 0)
+        cr_skip_test("compare-gc runs the benchmarks built in the source tree");
+    if (access("/usr/bin/python3", X_OK) != 0)
+        cr_skip_test("/usr/bin/python3 is not installed");
+    char out[PATH_MAX], args[PATH_MAX + 128];
+    make_outdir(out, sizeof out, "gc");
+    char *output = malloc(OUTPUT_MAX);
+    snprintf(args, sizeof args, "--objects 20000 --runs 1 --no-boehm --out '%s'", out);
+    int status = run_tool("compare-gc", "--no-install", args, output, OUTPUT_MAX);
+    cr_assert_eq(status, 0, "%s", output);
+    FILE *p = popen("/usr/bin/python3 -c 'import platform; print(platform.python_version())'",
+                    "r");
+    char version[64] = "";
+    cr_assert_not_null(fgets(version, sizeof version, p));
+    pclose(p);
+    version[strcspn(version, "\n")] = 0;
+    char want[128];
+    snprintf(want, sizeof want, "vs CPython %s (/usr/bin/python3)", version);
+    cr_assert_not_null(strstr(output, want), "expected '%s':\n%s", want, output);
+    cr_assert_not_null(strstr(output, "Boehm GC skipped"), "%s", output);
+    const char *orders[] = {"allocation order", "shuffled"}, *shapes[] = {" first ", " last "};
+    for (size_t i = 0; i < 4; i++)
+        cr_assert(has_line_with(output, orders[i / 2], shapes[i % 2]), "no row '%s' '%s':\n%s",
+                  orders[i / 2], shapes[i % 2], output);
+    free(output);
+    remove_outdir(out);
+}
