@@ -1,6 +1,6 @@
 /*
- * test-wrapper: the installed face of poolmalloc, scripts/poolmalloc (the wrapper) and its man
- * pages. The wrapper must never let a command run silently without poolmalloc: a bad --set,
+ * test-wrapper: the face of poolmalloc a newcomer meets: scripts/poolmalloc (the wrapper), its
+ * man pages, and the README's object example. The wrapper must never let a command run silently without poolmalloc: a bad --set,
  * a missing command, a static or setuid program each get one line and a non-zero exit. It
  * must also find its library wherever the tree was installed (DESTDIR, or moved afterwards).
  * test-options covers the wrapper's basic flags; this file covers the failure cases and the
@@ -198,4 +198,24 @@ Test(wrapper_install, destdir_and_moved_installs_find_their_library, .timeout = 
     snprintf(root, sizeof root, "%s/moved", dir);
     check_installed_tree(root);
     remove_tmpdir(dir);
+}
+
+/* The README's C example (its only ```c block) compiles with -Wall -Wextra -Werror against the
+ * built library and prints what its comment promises. */
+Test(readme, object_example_compiles_cleanly_and_runs, .timeout = 120) {
+    static char out[OUT_MAX];
+    const char *src = getenv("PM_TOP_SRCDIR");
+    if (src == NULL)
+        cr_skip_test("PM_TOP_SRCDIR is not set (run through make check)");
+    char dir[PATH_MAX];
+    make_tmpdir(dir, sizeof dir, "readme");
+    int rc = shell(out, "awk '/^```c$/ {on = 1; next} /^```$/ {on = 0} on' '%s/README.md' "
+                        "> '%s/example.c' && test -s '%s/example.c' && "
+                        "${CC:-cc} -Wall -Wextra -Werror -I'%s/src' '%s/example.c' "
+                        "-L'%s/.libs' -lpoolmalloc -o '%s/example' && "
+                        "LD_LIBRARY_PATH='%s/.libs' '%s/example'",
+                   src, dir, dir, src, dir, builddir(), dir, builddir(), dir);
+    remove_tmpdir(dir);
+    cr_assert_eq(rc, 0, "the README example failed: %s", out);
+    cr_assert_str_eq(out, "collected 2 objects\n");
 }
