@@ -1,10 +1,17 @@
 /*
  * gc-bench-boehm.c: Boehm GC (Debian's libgc) marking the shape gc-bench.c and gc-bench.py
- * build: a root array of N pointers, allocated first, and N two-pointer nodes forming a
- * doubly linked ring in allocation order or in a random order. Prints the median time of a
- * full collection (GC_gcollect: mark, and the sweep Boehm does eagerly) per object.
+ * build: a root array of N pointers, allocated before the nodes or after them (root-last),
+ * and N two-pointer nodes forming a doubly linked ring in allocation order or in a random
+ * order. Prints the median time of a full collection (GC_gcollect: mark, and the sweep Boehm
+ * does eagerly) per object.
  *
- *   gc-bench-boehm full N alloc|shuffled [reps]
+ * Interior-pointer recognition is off by default (GC_set_all_interior_pointers(0) before
+ * GC_INIT): every pointer in these graphs points to the start of its object, so the
+ * collector may skip the work of mapping interior addresses; "interior" turns it back on
+ * (Boehm's own default), to report both.
+ *
+ *   gc-bench-boehm full N alloc|shuffled [reps] [root-first|root-last] [interior]
+ *   gc-bench-boehm version
  * With GCBENCH_PERM=FILE, the shuffled order is read from FILE (see gc-bench perm).
  */
 #include <gc.h>
@@ -40,27 +47,41 @@ static uint64_t rng(void) {
 }
 
 int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "version") == 0) {
+        unsigned v = GC_get_version(); /* major << 16 | minor << 8 | micro */
+        printf("boehm-version %u.%u.%u\n", v >> 16, (v >> 8) & 0xff, v & 0xff);
+        return 0;
+    }
     if (argc < 4 || strcmp(argv[1], "full") != 0) {
-        fprintf(stderr, "usage: gc-bench-boehm full N alloc|shuffled [reps]\n");
+        fprintf(stderr, "usage: gc-bench-boehm full N alloc|shuffled [reps] "
+                        "[root-first|root-last] [interior]\n       gc-bench-boehm version\n");
         return 2;
     }
     size_t n = strtoull(argv[2], NULL, 10);
     int shuffled = strcmp(argv[3], "shuffled") == 0;
     int reps = argc >= 5 ? atoi(argv[4]) : 5;
+    int root_last = argc >= 6 && strcmp(argv[5], "root-last") == 0;
+    int interior = argc >= 7 && strcmp(argv[6], "interior") == 0;
     if (n == 0 || reps <= 0)
         return 2;
+    GC_set_all_interior_pointers(interior);
     GC_INIT();
     GC_expand_hp(n * 32 + n * sizeof(node *) + (64u << 20));
     GC_disable();
-    root = GC_MALLOC(n * sizeof *root);
+    if (!root_last)
+        root = GC_MALLOC(n * sizeof *root);
     node **nodes = malloc(n * sizeof *nodes); /* malloc: not scanned, not a root */
     size_t *perm = malloc(n * sizeof *perm);
-    if (root == NULL || nodes == NULL || perm == NULL)
+    if (nodes == NULL || perm == NULL)
         return 1;
     for (size_t i = 0; i < n; i++) {
         nodes[i] = GC_MALLOC(sizeof(node));
         perm[i] = i;
     }
+    if (root_last)
+        root = GC_MALLOC(n * sizeof *root);
+    if (root == NULL)
+        return 1;
     const char *file = getenv("GCBENCH_PERM");
     if (shuffled && file != NULL && *file != 0) {
         /* the order gc-bench wrote: the very graph the other runs build */
@@ -100,6 +121,7 @@ int main(int argc, char **argv) {
     }
     qsort(t, (size_t)reps, sizeof *t, cmp_double);
     double med = reps % 2 ? t[reps / 2] : (t[reps / 2 - 1] + t[reps / 2]) / 2;
-    printf("result full-%s-boehm-%zu %.2f ns/object\n", shuffled ? "shuffled" : "alloc", n, med);
+    printf("result full-%s-boehm%s%s-%zu %.2f ns/object\n", shuffled ? "shuffled" : "alloc",
+           interior ? "-interior" : "", root_last ? "-rootlast" : "", n, med);
     return 0;
 }

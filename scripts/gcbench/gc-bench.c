@@ -2,12 +2,14 @@
  * gc-bench.c: poolmalloc's cycle collector on the shapes scripts/compare-gc measures; the
  * same shapes are built by gc-bench.py (CPython) and gc-bench-boehm.c (Boehm GC).
  *
- *   gc-bench full N alloc|shuffled [layout|traverse] [reps]
- *       A root object holding N nodes (allocated first), and N nodes with two references
- *       each, forming a doubly linked ring in a logical order: the allocation order, or a
- *       random permutation of it ("shuffled": every reference jumps across memory). Every
- *       object is tracked and live. Prints the median time of a full collection per tracked
- *       object. "traverse" gives the nodes a traverse callback instead of a layout.
+ *   gc-bench full N alloc|shuffled [layout|traverse] [reps] [root-first|root-last]
+ *       A root object holding N nodes, and N nodes with two references each, forming a
+ *       doubly linked ring in a logical order: the allocation order, or a random permutation
+ *       of it ("shuffled": every reference jumps across memory). Every object is tracked and
+ *       live. Prints the median time of a full collection per tracked object. "traverse"
+ *       gives the nodes a traverse callback instead of a layout. The root is allocated (and
+ *       tracked) before the nodes, or after them ("root-last"): then a collector that walks
+ *       the generation in order meets every node before it meets what keeps them alive.
  *   gc-bench cycles N [reps]
  *       N/2 unreachable two-object cycles: median full-collection time per freed object.
  *   gc-bench young N_OLD [reps]
@@ -160,20 +162,27 @@ static void write_perm(size_t n, const char *file) {
     free(perm);
 }
 
-static void bench_full(size_t n, int shuffled, int use_traverse, int reps) {
-    pm_gc_disable();
+static root *new_root(size_t n) {
     root *r = (root *)pm_new_var(&root_type, n);
     if (r == NULL) {
         perror("pm_new_var");
         exit(1);
     }
     pm_track(&r->base);
+    return r;
+}
+
+static void bench_full(size_t n, int shuffled, int use_traverse, int reps, int root_last) {
+    pm_gc_disable();
+    root *r = root_last ? NULL : new_root(n);
     pm_type *t = use_traverse ? &node_cb_type : &node_type;
     node **nodes = xmalloc(n * sizeof *nodes);
     for (size_t i = 0; i < n; i++) {
         nodes[i] = (node *)xnew(t);
         pm_track(&nodes[i]->base);
     }
+    if (root_last)
+        r = new_root(n);
     size_t *perm = make_order(n, shuffled);
     for (size_t i = 0; i < n; i++) {
         node *x = nodes[perm[i]];
@@ -194,8 +203,9 @@ static void bench_full(size_t n, int shuffled, int use_traverse, int reps) {
             exit(1);
         }
     }
-    printf("result full-%s-%s-%zu %.2f ns/object\n", shuffled ? "shuffled" : "alloc",
-           use_traverse ? "traverse" : "layout", n, median(t_ns, reps));
+    printf("result full-%s-%s%s-%zu %.2f ns/object\n", shuffled ? "shuffled" : "alloc",
+           use_traverse ? "traverse" : "layout", root_last ? "-rootlast" : "", n,
+           median(t_ns, reps));
     free(t_ns);
     /* the graph is left to the exit, as the CPython and Boehm runs leave theirs */
 }
@@ -301,7 +311,8 @@ static void bench_refcount(long iters) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: gc-bench full N alloc|shuffled [layout|traverse] [reps]\n"
+    fprintf(stderr, "usage: gc-bench full N alloc|shuffled [layout|traverse] [reps] "
+                    "[root-first|root-last]\n"
                     "       gc-bench cycles N [reps] | young N_OLD [reps]\n"
                     "       gc-bench refcount [iters] | perm N FILE\n");
     exit(2);
@@ -325,7 +336,10 @@ int main(int argc, char **argv) {
             usage();
         int trav = argc >= 5 && !strcmp(argv[4], "traverse");
         int reps = argc >= 6 ? (int)parse_size(argv[5]) : 5;
-        bench_full(parse_size(argv[2]), shuffled, trav, reps);
+        int root_last = argc >= 7 && !strcmp(argv[6], "root-last");
+        if (argc >= 7 && !root_last && strcmp(argv[6], "root-first"))
+            usage();
+        bench_full(parse_size(argv[2]), shuffled, trav, reps, root_last);
     } else if (!strcmp(argv[1], "cycles") && argc >= 3) {
         bench_cycles(parse_size(argv[2]), argc >= 4 ? (int)parse_size(argv[3]) : 5);
     } else if (!strcmp(argv[1], "young") && argc >= 3) {

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """gc-bench.py: CPython's cycle collector on the shapes gc-bench.c builds for poolmalloc.
 
-  gc-bench.py full N alloc|shuffled [reps]
-      A root list of N slots (allocated first) and N nodes (a class with __slots__ a, b:
+  gc-bench.py full N alloc|shuffled [reps] [root-first|root-last]
+      A root list of N slots (allocated before the nodes, or after them) and N nodes (a class with __slots__ a, b:
       two references, like gc-bench.c's node) forming a doubly linked ring, in allocation
       order or in a random order ($GCBENCH_PERM, if set, names a file with that order, as
       written by "gc-bench perm"). Median time of gc.collect() per tracked object (N + 1),
@@ -53,11 +53,13 @@ def shuffled_order(n):
     return order
 
 
-def full(n, shuffled, reps):
+def full(n, shuffled, reps, root_last=False):
     gc.disable()
     base = baseline(reps)
-    root = [None] * n
+    root = None if root_last else [None] * n
     nodes = [Node() for _ in range(n)]
+    if root_last:
+        root = [None] * n
     order = shuffled_order(n) if shuffled else range(n)
     for i in range(n):
         x = nodes[order[i]]
@@ -73,7 +75,8 @@ def full(n, shuffled, reps):
             sys.exit("unexpected garbage")
         times.append(max(dt - base, 0.0) * 1e9 / (n + 1))
     kind = "shuffled" if shuffled else "alloc"
-    print(f"result full-{kind}-cpython-{n} {statistics.median(times):.2f} ns/object")
+    shape = "-rootlast" if root_last else ""
+    print(f"result full-{kind}-cpython{shape}-{n} {statistics.median(times):.2f} ns/object")
 
 
 def cycles(n, reps):
@@ -123,7 +126,8 @@ def young(n_old, reps):
 
 def main(argv):
     if len(argv) >= 3 and argv[0] == "full":
-        full(int(argv[1]), argv[2] == "shuffled", int(argv[3]) if len(argv) > 3 else 5)
+        full(int(argv[1]), argv[2] == "shuffled", int(argv[3]) if len(argv) > 3 else 5,
+             len(argv) > 4 and argv[4] == "root-last")
     elif len(argv) >= 2 and argv[0] == "cycles":
         cycles(int(argv[1]), int(argv[2]) if len(argv) > 2 else 5)
     elif len(argv) >= 2 and argv[0] == "young":

@@ -37,19 +37,28 @@ static void remove_outdir(const char *out) {
     system(cmd);
 }
 
-/* Runs scripts/compare with args (a shell fragment); returns its exit status and its stdout
- * and stderr together in output. */
-static int run_compare(const char *args, char *output, size_t size) {
+/* Runs scripts/<tool> with fixed flags then args (shell fragments); returns its exit status
+ * and its stdout and stderr together in output. */
+static int run_tool(const char *tool, const char *fixed, const char *args, char *output,
+                    size_t size) {
+    /* scripts/compare would install python3 itself (apt-get): not something a test does. */
+    if (system("command -v python3 >/dev/null 2>&1") != 0)
+        cr_skip_test("python3 is not installed (scripts/bootstrap installs it)");
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "'%s/scripts/compare' --no-build --no-install --timeout 60 %s </dev/null 2>&1",
-             top_srcdir(), args);
+    snprintf(cmd, sizeof cmd, "'%s/scripts/%s' %s %s </dev/null 2>&1", top_srcdir(), tool, fixed,
+             args);
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p, "popen: %s", strerror(errno));
     size_t n = fread(output, 1, size - 1, p);
     output[n] = 0;
     int status = pclose(p);
-    cr_assert(WIFEXITED(status), "scripts/compare did not exit normally: %s", output);
+    cr_assert(WIFEXITED(status), "scripts/%s did not exit normally: %s", tool, output);
     return WEXITSTATUS(status);
+}
+
+/* scripts/compare on what is built, installing nothing. */
+static int run_compare(const char *args, char *output, size_t size) {
+    return run_tool("compare", "--no-build --no-install --timeout 60", args, output, size);
 }
 
 static char *read_file(const char *dir, const char *name) {
@@ -173,6 +182,11 @@ Test(compare, quick_churn_writes_sane_csv_json_and_report, .timeout = 120) {
         char *png = read_file(out, "chart.png");
         cr_assert_eq(memcmp(png, "\x89PNG", 4), 0, "chart.png is not a PNG");
         free(png);
+        /* every bar carries its value, and the title says how noisy the runs were */
+        char *gp = read_file(out, "chart.gp");
+        cr_assert_not_null(strstr(gp, "with labels"), "no value labels:\n%s", gp);
+        cr_assert_not_null(strstr(gp, "Noise: one run per cell"), "no noise note:\n%s", gp);
+        free(gp);
     }
     free(output);
     remove_outdir(out);
@@ -194,6 +208,12 @@ Test(compare, user_command_is_measured_per_run, .timeout = 60) {
         cr_assert_eq(rows[i].ok_runs, 2, "%s: %d of 2 runs succeeded", rows[i].allocator,
                      rows[i].ok_runs);
     }
+    /* the user's results, without the project's own targets */
+    char *report = read_file(out, "report.md");
+    cr_assert_not_null(strstr(report, "## sh: your command"), "%s", report);
+    cr_assert_null(strstr(report, "target"), "a user's report lists project targets:\n%s", report);
+    cr_assert_null(strstr(report, "issue"), "%s", report);
+    free(report);
     free(output);
     remove_outdir(out);
 }
@@ -255,6 +275,139 @@ Test(compare, instructions_per_pair_are_counted, .timeout = 120) {
     }
     cr_assert_eq(seen, 2, "expected counts for glibc and poolmalloc:\n%s", output);
     free(csv);
+    free(output);
+    remove_outdir(out);
+}
+
+Test(compare, bad_out_is_refused_before_building, .timeout = 60) {
+    char *output = malloc(OUTPUT_MAX);
+    char file[PATH_MAX];
+    snprintf(file, sizeof file, "/tmp/pm-test-compare-file-%ld", (long)getpid());
+    FILE *f = fopen(file, "w");
+    cr_assert_not_null(f);
+    fclose(f);
+    char args[PATH_MAX + 64];
+    snprintf(args, sizeof args, "--workloads churn --out '%s'", file);
+    /* no --no-build: the check must come before the build starts */
+    int status = run_tool("compare", "--no-install", args, output, OUTPUT_MAX);
+    unlink(file);
+    cr_assert_eq(status, 2, "%s", output);
+    cr_assert_not_null(strstr(output, "exists and is not a folder"), "%s", output);
+    cr_assert_null(strstr(output, "building"), "built before checking --out:\n%s", output);
+    cr_assert_null(strstr(output, "Traceback"), "%s", output);
+    status = run_tool("compare", "--no-install", "--workloads churn --out /dev/null/sub", output,
+                      OUTPUT_MAX);
+    cr_assert_eq(status, 2, "%s", output);
+    cr_assert_not_null(strstr(output, "cannot create the folder: Not a directory"), "%s", output);
+    cr_assert_null(strstr(output, "building"), "%s", output);
+    free(output);
+}
+
+Test(compare, static_command_gets_a_warning_and_no_table, .timeout = 60) {
+    char out[PATH_MAX], args[PATH_MAX * 3];
+    make_outdir(out, sizeof out, "static");
+    char *output = malloc(OUTPUT_MAX);
+    char prog[PATH_MAX + 16];
+    snprintf(prog, sizeof prog, "%s.bin", out);
+    char cmd[PATH_MAX * 2];
+    snprintf(cmd, sizeof cmd, "printf 'int main(void){return 0;}\\n' | ${CC:-cc} -static -x c - "
+             "-o '%s' 2>/dev/null", prog);
+    if (system(cmd) != 0)
+        cr_skip_test("cannot link a static program here (no libc.a?)");
+    snprintf(args, sizeof args, "--runs 1 --allocators glibc,poolmalloc --out '%s' -- '%s'", out,
+             prog);
+    int status = run_compare(args, output, OUTPUT_MAX);
+    unlink(prog);
+    cr_assert_eq(status, 1, "%s", output);
+    cr_assert_not_null(strstr(output, "warning:"), "%s", output);
+    cr_assert_not_null(strstr(output, "is statically linked"), "%s", output);
+    cr_assert_null(strstr(output, "| glibc"), "a table of noise was printed:\n%s", output);
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/results.csv", out);
+    cr_assert_neq(access(path, F_OK), 0, "results were written for a static program");
+    free(output);
+    remove_outdir(out);
+}
+
+Test(compare, instructions_without_valgrind_fail, .timeout = 60) {
+    /* A PATH that holds python3 and nothing else: valgrind cannot be found. (The interpreter
+     * itself, not a launcher script such as pyenv's, which needs more of PATH.) */
+    char dir[PATH_MAX], cmd[PATH_MAX * 3];
+    make_outdir(dir, sizeof dir, "novalgrind");
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && ln -s \"$(python3 -c 'import sys; print(sys.executable)')\" "
+             "'%s/python3'", dir,
+             dir);
+    cr_assert_eq(system(cmd), 0);
+    char *output = malloc(OUTPUT_MAX);
+    snprintf(cmd, sizeof cmd, "PATH='%s' '%s/scripts/compare' --no-build --no-install --instructions "
+             "--quick --out '%s/out' </dev/null 2>&1", dir, top_srcdir(), dir);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(output, 1, OUTPUT_MAX - 1, p);
+    output[n] = 0;
+    int status = pclose(p);
+    remove_outdir(dir);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %d:\n%s", status, output);
+    cr_assert_not_null(strstr(output, "--instructions needs valgrind"), "%s", output);
+    free(output);
+}
+
+/* ---- scripts/compare-gc ---- */
+
+Test(compare_gc, runs_are_validated, .timeout = 60) {
+    char *output = malloc(OUTPUT_MAX);
+    const char *bad[] = {"0", "-1", "x", "101"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char args[64];
+        snprintf(args, sizeof args, "--runs %s", bad[i]);
+        int status = run_tool("compare-gc", "--no-install", args, output, OUTPUT_MAX);
+        cr_assert_eq(status, 2, "--runs %s accepted:\n%s", bad[i], output);
+        cr_assert_not_null(strstr(output, "expected a whole number from 1 to 100"), "%s", output);
+    }
+    free(output);
+}
+
+/* True if some line of text contains both a and b. */
+static bool has_line_with(const char *text, const char *a, const char *b) {
+    for (const char *line = text; line != NULL && *line; line = strchr(line, '\n')) {
+        line += *line == '\n';
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        const char *x = strstr(line, a), *y = strstr(line, b);
+        if (x && y && (size_t)(x - line) < len && (size_t)(y - line) < len)
+            return true;
+    }
+    return false;
+}
+
+/* A tiny run: the header names the CPython version that was measured (asked of that very
+ * interpreter), and the table has both graph shapes for every graph. */
+Test(compare_gc, reports_measured_versions_and_both_shapes, .timeout = 180) {
+    const char *build = getenv("PM_TOP_BUILDDIR");
+    if (build == NULL || strcmp(build, top_srcdir()) != 0)
+        cr_skip_test("compare-gc runs the benchmarks built in the source tree");
+    if (access("/usr/bin/python3", X_OK) != 0)
+        cr_skip_test("/usr/bin/python3 is not installed");
+    char out[PATH_MAX], args[PATH_MAX + 128];
+    make_outdir(out, sizeof out, "gc");
+    char *output = malloc(OUTPUT_MAX);
+    snprintf(args, sizeof args, "--objects 20000 --runs 1 --no-boehm --out '%s'", out);
+    int status = run_tool("compare-gc", "--no-install", args, output, OUTPUT_MAX);
+    cr_assert_eq(status, 0, "%s", output);
+    FILE *p = popen("/usr/bin/python3 -c 'import platform; print(platform.python_version())'",
+                    "r");
+    char version[64] = "";
+    cr_assert_not_null(fgets(version, sizeof version, p));
+    pclose(p);
+    version[strcspn(version, "\n")] = 0;
+    char want[128];
+    snprintf(want, sizeof want, "vs CPython %s (/usr/bin/python3)", version);
+    cr_assert_not_null(strstr(output, want), "expected '%s':\n%s", want, output);
+    cr_assert_not_null(strstr(output, "Boehm GC skipped"), "%s", output);
+    const char *orders[] = {"allocation order", "shuffled"}, *shapes[] = {" first ", " last "};
+    for (size_t i = 0; i < 4; i++)
+        cr_assert(has_line_with(output, orders[i / 2], shapes[i % 2]), "no row '%s' '%s':\n%s",
+                  orders[i / 2], shapes[i % 2], output);
     free(output);
     remove_outdir(out);
 }
