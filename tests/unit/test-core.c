@@ -1,0 +1,141 @@
+/*
+ * test-core.c: white-box tests of the allocator core's internals (size classes, the
+ * divisibility test, arena geometry, pool detach/release, the thread lifecycle). Links the
+ * core without the shim and includes internal.h.
+ */
+#include "internal.h" /* first: it brings config.h, which defines _GNU_SOURCE */
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+
+Test(sizeclass, every_size_gets_the_smallest_class_that_fits) {
+    pm_free(pm_malloc(1)); /* initialise */
+    for (size_t n = 1; n <= PM_MAX_CLASS_SIZE; n++) {
+        unsigned c = pm_size_class(n);
+        cr_assert(c >= 1 && c < PM_NUM_CLASSES, "size %zu: class %u", n, c);
+        cr_assert_geq(pm_class_size[c], n, "size %zu: class %u holds %u", n, c, pm_class_size[c]);
+        if (c > 1)
+            cr_assert_lt(pm_class_size[c - 1], n, "size %zu fits class %u already", n, c - 1);
+    }
+}
+
+Test(sizeclass, pools_hold_eight_blocks_and_waste_a_sixteenth_at_most) {
+    pm_free(pm_malloc(1));
+    for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
+        size_t bytes = (size_t)pm_class_units[c] * PM_UNIT_SIZE;
+        cr_assert_geq(bytes / pm_class_size[c], 4, "class %u", c);
+        cr_assert_leq((bytes % pm_class_size[c]) * 16, bytes, "class %u wastes too much", c);
+        cr_assert_leq(pm_class_units[c], PM_POOL_MAX_UNITS);
+    }
+}
+
+/* I3: the multiply-and-compare test agrees with % for every offset of a real pool, including
+ * the tail in front of start (negative offsets). */
+Test(pool, divisibility_test_agrees_with_modulo) {
+    for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
+        size_t size = pm_class_size[c] ? pm_class_size[c] : 16u * c;
+        void *p = pm_malloc(size);
+        pm_pool *pool = pm_pool_of(p);
+        size_t span = (size_t)(pool->end - pool->start);
+        size_t tail = (size_t)(pool->start - ((char *)pool->arena + (size_t)pool->first_unit * PM_UNIT_SIZE));
+        for (size_t off = 0; off < span; off += 16)
+            cr_assert_eq(pm_pool_is_block(pool, pool->start + off), off % pool->block_size == 0,
+                         "class %u offset %zu", c, off);
+        for (size_t k = 16; k <= tail; k += 16)
+            cr_assert(!pm_pool_is_block(pool, pool->start - k), "class %u tail -%zu", c, k);
+        pm_free(p);
+    }
+}
+
+Test(arena, every_class_served_and_arena_slots_aligned) {
+    for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
+        void *p = pm_malloc(pm_class_size[c] ? pm_class_size[c] : 16);
+        cr_assert_not_null(p);
+        pm_pool *pool = pm_pool_of(p);
+        unsigned first = pool->first_unit, n = pool->units;
+        cr_assert_geq(first, PM_HEADER_UNITS, "a pool overlaps the header");
+        cr_assert_leq(first + n, pool->arena->nunits, "a pool runs past the arena's units");
+        cr_assert_eq(first % n, 0, "pools are aligned to their size");
+        cr_assert_eq((uintptr_t)pool->arena % PM_ARENA_ALIGN, 0);
+        pm_free(p);
+    }
+}
+
+/* ---- detach and release: the last free releases a pool, whoever makes it ---------------- */
+
+typedef struct handoff {
+    void **blocks;
+    size_t n;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int stage; /* 0 allocating, 1 allocated (owner parks), 2 released (owner may exit) */
+} handoff;
+
+static void *idle_owner(void *arg) {
+    handoff *h = arg;
+    for (size_t i = 0; i < h->n; i++)
+        h->blocks[i] = pm_malloc(48);
+    pthread_mutex_lock(&h->lock);
+    h->stage = 1;
+    pthread_cond_broadcast(&h->cond);
+    while (h->stage != 2) /* parked: never calls malloc again while the others free */
+        pthread_cond_wait(&h->cond, &h->lock);
+    pthread_mutex_unlock(&h->lock);
+    return NULL;
+}
+
+Test(pool, blocks_freed_into_an_idle_threads_pools_release_them) {
+    handoff h = {.n = 200000, .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    h.blocks = calloc(h.n, sizeof *h.blocks);
+    pthread_t t;
+    pthread_create(&t, NULL, idle_owner, &h);
+    pthread_mutex_lock(&h.lock);
+    while (h.stage != 1)
+        pthread_cond_wait(&h.cond, &h.lock);
+    pthread_mutex_unlock(&h.lock);
+    pm_stats_t before, after;
+    pm_stats_get(&before);
+    for (size_t i = 0; i < h.n; i++)
+        pm_free(h.blocks[i]);
+    pm_stats_get(&after);
+    /* 200000 x 48 B = 9.2 MB in about 590 pools of 341 blocks: all but the owner's current one
+     * must be back in the arenas though the owner never ran. */
+    cr_assert_geq(after.pools_released - before.pools_released, 550,
+                  "only %llu pools released", (unsigned long long)(after.pools_released - before.pools_released));
+    pthread_mutex_lock(&h.lock);
+    h.stage = 2;
+    pthread_cond_broadcast(&h.cond);
+    pthread_mutex_unlock(&h.lock);
+    pthread_join(t, NULL);
+    free(h.blocks);
+}
+
+/* ---- the thread lifecycle: late destructors never leave heaps behind ----------------------- */
+
+static pthread_key_t late_key;
+static void late_destructor(void *v) {
+    pm_free(v);
+    static __thread int rounds;
+    if (++rounds < 4) /* re-arm and allocate on every destructor round glibc runs */
+        pthread_setspecific(late_key, pm_malloc(100));
+}
+static void *late_thread(void *arg) {
+    pthread_setspecific(late_key, pm_malloc(64));
+    pm_free(pm_malloc(32));
+    return arg;
+}
+
+Test(lifecycle, late_allocating_destructors_leave_no_heaps) {
+    pthread_key_create(&late_key, late_destructor);
+    pm_stats_t before, after;
+    pm_stats_get(&before);
+    for (int i = 0; i < 500; i++) {
+        pthread_t t;
+        pthread_create(&t, NULL, late_thread, NULL);
+        pthread_join(t, NULL);
+    }
+    pm_stats_get(&after);
+    cr_assert_leq(after.heaps_created - before.heaps_created, 4,
+                  "%llu heaps created for 500 sequential threads",
+                  (unsigned long long)(after.heaps_created - before.heaps_created));
+}
