@@ -15,18 +15,24 @@ static void *fail_enomem(void) {
 }
 
 /* A block of class cls from the calling thread's heap, off the fast path. */
-void *pm_alloc_class(unsigned cls, size_t size) {
-    pm_heap *heap = pm_heap_get();
-    void *p;
+static void *alloc_class_once(unsigned cls, size_t size) {
+    pm_heap *heap = pm_thread_heap_get();
     if (PM_LIKELY(heap != NULL)) {
-        p = pm_heap_alloc(heap, cls);
+        void *p = pm_heap_alloc(heap, cls);
         if (PM_LIKELY(p != NULL))
             PM_STAT(heap->cls[cls].nmalloc++; heap->cls[cls].requested += size);
-    } else if (pm_thread_state == PM_THREAD_EXITED) {
-        p = pm_heap_alloc_exited(cls); /* a key destructor allocating after thread exit */
-    } else {
-        p = NULL;
+        return p;
     }
+    if (pm_thread_state == PM_THREAD_EXITED)
+        return pm_heap_alloc_borrowed(cls); /* a key destructor allocating after thread exit */
+    return NULL;
+}
+
+void *pm_alloc_class(unsigned cls, size_t size) {
+    void *p = alloc_class_once(cls, size);
+    /* The OS refused memory: give back every cached and purgeable byte, then once more. */
+    if (PM_UNLIKELY(p == NULL) && pm_release_all() > 0)
+        p = alloc_class_once(cls, size);
     if (PM_UNLIKELY(p == NULL))
         return fail_enomem();
     if (PM_UNLIKELY(pm_opt.poison))

@@ -16,11 +16,6 @@ void pm_report_foreign(const void *p, const char *fn) {
     pm_fatal("%s(): invalid pointer %p (not allocated by poolmalloc)", fn, p);
 }
 
-void pm_heap_corrupt(const void *block, const char *where) {
-    pm_fatal("heap corruption detected in %s at block %p: a write after free or an overflow "
-             "changed a free block's link", where, block);
-}
-
 /* I3 and I2 for a pointer inside an arena; aborts with a clear message on misuse. The order
  * matters: p is read (its key) only once it is known to be a block that was handed out. */
 static void check_pool_block(const pm_pool *pool, const void *p, const char *fn) {

@@ -78,67 +78,7 @@ void pm_heap_install(pm_heap *h) {
     pm_fast_heap = (h && !pm_opt.poison) ? h : &pm_sentinel_heap;
 }
 
-pm_heap *pm_heap_get(void) {
-    pm_heap *h = pm_thread_heap;
-    if (PM_LIKELY(h != NULL) || pm_thread_state == PM_THREAD_EXITED)
-        return h;
-    pm_options_refresh(); /* a new thread: a moment to apply an environment set late */
-    h = heap_take();
-    if (h != NULL) {
-        pm_heap_install(h);
-        pm_thread_attach(h);
-    }
-    return h;
-}
-
-/* ---- pending lists (any thread, under the owner's xlock) ---------------------------------- */
-
-void pm_heap_link_pending(pm_heap *owner, pm_pool *pool) {
-    pm_lock(&owner->xlock);
-    uintptr_t w = atomic_load_explicit(&pool->xfree, memory_order_acquire);
-    /* Recheck under the lock: the pool may have been reattached or released meanwhile. */
-    if (!pool->pending && (w & PM_XF_DETACHED) && !(w & PM_XF_RELEASING) &&
-        (uintptr_t)__atomic_load_n(&pool->owner, __ATOMIC_RELAXED) ==
-            ((uintptr_t)owner | PM_OWNER_DETACHED)) {
-        unsigned c = pool->cls;
-        pool->prev = NULL;
-        pool->next = owner->pending[c];
-        if (pool->next)
-            pool->next->prev = pool;
-        owner->pending[c] = pool;
-        __atomic_store_n(&pool->pending, true, __ATOMIC_RELAXED);
-    }
-    pm_unlock(&owner->xlock);
-}
-
-static void unlink_locked(pm_heap *owner, pm_pool *pool) {
-    if (pool->prev)
-        pool->prev->next = pool->next;
-    else
-        owner->pending[pool->cls] = pool->next;
-    if (pool->next)
-        pool->next->prev = pool->prev;
-    pool->next = pool->prev = NULL;
-    __atomic_store_n(&pool->pending, false, __ATOMIC_RELAXED);
-}
-
-void pm_heap_unlink_pending(pm_heap *owner, pm_pool *pool) {
-    pm_lock(&owner->xlock);
-    if (pool->pending)
-        unlink_locked(owner, pool);
-    pm_unlock(&owner->xlock);
-}
-
-static pm_pool *pop_pending(pm_heap *heap, unsigned cls) {
-    if (__atomic_load_n(&heap->pending[cls], __ATOMIC_RELAXED) == NULL)
-        return NULL; /* a hint: a pool linked right now is found next time */
-    pm_lock(&heap->xlock);
-    pm_pool *pool = heap->pending[cls];
-    if (pool != NULL)
-        unlink_locked(heap, pool);
-    pm_unlock(&heap->xlock);
-    return pool;
-}
+pm_heap *pm_heap_take(void) { return heap_take(); }
 
 /* ---- allocation from a class: the malloc slow path proper -------------------------------- */
 
@@ -157,7 +97,6 @@ static void check_heap(const pm_heap *heap);
 
 void *pm_heap_alloc(pm_heap *heap, unsigned cls) {
     pm_class_state *cs = &heap->cls[cls];
-    bool retried = false;
     for (;;) {
         pm_pool *pool = cs->current;
         if (pool->free != NULL)
@@ -171,7 +110,7 @@ void *pm_heap_alloc(pm_heap *heap, unsigned cls) {
             cs->current = &pm_empty_pool;
             pm_pool_detach(heap, pool);
         }
-        while ((pool = pop_pending(heap, cls)) != NULL) {
+        while ((pool = pm_pool_pop_pending(heap, cls)) != NULL) {
             if (!pm_pool_reattach(heap, pool))
                 continue; /* being released by the thread that freed its last block */
             if (pool->free != NULL || pm_pool_carve(pool)) {
@@ -189,15 +128,11 @@ void *pm_heap_alloc(pm_heap *heap, unsigned cls) {
                 pm_large_expire(now); /* outside every lock: large.c is a leaf (I7) */
             return pool_pop(pool);
         }
-        /* The OS refused memory: give back every cached and purgeable byte, then once more. */
-        if (retried)
-            return NULL;
-        retried = true;
-        pm_release_all();
+        return NULL; /* the OS refused memory */
     }
 }
 
-void *pm_heap_alloc_exited(unsigned cls) {
+void *pm_heap_alloc_borrowed(unsigned cls) {
     pm_heap *h = heap_take();
     if (h == NULL)
         return NULL;

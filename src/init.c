@@ -77,10 +77,19 @@ static void on_thread_exit(void *arg) {
     pm_heap_abandon(heap);
 }
 
-void pm_thread_attach(pm_heap *heap) {
-    pm_thread_state = PM_THREAD_LIVE;
-    /* After the heap is installed: pthread_setspecific may allocate, and must find it. */
-    pthread_setspecific(exit_key, heap);
+pm_heap *pm_thread_heap_get(void) {
+    pm_heap *h = pm_thread_heap;
+    if (PM_LIKELY(h != NULL) || pm_thread_state == PM_THREAD_EXITED)
+        return h;
+    pm_options_refresh(); /* a new thread: a moment to apply an environment set late */
+    h = pm_heap_take();
+    if (h != NULL) {
+        pm_heap_install(h);
+        pm_thread_state = PM_THREAD_LIVE;
+        /* After the heap is installed: pthread_setspecific may allocate, and must find it. */
+        pthread_setspecific(exit_key, h);
+    }
+    return h;
 }
 
 /* ---- start-up ------------------------------------------------------------------------------ */

@@ -476,6 +476,9 @@ PM_HIDDEN void pm_pool_detach(pm_heap *heap, pm_pool *pool);
 /* Owner only, pool taken off heap->pending: makes it current again with the blocks freed
  * meanwhile; false if a freeing thread is releasing it (then it must not be touched). */
 PM_HIDDEN bool pm_pool_reattach(pm_heap *heap, pm_pool *pool);
+/* Owner only: a detached pool of class cls that has free blocks, taken off the pending list
+ * (then pm_pool_reattach), or NULL. */
+PM_HIDDEN pm_pool *pm_pool_pop_pending(pm_heap *heap, unsigned cls);
 /* Blocks in use, for statistics (racy, clamped). */
 PM_HIDDEN uint32_t pm_pool_blocks_in_use(const pm_pool *pool);
 
@@ -509,14 +512,13 @@ PM_INLINE void pm_pool_set_owner(pm_pool *pool, pm_heap *heap, bool detached) {
 
 /* ---- heap.c: per-thread heaps ------------------------------------------------------------- */
 PM_HIDDEN void pm_heap_init_global(void);
-/* The calling thread's heap, creating or adopting one; NULL when out of memory, or when the
- * thread has exited (its key destructors run): see pm_heap_alloc_exited. */
-PM_HIDDEN pm_heap *pm_heap_get(void);
+/* An abandoned heap to adopt, else a new one; NULL when out of memory. */
+PM_HIDDEN pm_heap *pm_heap_take(void);
 /* A block of class cls from heap: cache-less slow path (current pool, carving, the pool's
  * atomic list, pending pools, a new pool, in that order). NULL when the OS has no memory. */
 PM_HIDDEN void *pm_heap_alloc(pm_heap *heap, unsigned cls);
 /* For a thread whose heap was already handed over: borrow a heap for one allocation. */
-PM_HIDDEN void *pm_heap_alloc_exited(unsigned cls);
+PM_HIDDEN void *pm_heap_alloc_borrowed(unsigned cls);
 /* Owner only: a local free that could not take the fast path (poisoning, a full cache and a
  * detached pool...). */
 PM_HIDDEN void pm_heap_free_local(pm_heap *heap, pm_pool *pool, pm_block *b);
@@ -526,10 +528,6 @@ PM_HIDDEN void pm_heap_flush_cache(pm_heap *heap);
 PM_HIDDEN void pm_heap_abandon(pm_heap *heap);
 /* Flushes the caches of heaps nobody holds (pm_trim). */
 PM_HIDDEN void pm_heap_service_abandoned(void);
-/* Links a detached pool onto its owner's pending list (any thread). */
-PM_HIDDEN void pm_heap_link_pending(pm_heap *owner, pm_pool *pool);
-/* Unlinks it before release (any thread); the pool must be RELEASING. */
-PM_HIDDEN void pm_heap_unlink_pending(pm_heap *owner, pm_pool *pool);
 PM_HIDDEN void pm_heap_install(pm_heap *h);
 PM_HIDDEN void pm_heap_fork_prepare(void);
 PM_HIDDEN void pm_heap_fork_parent(void);
@@ -558,8 +556,9 @@ PM_HIDDEN void pm_init(void);                 /* idempotent, thread-safe, never 
 /* The calling thread's place in its lifecycle (init.c keeps the state machine). */
 enum pm_thread_state { PM_THREAD_NEW = 0, PM_THREAD_LIVE, PM_THREAD_EXITED };
 PM_HIDDEN extern PM_TLS uint8_t pm_thread_state;
-/* Arms the thread-exit hook for the calling thread's new heap. */
-PM_HIDDEN void pm_thread_attach(pm_heap *heap);
+/* The calling thread's heap: installs one (adopted or new) and arms the exit hook on first
+ * use; NULL when out of memory or once the thread has exited (PM_THREAD_EXITED). */
+PM_HIDDEN pm_heap *pm_thread_heap_get(void);
 
 /* ---- trim.c: giving memory back ------------------------------------------------------------ */
 /* Every cached and purgeable byte back to the OS (before an allocation gives up). */

@@ -108,6 +108,55 @@ bool pm_pool_carve(pm_pool *pool) {
     return true;
 }
 
+/* ---- the owner's pending lists (any thread, under the owner's xlock) --------------------- */
+
+static void link_pending(pm_heap *owner, pm_pool *pool) {
+    pm_lock(&owner->xlock);
+    uintptr_t w = atomic_load_explicit(&pool->xfree, memory_order_acquire);
+    /* Recheck under the lock: the pool may have been reattached or released meanwhile. */
+    if (!pool->pending && (w & PM_XF_DETACHED) && !(w & PM_XF_RELEASING) &&
+        (uintptr_t)__atomic_load_n(&pool->owner, __ATOMIC_RELAXED) ==
+            ((uintptr_t)owner | PM_OWNER_DETACHED)) {
+        unsigned c = pool->cls;
+        pool->prev = NULL;
+        pool->next = owner->pending[c];
+        if (pool->next)
+            pool->next->prev = pool;
+        owner->pending[c] = pool;
+        __atomic_store_n(&pool->pending, true, __ATOMIC_RELAXED);
+    }
+    pm_unlock(&owner->xlock);
+}
+
+static void unlink_locked(pm_heap *owner, pm_pool *pool) {
+    if (pool->prev)
+        pool->prev->next = pool->next;
+    else
+        owner->pending[pool->cls] = pool->next;
+    if (pool->next)
+        pool->next->prev = pool->prev;
+    pool->next = pool->prev = NULL;
+    __atomic_store_n(&pool->pending, false, __ATOMIC_RELAXED);
+}
+
+static void unlink_pending(pm_heap *owner, pm_pool *pool) {
+    pm_lock(&owner->xlock);
+    if (pool->pending)
+        unlink_locked(owner, pool);
+    pm_unlock(&owner->xlock);
+}
+
+pm_pool *pm_pool_pop_pending(pm_heap *heap, unsigned cls) {
+    if (__atomic_load_n(&heap->pending[cls], __ATOMIC_RELAXED) == NULL)
+        return NULL; /* a hint: a pool linked right now is found next time */
+    pm_lock(&heap->xlock);
+    pm_pool *pool = heap->pending[cls];
+    if (pool != NULL)
+        unlink_locked(heap, pool);
+    pm_unlock(&heap->xlock);
+    return pool;
+}
+
 /* ---- the atomic list ---------------------------------------------------------------------- */
 
 PM_INLINE pm_block *xf_head(uintptr_t w) { return (pm_block *)(w & PM_XF_PTR_MASK); }
@@ -124,7 +173,7 @@ static void release_detached(pm_pool *pool, uintptr_t seen) {
                                                  memory_order_acq_rel, memory_order_relaxed))
         return; /* the owner reattached it first: it is the owner's again */
     pm_heap *owner = pm_pool_owner(pool);
-    pm_heap_unlink_pending(owner, pool);
+    unlink_pending(owner, pool);
     pm_pool_release(pool);
 }
 
@@ -138,7 +187,7 @@ void pm_pool_free_atomic(pm_pool *pool, pm_block *block) {
          * before the block is published: until then the block is out, so the pool cannot be
          * released under the link (pm_heap_link_pending rechecks under the owner's lock). */
         if ((w & PM_XF_DETACHED) && xf_count(w) == 0 && !__atomic_load_n(&pool->pending, __ATOMIC_RELAXED))
-            pm_heap_link_pending(pm_pool_owner(pool), pool);
+            link_pending(pm_pool_owner(pool), pool);
         block->link = pm_link_encode(block, xf_head(w));
         uintptr_t next = xf_make(block, xf_count(w) + 1, w & PM_XF_FLAGS);
         if (atomic_compare_exchange_weak_explicit(&pool->xfree, &w, next, memory_order_release,
@@ -190,7 +239,7 @@ void pm_pool_detach(pm_heap *heap, pm_pool *pool) {
     }
     bool has_room = pool->free != NULL || pool->start + pool->carved < pool->end;
     if (has_room || xf_count(w) > 0)
-        pm_heap_link_pending(heap, pool);
+        link_pending(heap, pool);
 }
 
 bool pm_pool_reattach(pm_heap *heap, pm_pool *pool) {

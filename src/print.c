@@ -312,3 +312,9 @@ void pm_writer_pad(pm_writer *w, size_t column) {
     while (w->column < column && !(w->fd < 0 && w->truncated))
         pm_writer_printf(w, " ");
 }
+
+/* Reported by the fast paths and pool.c when a decoded link is no block it could be (I8). */
+void pm_heap_corrupt(const void *block, const char *where) {
+    pm_fatal("heap corruption detected in %s at block %p: a write after free or an overflow "
+             "changed a free block's link", where, block);
+}
