@@ -20,7 +20,7 @@ static void *alloc_class_once(unsigned cls, size_t size) {
     if (PM_LIKELY(heap != NULL)) {
         void *p = pm_heap_alloc(heap, cls);
         if (PM_LIKELY(p != NULL))
-            PM_STAT(heap->cls[cls].nmalloc++; heap->cls[cls].requested += size);
+            PM_STAT(PM_OWN_ADD(heap->cls[cls].nmalloc, 1); PM_OWN_ADD(heap->cls[cls].requested, size));
         return p;
     }
     if (pm_thread_state == PM_THREAD_EXITED)

@@ -89,7 +89,7 @@ static void *pool_pop(pm_pool *pool) {
         pm_heap_corrupt(b, "pool free list");
     pool->free = next;
     b->key = 0;
-    pool->used++;
+    PM_OWN_ADD(pool->used, 1);
     return b;
 }
 
@@ -138,7 +138,7 @@ void *pm_heap_alloc_borrowed(unsigned cls) {
         return NULL;
     void *p = pm_heap_alloc(h, cls);
     if (p != NULL)
-        PM_STAT(h->cls[cls].nmalloc++);
+        PM_STAT(PM_OWN_ADD(h->cls[cls].nmalloc, 1));
     pm_heap_abandon(h);
     return p;
 }
@@ -150,7 +150,7 @@ void pm_heap_free_local(pm_heap *heap, pm_pool *pool, pm_block *b) {
         b->key = pm_free_key(b);
         b->link = pm_link_encode(b, pool->free);
         pool->free = b;
-        pool->used--;
+        PM_OWN_ADD(pool->used, -1);
         return;
     }
     pm_pool_free_atomic(pool, b);
@@ -161,7 +161,7 @@ void pm_heap_flush_cache(pm_heap *heap) {
         pm_class_state *cs = &heap->cls[c];
         pm_block *b = cs->cache;
         cs->cache = NULL;
-        cs->cache_room = pm_class_cache_limit[c];
+        PM_OWN_SET(cs->cache_room, pm_class_cache_limit[c]);
         while (b != NULL) {
             pm_block *next = pm_link_decode(b);
             if (PM_UNLIKELY(next != NULL && !pm_in_arena(next)))

@@ -73,7 +73,7 @@ void pm_pool_release(pm_pool *pool) {
     for (unsigned k = 0; k < pool->units; k++)
         __atomic_store_n(&a->unit_pool[pool->first_unit + k], &pm_dead_pool, __ATOMIC_RELAXED);
     pm_pool_set_owner(pool, NULL, false);
-    pool->state = PM_POOL_FREE;
+    PM_OWN_SET(pool->state, PM_POOL_FREE);
     pool->free = NULL;
     pm_arena_give_units(a, pool->first_unit, pool->units, touched);
     pm_gstats.pools_released++;
@@ -215,7 +215,7 @@ static void splice_local(pm_pool *pool, pm_block *head, uint32_t count) {
         b->link = pm_link_encode(b, pool->free);
     }
     pool->free = head;
-    pool->used -= count;
+    PM_OWN_ADD(pool->used, -count);
 }
 
 bool pm_pool_collect(pm_pool *pool) {
@@ -229,8 +229,8 @@ bool pm_pool_collect(pm_pool *pool) {
 
 void pm_pool_detach(pm_heap *heap, pm_pool *pool) {
     pm_pool_fold_stats(heap, pool);
-    pool->state = PM_POOL_DETACHED;
-    pool->detached_used = pool->used;
+    PM_OWN_SET(pool->state, PM_POOL_DETACHED);
+    PM_OWN_SET(pool->detached_used, pool->used);
     pm_pool_set_owner(pool, heap, true);
     uintptr_t w = atomic_fetch_or_explicit(&pool->xfree, PM_XF_DETACHED, memory_order_acq_rel);
     if (xf_count(w) == pool->detached_used) { /* every block handed out is back: all free */
@@ -249,10 +249,10 @@ bool pm_pool_reattach(pm_heap *heap, pm_pool *pool) {
             return false;
     } while (!atomic_compare_exchange_weak_explicit(&pool->xfree, &w, 0, memory_order_acquire,
                                                     memory_order_relaxed));
-    pool->used = pool->detached_used;
+    PM_OWN_SET(pool->used, pool->detached_used);
     if (xf_count(w) > 0)
         splice_local(pool, xf_head(w), xf_count(w));
-    pool->state = PM_POOL_CURRENT;
+    PM_OWN_SET(pool->state, PM_POOL_CURRENT);
     pm_pool_set_owner(pool, heap, false);
     return true;
 }

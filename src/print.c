@@ -318,3 +318,5 @@ void pm_heap_corrupt(const void *block, const char *where) {
     pm_fatal("heap corruption detected in %s at block %p: a write after free or an overflow "
              "changed a free block's link", where, block);
 }
+
+void *pm_heap_corrupt_jump(const void *block, const char *where) { pm_heap_corrupt(block, where); }
