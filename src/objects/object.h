@@ -55,7 +55,8 @@
 #ifndef PM_OBJECT_H
 #define PM_OBJECT_H
 
-#include "internal.h"
+#include "core-iface.h"
+#include "addrmap.h"
 
 #include <limits.h>
 
@@ -100,7 +101,7 @@ PM_INLINE void pm_obj_set_place(pm_object *o, unsigned state, size_t slot) {
 #define PM_SIDE_SHIFT 5         /* one byte per 32 bytes */
 #define PM_SIDE_REGION_SHIFT 26 /* a chunk covers 64 MiB: 2 MiB of bytes */
 #define PM_SIDE_CHUNK ((size_t)1 << (PM_SIDE_REGION_SHIFT - PM_SIDE_SHIFT))
-#define PM_SIDE_TOP_LEN ((size_t)1 << (PM_ADDRESS_BITS - PM_SIDE_REGION_SHIFT))
+#define PM_SIDE_TOP_LEN ((size_t)1 << (PM_OBJ_ADDRESS_BITS - PM_SIDE_REGION_SHIFT))
 
 /* Scratch values (byte >> 3) during a collection, for objects of the set being collected.
  * Two encodings alternate at every full collection (pm_gc.epoch): epoch 0 counts up from
@@ -259,11 +260,7 @@ typedef struct pm_gc_domain {
     pm_object **stack;
     size_t stack_len, stack_cap;
     bool stack_failed; /* out of memory: fall back to PENDING and rescans */
-    struct pm_gc_overflow {
-        const pm_object **keys;
-        uint64_t *counts;
-        size_t cap, used;
-    } overflow;
+    pm_addrmap overflow; /* counts past the side byte: object -> count (gc-mark.c) */
     uint64_t *filter; /* young collections: see build_filter in gc.c */
     /* strong references kept by the collector: uncollectable and SAVEALL objects */
     pm_object **garbage;
@@ -275,8 +272,10 @@ typedef struct pm_gc_domain {
 
 PM_HIDDEN extern pm_gc_domain pm_gc;
 
-/* object.c */
+/* tables.c */
 PM_HIDDEN void pm_gc_domain_init(void);
+/* Memory functions for the layer's address maps (pm_calloc/pm_free). */
+PM_HIDDEN extern const pm_addrmap_mem pm_objects_mem;
 /* Recomputes pm_gc.trigger after enabled or threshold[0] changed. */
 PM_INLINE void pm_gc_update_trigger(void) {
     pm_gc.trigger = pm_gc.enabled && pm_gc.threshold[0] > 0 ? pm_gc.threshold[0] : LONG_MAX;
@@ -306,7 +305,7 @@ PM_HIDDEN PM_COLD void pm_object_misuse(const pm_object *o, const char *fmt, ...
     __attribute__((format(printf, 2, 3), noreturn));
 PM_HIDDEN void pm_gc_maybe_collect(void);
 
-/* gc.c */
+/* gc-finalize.c */
 PM_HIDDEN void pm_gc_garbage_add(pm_object *o);
 
 /* weakref.c */

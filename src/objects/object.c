@@ -1,19 +1,13 @@
 /*
  * object.c: objects on the pool heap: creation, types, reference-count slow paths, the
- * iterative release of dying objects, tracking, generation tables and the side table.
- * The collector itself is in gc.c, weak references in weakref.c; object.h has the design.
+ * iterative release of dying objects, tracking. The tables are in tables.c, the collector in
+ * gc-*.c (gc.h), weak references in weakref.c; object.h has the design.
  */
 #include "object.h"
-
-#include <stdio.h>
-#include <sys/mman.h>
 
 _Static_assert(sizeof(pm_object) == 24, "the object header is documented as 24 bytes");
 _Static_assert(offsetof(pm_object, pm_refcnt_) >= 2 * sizeof(void *),
                "the reference count must sit past the allocator's free-list words");
-
-pm_gc_domain pm_gc;
-uintptr_t *pm_side_top;
 
 /* ---- misuse --------------------------------------------------------------------------------- */
 
@@ -76,131 +70,6 @@ void pm_gc_leave(void) {
         atomic_store(&pm_gc.user, (uintptr_t)0);
 }
 #endif
-
-/* ---- domain ------------------------------------------------------------------------------ */
-
-static pthread_once_t domain_once = PTHREAD_ONCE_INIT;
-
-static void domain_init_once(void) {
-    pm_init(); /* loads pm_opt */
-    pm_side_top = pm_os_reserve(PM_SIDE_TOP_LEN * sizeof(uintptr_t));
-    if (pm_side_top == NULL)
-        pm_fatal("cannot reserve %zu bytes of address space for the collector's side table",
-                 PM_SIDE_TOP_LEN * sizeof(uintptr_t));
-    for (int i = 0; i < 3; i++)
-        pm_gc.threshold[i] = pm_opt.gc_threshold[i];
-    pm_gc.enabled = pm_opt.gc_enabled ? 1 : 0;
-    pm_gc.debug = (int)pm_opt.gc_debug | (PM_DEBUG ? PM_GC_DEBUG_CHECKS : 0);
-    pm_gc_update_trigger();
-    __atomic_store_n(&pm_gc.ready, true, __ATOMIC_RELEASE);
-}
-
-void pm_gc_domain_init(void) { pthread_once(&domain_once, domain_init_once); }
-
-/* ---- side table --------------------------------------------------------------------------- */
-
-bool pm_side_ensure(const void *p) {
-    uintptr_t a = (uintptr_t)p;
-    size_t i = a >> PM_SIDE_REGION_SHIFT;
-    if (PM_UNLIKELY(i >= PM_SIDE_TOP_LEN))
-        pm_fatal("object %p lies beyond the %d-bit address space the collector maps", p,
-                 PM_ADDRESS_BITS);
-    if (PM_LIKELY(pm_side_top[i] != 0))
-        return true;
-    uintptr_t shift = (uintptr_t)i << (PM_SIDE_REGION_SHIFT - PM_SIDE_SHIFT);
-    void *chunk = pm_os_map_aligned(PM_SIDE_CHUNK, PM_SIDE_CHUNK);
-    if (chunk != NULL && (uintptr_t)chunk == shift) {
-        /* the bias would be 0, which means "no chunk": take another mapping */
-        void *other = pm_os_map_aligned(PM_SIDE_CHUNK, PM_SIDE_CHUNK);
-        pm_os_unmap(chunk, PM_SIDE_CHUNK);
-        chunk = other;
-    }
-    if (chunk == NULL)
-        return false;
-#ifdef MADV_HUGEPAGE
-    /* One TLB entry for the whole chunk: the collector reads these bytes in random order
-     * when the graph is shuffled, and with 4 KiB pages every access is a page walk (a 10M
-     * object shuffled collection takes a third longer). Not for the first chunk: a small
-     * program would pay 2 MiB of memory for a few bytes; a second chunk means the objects
-     * span more than 64 MiB of address space. */
-    static bool first_chunk_made;
-    if (first_chunk_made)
-        madvise(chunk, PM_SIDE_CHUNK, MADV_HUGEPAGE);
-    first_chunk_made = true;
-#endif
-    pm_side_top[i] = (uintptr_t)chunk - shift;
-    return true;
-}
-
-/* ---- generation tables -------------------------------------------------------------------- */
-
-void pm_table_compact(pm_gc_table *t) {
-    size_t w = 0;
-    for (size_t r = 0; r < t->len; r++) {
-        pm_object *x = t->items[r];
-        if (x == NULL)
-            continue;
-        if (w != r) {
-            t->items[w] = x;
-            pm_obj_set_place(x, pm_obj_state(x), w);
-        }
-        w++;
-    }
-    t->len = w;
-    t->holes = 0;
-}
-
-/* Capacity for `more` appends past len. */
-bool pm_table_reserve(pm_gc_table *t, size_t more) {
-    if (t->cap - t->len >= more)
-        return true;
-    size_t need = t->len + more;
-    if (need < t->len)
-        return false;
-    size_t cap = t->cap < 256 ? 256 : t->cap;
-    while (cap < need)
-        cap *= 2;
-    pm_object **items = pm_realloc(t->items, cap * sizeof *items);
-    if (items == NULL)
-        return false;
-    t->items = items;
-    t->cap = cap;
-    return true;
-}
-
-static PM_NOINLINE bool table_make_room(pm_gc_table *t) {
-    /* Squeezing holes out costs one pass over the table; doing it only when they are a
-     * quarter of it keeps appends amortised O(1) and the table from growing with churn. */
-    if (t->holes > 0 && t->holes >= t->len / 4) {
-        pm_table_compact(t);
-        if (t->len < t->cap)
-            return true;
-    }
-    return pm_table_reserve(t, 1);
-}
-
-bool pm_table_append(unsigned state, pm_object *o) {
-    pm_gc_table *t = &pm_gc.table[state];
-    if (PM_UNLIKELY(t->len == t->cap) && !table_make_room(t))
-        return false;
-    size_t slot = t->len++;
-    t->items[slot] = o;
-    pm_obj_set_place(o, state, slot);
-    *pm_side_of(o) = (uint8_t)(state | (unsigned)pm_scr_codes(pm_gc.epoch).clean << 3);
-    return true;
-}
-
-void pm_table_remove(pm_object *o) {
-    pm_gc_table *t = &pm_gc.table[pm_obj_state(o)];
-    size_t slot = pm_obj_slot(o);
-    t->items[slot] = NULL;
-    if (slot + 1 == t->len)
-        t->len--;
-    else
-        t->holes++;
-    *pm_side_of(o) = 0;
-    o->pm_gcword_ = 0;
-}
 
 /* ---- types ----------------------------------------------------------------------------------- */
 
@@ -334,7 +203,7 @@ static pm_object *new_object(pm_type *t, uintptr_t ready, size_t size) {
         if (PM_UNLIKELY(++pm_gc.count[0] > pm_gc.trigger))
             pm_gc_maybe_collect();
     }
-    pm_object *o = pm_malloc_inline(size);
+    pm_object *o = pm_malloc(size);
     /* Every object's region gets its side-table chunk now, tracked or not: the collector
      * then looks up any referent's byte with no check. */
     if (PM_UNLIKELY(o == NULL) ||
@@ -428,7 +297,7 @@ static void destroy(pm_object *o) {
         pm_gc.count[0]--;
     pm_object_release_refs(o, t);
     o->pm_refcnt_ = PM_REFCNT_FREED;
-    pm_free_inline(o);
+    pm_free(o);
 }
 
 /* The trashcan, in the core: a death found while another object is being released waits on

@@ -28,88 +28,32 @@ static pm_type weakref_type = {
     .release = weakref_release,
 };
 
-/* ---- referent -> list head ------------------------------------------------------------ */
+/* ---- referent -> list head: an address map (addrmap.c) ---------------------------------- */
 
-static struct {
-    const pm_object **keys;
-    weakref **heads;
-    size_t cap, used;
-} table;
+static pm_addrmap heads; /* referent -> its first weakref */
 
-static size_t slot_hash(const pm_object *o, size_t mask) {
-    return (size_t)(((uintptr_t)o >> 5) * UINT64_C(0x9E3779B97F4A7C15) >> 24) & mask;
+/* The first weak reference to o, or NULL. */
+static weakref *head_get(const pm_object *o) {
+    uintptr_t *v = pm_addrmap_find(&heads, o);
+    return v != NULL ? (weakref *)*v : NULL;
 }
 
-static bool table_grow(void) {
-    size_t cap = table.cap ? table.cap * 2 : 64;
-    const pm_object **keys = pm_calloc(cap, sizeof *keys);
-    weakref **heads = pm_calloc(cap, sizeof *heads);
-    if (keys == NULL || heads == NULL) {
-        pm_free(keys);
-        pm_free(heads);
+/* Makes w the first weak reference to o; false when the map cannot grow. */
+static bool head_set(const pm_object *o, weakref *w) {
+    if (PM_UNLIKELY(heads.mem.alloc_zeroed == NULL))
+        pm_addrmap_init(&heads, pm_objects_mem, 5);
+    uintptr_t *v = pm_addrmap_insert(&heads, o);
+    if (v == NULL)
         return false;
-    }
-    for (size_t i = 0; i < table.cap; i++) {
-        if (table.keys[i] == NULL)
-            continue;
-        size_t j = slot_hash(table.keys[i], cap - 1);
-        while (keys[j] != NULL)
-            j = (j + 1) & (cap - 1);
-        keys[j] = table.keys[i];
-        heads[j] = table.heads[i];
-    }
-    pm_free(table.keys);
-    pm_free(table.heads);
-    table.keys = keys;
-    table.heads = heads;
-    table.cap = cap;
+    *v = (uintptr_t)w;
     return true;
 }
 
-/* The list head slot of o; with create, made (NULL head) if missing. NULL when absent. */
-static weakref **head_slot(const pm_object *o, bool create) {
-    if (create && (table.used + 1) * 2 > table.cap && !table_grow())
-        return NULL;
-    if (table.cap == 0)
-        return NULL;
-    size_t mask = table.cap - 1;
-    for (size_t i = slot_hash(o, mask);; i = (i + 1) & mask) {
-        if (table.keys[i] == o)
-            return &table.heads[i];
-        if (table.keys[i] == NULL) {
-            if (!create)
-                return NULL;
-            table.keys[i] = o;
-            table.heads[i] = NULL;
-            table.used++;
-            return &table.heads[i];
-        }
-    }
-}
-
-/* Removes o's entry (linear probing: later entries of the cluster shift back). */
 static void head_remove(const pm_object *o) {
-    if (table.cap == 0)
-        return;
-    size_t mask = table.cap - 1, i = slot_hash(o, mask);
-    while (table.keys[i] != o) {
-        if (table.keys[i] == NULL)
-            return;
-        i = (i + 1) & mask;
-    }
-    for (size_t j = (i + 1) & mask; table.keys[j] != NULL; j = (j + 1) & mask) {
-        size_t home = slot_hash(table.keys[j], mask);
-        /* j's entry may move to the hole at i if its home is not in (i, j] (cyclically) */
-        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-        if (stays)
-            continue;
-        table.keys[i] = table.keys[j];
-        table.heads[i] = table.heads[j];
-        i = j;
-    }
-    table.keys[i] = NULL;
-    table.heads[i] = NULL;
-    table.used--;
+    pm_addrmap_remove(&heads, o);
+    /* a program that once had many weak references gets the table's memory back */
+    if (heads.used * 8 <= heads.cap)
+        pm_addrmap_shrink(&heads);
 }
 
 static void unlink_weakref(weakref *w) {
@@ -117,10 +61,9 @@ static void unlink_weakref(weakref *w) {
     if (w->prev != NULL) {
         w->prev->next = w->next;
     } else {
-        weakref **head = head_slot(target, false);
-        if (head != NULL)
-            *head = w->next;
-        if (w->next == NULL) {
+        if (w->next != NULL) {
+            (void)head_set(target, w->next); /* the key exists: this cannot grow the map */
+        } else {
             head_remove(target);
             target->pm_typebits_ &= ~PM_OF_WEAKREFS;
         }
@@ -147,8 +90,8 @@ pm_object *pm_weakref_new(pm_object *target, pm_weakref_callback callback, pm_ob
     if (w == NULL)
         return NULL;
     PM_GC_ENTER();
-    weakref **head = head_slot(target, true);
-    if (head == NULL) {
+    weakref *first = head_get(target);
+    if (!head_set(target, w)) {
         PM_GC_LEAVE();
         pm_decref(&w->base);
         errno = ENOMEM;
@@ -157,10 +100,9 @@ pm_object *pm_weakref_new(pm_object *target, pm_weakref_callback callback, pm_ob
     w->target = target;
     w->callback = callback;
     w->data = pm_xnewref(data);
-    w->next = *head;
-    if (w->next != NULL)
-        w->next->prev = w;
-    *head = w;
+    w->next = first;
+    if (first != NULL)
+        first->prev = w;
     target->pm_typebits_ |= PM_OF_WEAKREFS;
     if (callback != NULL || data != NULL)
         (void)pm_track(&w->base); /* untracked on failure: its callback then always runs */
@@ -187,9 +129,8 @@ pm_object *pm_weakref_get(pm_object *ref) {
 size_t pm_weakref_count(const pm_object *o) {
     if (o == NULL || !(o->pm_typebits_ & PM_OF_WEAKREFS))
         return 0;
-    weakref **head = head_slot(o, false);
     size_t n = 0;
-    for (weakref *w = head ? *head : NULL; w != NULL; w = w->next)
+    for (weakref *w = head_get(o); w != NULL; w = w->next)
         n++;
     return n;
 }
@@ -199,8 +140,7 @@ size_t pm_weakref_count(const pm_object *o) {
 /* Detaches every weak reference to o; those for which keep() says so are returned as a list
  * through `next`, each with a new reference, for their callbacks. */
 static weakref *detach_all(pm_object *o, bool for_gc) {
-    weakref **head = head_slot(o, false);
-    weakref *w = head ? *head : NULL, *callbacks = NULL;
+    weakref *w = head_get(o), *callbacks = NULL;
     head_remove(o);
     o->pm_typebits_ &= ~PM_OF_WEAKREFS;
     while (w != NULL) {
