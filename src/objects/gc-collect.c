@@ -22,6 +22,8 @@ static bool move_unreachable(pm_object *x) {
         pm_gc.u_flags |= PM_U_WEAKREFS;
     if (t->finalize != NULL && !(tb & PM_OF_FINALIZED))
         pm_gc.u_flags |= PM_U_FINALIZE;
+    if (PM_UNLIKELY(t->pm_ready_ & PM_TYPE_WEAKREF))
+        pm_gc.u_flags |= PM_U_WEAKREF_OBJS;
     return true;
 }
 

@@ -67,6 +67,15 @@ void pm_gc_handle_unreachable(unsigned dest, pm_gc_result *res) {
     if (d->u_flags & PM_U_NONCLEAR)
         res->uncollectable += keep_uncollectable(dest);
 
+    /* Weak references that are garbage themselves are detached first, before any user code
+     * runs: whatever dies later (their referent may be outside the garbage and die when the
+     * garbage is cleared), they never call back (CPython, bpo-38006), since their callback
+     * and data may be garbage already cleared. */
+    for (size_t i = 0; i < u->len && (d->u_flags & PM_U_WEAKREF_OBJS); i++) {
+        pm_object *x = u->items[i];
+        if (x != NULL && (pm_obj_type(x)->pm_ready_ & PM_TYPE_WEAKREF))
+            pm_weakref_forget_referent(x);
+    }
     /* Weak references to the garbage are cleared, all of them, before any user code runs:
      * no callback or finalizer can reach a garbage object through one. */
     bool user_code = false;

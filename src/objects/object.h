@@ -162,6 +162,7 @@ PM_HIDDEN bool pm_side_ensure(const void *p);
 #define PM_TYPE_ITEMS 0x8u     /* has an items array */
 #define PM_TYPE_CONTAINER 0x10u /* may hold references: counted, tracked, walked */
 #define PM_TYPE_MASKED 0x20u   /* the fixed references are the bitmask */
+#define PM_TYPE_WEAKREF 0x40u  /* the library's weak reference type (weakref.c) */
 #define PM_READY_MASK_SHIFT 8
 #define PM_READY_FIRST_WORD 3  /* words 0..2 are the header */
 #define PM_READY_MASK_WORDS 56
@@ -230,6 +231,7 @@ typedef struct pm_gc_table {
 #define PM_U_NONCLEAR 0x1u
 #define PM_U_WEAKREFS 0x2u
 #define PM_U_FINALIZE 0x4u
+#define PM_U_WEAKREF_OBJS 0x8u /* weak references are garbage themselves */
 
 /* ---- the collector domain --------------------------------------------------------------- */
 #define PM_GC_MAX_CALLBACKS 16
@@ -315,6 +317,8 @@ PM_HIDDEN void pm_weakref_clear_all(pm_object *o);
 /* The collector's form: clears every weak reference to o; weak references with a callback
  * that are not themselves unreachable are pushed (with a new reference) on *list. */
 PM_HIDDEN void pm_weakref_clear_for_gc(pm_object *o, pm_object **list);
+/* Detaches weak reference o (PM_TYPE_WEAKREF) from its referent: it will never call back. */
+PM_HIDDEN void pm_weakref_forget_referent(pm_object *o);
 /* Runs and releases the callbacks gathered by pm_weakref_clear_for_gc. */
 PM_HIDDEN void pm_weakref_run_callbacks(pm_object *list);
 

@@ -74,11 +74,13 @@ static void unlink_weakref(weakref *w) {
     w->target = NULL;
 }
 
-static void weakref_release(pm_object *self) {
-    weakref *w = (weakref *)self;
+void pm_weakref_forget_referent(pm_object *o) {
+    weakref *w = (weakref *)o;
     if (w->target != NULL)
         unlink_weakref(w);
 }
+
+static void weakref_release(pm_object *self) { pm_weakref_forget_referent(self); }
 
 /* ---- API ------------------------------------------------------------------------------------- */
 
@@ -86,6 +88,9 @@ pm_object *pm_weakref_new(pm_object *target, pm_weakref_callback callback, pm_ob
     if (target == NULL || target->pm_refcnt_ <= 0)
         pm_object_misuse(target, "pm_weakref_new(): referent %p is NULL, freed or being "
                          "destroyed", (void *)target);
+    if (PM_UNLIKELY(!(weakref_type.pm_ready_ & PM_TYPE_WEAKREF)) &&
+        pm_type_prepare(&weakref_type) != 0)
+        weakref_type.pm_ready_ |= PM_TYPE_WEAKREF; /* lets the collector spot them in U */
     weakref *w = (weakref *)pm_new(&weakref_type);
     if (w == NULL)
         return NULL;
@@ -137,9 +142,9 @@ size_t pm_weakref_count(const pm_object *o) {
 
 /* ---- clearing ------------------------------------------------------------------------------ */
 
-/* Detaches every weak reference to o; those for which keep() says so are returned as a list
- * through `next`, each with a new reference, for their callbacks. */
-static weakref *detach_all(pm_object *o, bool for_gc) {
+/* Detaches every weak reference to o; those with a callback are returned as a list through
+ * `next`, each with a new reference, for their callbacks. */
+static weakref *detach_all(pm_object *o) {
     weakref *w = head_get(o), *callbacks = NULL;
     head_remove(o);
     o->pm_typebits_ &= ~PM_OF_WEAKREFS;
@@ -147,11 +152,9 @@ static weakref *detach_all(pm_object *o, bool for_gc) {
         weakref *next = w->next;
         w->target = NULL;
         w->next = w->prev = NULL;
-        /* CPython: no callback for a weak reference that is garbage itself, as its callback
-         * and data may be garbage too */
-        bool call = w->callback != NULL &&
-                    !(for_gc && pm_obj_state(&w->base) == PM_ST_UNREACHABLE);
-        if (call) {
+        /* (a weak reference that is garbage itself was detached before: see
+         * pm_weakref_forget_referent) */
+        if (w->callback != NULL) {
             pm_incref(&w->base);
             w->next = callbacks;
             callbacks = w;
@@ -173,11 +176,11 @@ void pm_weakref_run_callbacks(pm_object *list) {
 }
 
 void pm_weakref_clear_all(pm_object *o) {
-    pm_weakref_run_callbacks((pm_object *)detach_all(o, false));
+    pm_weakref_run_callbacks((pm_object *)detach_all(o));
 }
 
 void pm_weakref_clear_for_gc(pm_object *o, pm_object **list) {
-    weakref *found = detach_all(o, true);
+    weakref *found = detach_all(o);
     /* append the list already gathered behind ours */
     if (found == NULL)
         return;

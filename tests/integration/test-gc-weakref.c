@@ -1,7 +1,8 @@
 /*
  * test-gc-weakref.c: weak references: get while alive, NULL after; callbacks on refcount
  * death and on collection; weak references to garbage cleared before any clear runs;
- * no callback for a weak reference that is garbage itself; callbacks that allocate, free,
+ * no callback for a weak reference that is garbage itself (even when its referent dies
+ * during the clearing, bpo-38006); callbacks that allocate, free,
  * create weak references and try to collect.
  */
 #include "test-gc-common.h"
@@ -133,6 +134,43 @@ Test(weakref, garbage_weakref_gets_no_callback) {
     pm_gc_result r = pm_gc_collect(2);
     cr_assert_eq(r.collected, 4, "the ring and the weak reference");
     cr_assert_eq(calls, 0, "a weak reference that is garbage itself: no callback");
+}
+
+/* bpo-38006: the weak reference is garbage, its referent is not in the garbage (untracked,
+ * or in an older generation) and dies only when clearing the garbage drops its last
+ * reference. CPython makes no call: the weak reference was cleared before any clear ran. */
+static void referent_outside_garbage(bool referent_tracked_old) {
+    node *referent = (node *)pm_new(&node_type);
+    cr_assert_not_null(referent);
+    referent->canary = CANARY_LIVE;
+    if (referent_tracked_old) {
+        cr_assert_eq(pm_track(&referent->base), 0);
+        pm_gc_collect(1); /* moves it to generation 2, out of the young set below */
+    }
+    node *a = new_node(1), *b = new_node(2);
+    node *data = new_node(3); /* the callback's data, garbage too */
+    pm_object *wr = pm_weakref_new(&referent->base, note_callback, &data->base);
+    cr_assert_not_null(wr);
+    /* a -> referent (first: cleared before the weak reference), a -> wr; a <-> b via b */
+    a->a = &referent->base;
+    a->b = wr;
+    b->a = pm_newref(&a->base);
+    data->a = &b->base;
+    pm_decref(&a->base);
+    pm_decref(&data->base);
+    pm_gc_result r = pm_gc_collect(referent_tracked_old ? 1 : 2);
+    cr_assert_eq(r.collected, 4, "a, b, data and the weak reference");
+    cr_assert_eq(calls, 0, "a weak reference in the garbage never calls back, even when its "
+                 "referent dies during the clearing");
+    cr_assert_eq(released, 4, "the referent died too, with a, b and data");
+}
+
+Test(weakref, garbage_weakref_untracked_referent_gets_no_callback) {
+    referent_outside_garbage(false);
+}
+
+Test(weakref, garbage_weakref_older_referent_gets_no_callback) {
+    referent_outside_garbage(true);
 }
 
 static int busy_calls;
