@@ -48,6 +48,7 @@ PM_HIDDEN void pm_init(void);
 PM_HIDDEN void *pm_os_map_aligned(size_t size, size_t align); /* NULL on failure */
 PM_HIDDEN void *pm_os_reserve(size_t size);                   /* NORESERVE, lazily backed */
 PM_HIDDEN void pm_os_unmap(void *p, size_t size);
+PM_HIDDEN void pm_os_purge(void *p, size_t size); /* contents discarded (read back as 0) */
 
 /* Messages without allocating (print.c). */
 PM_HIDDEN int pm_vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);

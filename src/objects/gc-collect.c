@@ -127,20 +127,40 @@ static void run_callbacks(int phase, int generation, const pm_gc_result *res) {
         cbs[i].fn(phase, &info, cbs[i].arg);
 }
 
-static void release_scratch_memory(void) {
+/* Scratch kept from one collection to the next: 32 KiB of unreachable table and of stack
+ * cover the common young collection; more goes back at once. */
+#define SCRATCH_KEEP 4096
+/* A full collection that saw this many tracked objects die scans the side table for pages
+ * that describe no tracked object any more. */
+#define SIDE_PURGE_MIN_DEATHS 65536
+
+/* After a collection: the tables it emptied or thinned give their memory back, so that a
+ * program's peak does not stay resident (the Bloom filter, 256 KiB, stays). */
+static void give_memory_back(int g, const pm_gc_result *res, size_t live_before) {
     pm_gc_domain *d = &pm_gc;
     pm_gc_table *u = &d->table[PM_ST_UNREACHABLE];
-    /* up to 8 MiB of table is kept for the next collection; more goes back */
-    if (u->cap > ((size_t)1 << 20) && u->len == 0) {
+    if (u->cap > SCRATCH_KEEP && u->len == 0) {
         pm_free(u->items);
         u->items = NULL;
         u->cap = 0;
     }
-    if (d->stack_cap > 65536) {
+    if (d->stack_cap > SCRATCH_KEEP) {
         pm_free(d->stack);
         d->stack = NULL;
         d->stack_cap = 0;
     }
+    pm_addrmap_shrink(&d->overflow);
+    for (unsigned st = PM_ST_GEN0; st <= PM_ST_GEN2; st++)
+        pm_table_shrink(&d->table[st]);
+    if (g != 2)
+        return;
+    /* deaths: the garbage found now, and what refcounting freed since the last full one */
+    size_t live = table_live(&d->table[PM_ST_GEN2]);
+    size_t died = res->collected + (d->last_full_live > live_before
+                                    ? d->last_full_live - live_before : 0);
+    d->last_full_live = live;
+    if (died >= SIDE_PURGE_MIN_DEATHS && died > live)
+        pm_side_purge_empty();
 }
 
 /* Steps 1-3 for generations 0..g; returns the number promoted into generation 2 from 1. */
@@ -200,8 +220,8 @@ pm_gc_result pm_gc_collect_now(int g) {
             d->long_lived_pending = 0;
             d->long_lived_total = table_live(&d->table[PM_ST_GEN2]);
         }
-        release_scratch_memory();
     }
+    give_memory_back(g, &res, ysize);
 
     uint64_t pause = pm_gc_now_ns() - start;
     pm_gc_stats *st = &d->stats[g];

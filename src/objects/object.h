@@ -243,6 +243,7 @@ typedef struct pm_gc_domain {
     long trigger;     /* count[0] past this runs pm_gc_maybe_collect: threshold[0], or
                          LONG_MAX while automatic collection is off */
     size_t long_lived_total, long_lived_pending;
+    size_t last_full_live; /* tracked objects left by the last full collection */
     int enabled;
     int debug;
     int collecting;   /* a collection is running: no nested ones */
@@ -292,6 +293,11 @@ PM_HIDDEN bool pm_table_append(unsigned state, pm_object *o);
 PM_HIDDEN void pm_table_remove(pm_object *o);
 PM_HIDDEN void pm_table_compact(pm_gc_table *t);
 PM_HIDDEN bool pm_table_reserve(pm_gc_table *t, size_t more);
+/* A table at most a quarter full gives memory back (never below PM_TABLE_KEEP entries). */
+#define PM_TABLE_KEEP 16384
+PM_HIDDEN void pm_table_shrink(pm_gc_table *t);
+/* Gives back the side table's pages that describe no tracked object (all bytes 0). */
+PM_HIDDEN size_t pm_side_purge_empty(void);
 /* The checked form of a type (validates it at first use); 0 if malformed. */
 PM_HIDDEN uintptr_t pm_type_prepare(pm_type *t);
 /* Drops the reference the library can see (layout, or traverse without release) and calls

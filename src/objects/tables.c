@@ -42,6 +42,12 @@ void pm_gc_domain_init(void) { pthread_once(&domain_once, domain_init_once); }
 
 /* ---- side table --------------------------------------------------------------------------- */
 
+/* The chunks made, for pm_side_purge_empty (the first 1024: 64 GiB of object addresses). */
+#define SIDE_CHUNKS_LISTED 1024
+#define SIDE_PAGE 4096
+static uint8_t *side_chunks[SIDE_CHUNKS_LISTED];
+static size_t side_nchunks;
+
 bool pm_side_ensure(const void *p) {
     uintptr_t a = (uintptr_t)p;
     size_t i = a >> PM_SIDE_REGION_SHIFT;
@@ -72,7 +78,37 @@ bool pm_side_ensure(const void *p) {
     first_chunk_made = true;
 #endif
     pm_side_top[i] = (uintptr_t)chunk - shift;
+    if (side_nchunks < SIDE_CHUNKS_LISTED)
+        side_chunks[side_nchunks++] = chunk;
     return true;
+}
+
+/* A page is empty when every byte is 0 (no tracked object in its 128 KiB of addresses). */
+static bool page_is_empty(const uint8_t *p) {
+    const uint64_t *w = (const uint64_t *)p;
+    uint64_t any = 0;
+    for (size_t i = 0; i < SIDE_PAGE / sizeof *w; i++)
+        any |= w[i];
+    return any == 0;
+}
+
+size_t pm_side_purge_empty(void) {
+    size_t purged = 0;
+    for (size_t c = 0; c < side_nchunks; c++) {
+        uint8_t *chunk = side_chunks[c];
+        size_t run = 0; /* empty pages just before page p */
+        for (size_t p = 0; p <= PM_SIDE_CHUNK; p += SIDE_PAGE) {
+            if (p < PM_SIDE_CHUNK && page_is_empty(chunk + p)) {
+                run += SIDE_PAGE;
+                continue;
+            }
+            if (run > 0)
+                pm_os_purge(chunk + p - run, run); /* reads back as zeros: still empty */
+            purged += run;
+            run = 0;
+        }
+    }
+    return purged;
 }
 
 /* ---- generation tables -------------------------------------------------------------------- */
@@ -109,6 +145,21 @@ bool pm_table_reserve(pm_gc_table *t, size_t more) {
     t->items = items;
     t->cap = cap;
     return true;
+}
+
+void pm_table_shrink(pm_gc_table *t) {
+    if (t->cap <= PM_TABLE_KEEP || (t->len - t->holes) * 4 > t->cap)
+        return;
+    if (t->holes > 0)
+        pm_table_compact(t);
+    size_t cap = PM_TABLE_KEEP;
+    while (cap < 2 * t->len)
+        cap *= 2;
+    pm_object **items = pm_realloc(t->items, cap * sizeof *items);
+    if (items == NULL)
+        return; /* keeping the memory is always safe */
+    t->items = items;
+    t->cap = cap;
 }
 
 static PM_NOINLINE bool table_make_room(pm_gc_table *t) {
