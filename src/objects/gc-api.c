@@ -176,7 +176,7 @@ static int referent_visit(pm_object *ref, void *arg) {
 size_t pm_gc_get_referents(pm_object *o, pm_object **out, size_t max) {
     pm_gc_ready();
     collect_refs c = {out, max, 0};
-    if (o == NULL || !(pm_obj_type(o)->pm_ready_ & PM_TYPE_CONTAINER))
+    if (o == NULL || !(pm_ready(pm_obj_type(o)) & PM_TYPE_CONTAINER))
         return 0;
     PM_GC_ENTER();
     pm_object_traverse(o, referent_visit, &c);

@@ -16,13 +16,13 @@ static bool move_unreachable(pm_object *x) {
     move_to(PM_ST_UNREACHABLE, x);
     uintptr_t tb = x->pm_typebits_;
     const pm_type *t = (const pm_type *)(tb & ~PM_OF_MASK);
-    if (PM_UNLIKELY(!(t->pm_ready_ & PM_TYPE_CLEARABLE)))
+    if (PM_UNLIKELY(!(pm_ready(t) & PM_TYPE_CLEARABLE)))
         pm_gc.u_flags |= PM_U_NONCLEAR;
     if (PM_UNLIKELY(tb & PM_OF_WEAKREFS))
         pm_gc.u_flags |= PM_U_WEAKREFS;
     if (t->finalize != NULL && !(tb & PM_OF_FINALIZED))
         pm_gc.u_flags |= PM_U_FINALIZE;
-    if (PM_UNLIKELY(t->pm_ready_ & PM_TYPE_WEAKREF))
+    if (PM_UNLIKELY(pm_ready(t) & PM_TYPE_WEAKREF))
         pm_gc.u_flags |= PM_U_WEAKREF_OBJS;
     return true;
 }

@@ -73,7 +73,7 @@ void pm_gc_handle_unreachable(unsigned dest, pm_gc_result *res) {
      * and data may be garbage already cleared. */
     for (size_t i = 0; i < u->len && (d->u_flags & PM_U_WEAKREF_OBJS); i++) {
         pm_object *x = u->items[i];
-        if (x != NULL && (pm_obj_type(x)->pm_ready_ & PM_TYPE_WEAKREF))
+        if (x != NULL && (pm_ready(pm_obj_type(x)) & PM_TYPE_WEAKREF))
             pm_weakref_forget_referent(x);
     }
     /* Weak references to the garbage are cleared, all of them, before any user code runs:

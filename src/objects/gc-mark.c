@@ -193,7 +193,7 @@ static PM_NOINLINE void long_items(enum walk_kind kind, pm_object **items, size_
 PM_INLINE void walk_object(enum walk_kind kind, pm_object *x, mark_ctx *m, bool checks,
                            bool filtered, const uintptr_t *top, const uint8_t *next) {
     const pm_type *t = pm_obj_type(x);
-    uintptr_t rd = t->pm_ready_;
+    uintptr_t rd = pm_ready(t);
     if (checks || !(rd & PM_TYPE_LAYOUT)) {
         m->from = x;
         pm_walk(x, t, kind == WALK_COUNT ? count_visit : mark_visit, m);
@@ -236,7 +236,7 @@ PM_INLINE void prefetch_targets(const uintptr_t *top, pm_object *y) {
     if (y == NULL)
         return;
     const pm_type *t = pm_obj_type(y);
-    uintptr_t rd = t->pm_ready_;
+    uintptr_t rd = pm_ready(t);
     if (!(rd & PM_TYPE_MASKED)) {
         if (t->traverse != NULL)
             t->traverse(y, prefetch_visit, (void *)top);
@@ -530,7 +530,7 @@ void pm_gc_mark_from_unclearable(void) {
             *pm_side_of(u->items[i]) = with_scratch(PM_ST_UNREACHABLE, m.sc.tentative);
     for (size_t i = 0; i < u->len; i++) {
         pm_object *x = u->items[i];
-        if (x == NULL || (pm_obj_type(x)->pm_ready_ & PM_TYPE_CLEARABLE))
+        if (x == NULL || (pm_ready(pm_obj_type(x)) & PM_TYPE_CLEARABLE))
             continue;
         uint8_t *b = pm_side_of(x);
         if ((*b >> 3) == m.sc.done)

@@ -71,80 +71,6 @@ void pm_gc_leave(void) {
 }
 #endif
 
-/* ---- types ----------------------------------------------------------------------------------- */
-
-static bool field_ok(const pm_type *t, size_t off, const char *what) {
-    if (off < sizeof(pm_object) || off % sizeof(void *) != 0 || off + sizeof(void *) > t->size) {
-        pm_warn("type '%s': %s %zu is not an aligned pointer-sized field after the header "
-                "and inside size %zu", t->name ? t->name : "?", what, off, t->size);
-        return false;
-    }
-    return true;
-}
-
-uintptr_t pm_type_prepare(pm_type *t) {
-    pm_gc_ready();
-    const char *name = t->name ? t->name : "?";
-    if (t->size < sizeof(pm_object)) {
-        pm_warn("type '%s': size %zu is smaller than the %zu-byte object header", name, t->size,
-                sizeof(pm_object));
-        return 0;
-    }
-    bool layout = false, items = false, masked = true;
-    uint64_t mask = 0;
-    if (t->ref_offsets != NULL) {
-        size_t n = 0;
-        for (const uint16_t *off = t->ref_offsets; *off != 0; off++, n++) {
-            if (n >= 4096 || !field_ok(t, *off, "ref_offsets entry"))
-                return 0;
-            size_t word = *off / sizeof(void *) - PM_READY_FIRST_WORD;
-            if (word >= PM_READY_MASK_WORDS) {
-                masked = false;
-                continue;
-            }
-            if (mask & (UINT64_C(1) << word)) {
-                pm_warn("type '%s': offset %u appears twice in ref_offsets", name, *off);
-                return 0;
-            }
-            mask |= UINT64_C(1) << word;
-        }
-        layout = n > 0;
-    }
-    if (t->items_offset != 0) {
-        if (!field_ok(t, t->length_offset, "length_offset"))
-            return 0;
-        if (t->flags & PM_TYPE_ITEMS_POINTER) {
-            if (!field_ok(t, t->items_offset, "items_offset"))
-                return 0;
-        } else if (t->items_offset < sizeof(pm_object) || t->items_offset > t->size ||
-                   t->items_offset % sizeof(void *) != 0 || t->itemsize != sizeof(void *)) {
-            pm_warn("type '%s': inline items need items_offset <= size (aligned) and itemsize "
-                    "== sizeof(pm_object *)", name);
-            return 0;
-        }
-        layout = items = true;
-    }
-    bool refs = t->traverse != NULL || layout;
-    if ((t->flags & PM_TYPE_NO_REFS) && refs) {
-        pm_warn("type '%s': PM_TYPE_NO_REFS with traverse or a reference layout", name);
-        return 0;
-    }
-    uintptr_t ready = PM_TYPE_READY;
-    if (refs) {
-        ready |= PM_TYPE_CONTAINER;
-        if (t->traverse == NULL)
-            ready |= PM_TYPE_LAYOUT;
-        if (t->traverse == NULL && masked)
-            ready |= PM_TYPE_MASKED | (uintptr_t)mask << PM_READY_MASK_SHIFT;
-        if (t->clear != NULL || t->traverse == NULL)
-            ready |= PM_TYPE_CLEARABLE;
-        if (items)
-            ready |= PM_TYPE_ITEMS;
-    }
-    t->pm_ready_ = ready;
-    return ready;
-}
-
 /* ---- reference walks ------------------------------------------------------------------------ */
 
 int pm_object_traverse(pm_object *o, pm_visit_fn visit, void *arg) {
@@ -154,7 +80,7 @@ int pm_object_traverse(pm_object *o, pm_visit_fn visit, void *arg) {
 /* Drops the layout's references, fields set to NULL first (Py_CLEAR order). */
 static void clear_layout(pm_object *o, const pm_type *t) {
     char *base = (char *)o;
-    uintptr_t rd = t->pm_ready_;
+    uintptr_t rd = pm_ready(t);
     if (rd & PM_TYPE_MASKED) {
         pm_object **w = (pm_object **)o;
         for (uint64_t m = (uint64_t)rd >> PM_READY_MASK_SHIFT; m != 0; m &= m - 1)
@@ -163,7 +89,7 @@ static void clear_layout(pm_object *o, const pm_type *t) {
         for (const uint16_t *off = t->ref_offsets; *off != 0; off++)
             PM_CLEAR(*(pm_object **)(base + *off));
     }
-    if (t->pm_ready_ & PM_TYPE_ITEMS) {
+    if (pm_ready(t) & PM_TYPE_ITEMS) {
         size_t n = *(size_t *)(base + t->length_offset);
         pm_object **items = pm_items_of(o, t);
         if (items != NULL)
@@ -179,7 +105,7 @@ static int decref_visit(pm_object *ref, void *arg) {
 }
 
 void pm_object_release_refs(pm_object *o, const pm_type *t) {
-    if (t->pm_ready_ & PM_TYPE_LAYOUT)
+    if (pm_ready(t) & PM_TYPE_LAYOUT)
         clear_layout(o, t);
     else if (t->traverse != NULL && t->release == NULL)
         t->traverse(o, decref_visit, NULL);
@@ -190,13 +116,22 @@ void pm_object_release_refs(pm_object *o, const pm_type *t) {
 void pm_object_clear(pm_object *o, const pm_type *t) {
     if (t->clear != NULL)
         t->clear(o);
-    else if (t->pm_ready_ & PM_TYPE_LAYOUT)
+    else if (pm_ready(t) & PM_TYPE_LAYOUT)
         clear_layout(o, t);
 }
 
 /* ---- creation -------------------------------------------------------------------------------- */
 
-static pm_object *new_object(pm_type *t, uintptr_t ready, size_t size) {
+/* Gives back an object that could not be completed (out of memory). */
+static pm_object *new_failed(pm_object *o, uintptr_t ready) {
+    pm_free(o);
+    if ((ready & PM_TYPE_CONTAINER) && pm_gc.count[0] > 0)
+        pm_gc.count[0]--;
+    errno = ENOMEM;
+    return NULL;
+}
+
+static pm_object *new_object(const pm_type *t, uintptr_t ready, size_t size) {
     if (ready & PM_TYPE_CONTAINER) {
         /* CPython counts container allocations, not trackings: an object allocated and
          * dropped without ever being tracked still moves the collector forward. */
@@ -208,54 +143,56 @@ static pm_object *new_object(pm_type *t, uintptr_t ready, size_t size) {
      * then looks up any referent's byte with no check. */
     if (PM_UNLIKELY(o == NULL) ||
         (PM_UNLIKELY(pm_side_top[(uintptr_t)o >> PM_SIDE_REGION_SHIFT] == 0) &&
-         !pm_side_ensure(o))) {
-        pm_free(o);
-        if ((ready & PM_TYPE_CONTAINER) && pm_gc.count[0] > 0)
-            pm_gc.count[0]--;
-        errno = ENOMEM;
-        return NULL;
-    }
+         !pm_side_ensure(o)))
+        return new_failed(o, ready);
     o->pm_typebits_ = (uintptr_t)t;
     o->pm_gcword_ = 0;
     o->pm_refcnt_ = 1;
     memset(o + 1, 0, size - sizeof(pm_object));
+    /* zeroed fields are valid references (none): the object can be walked at once */
+    if ((ready & PM_TYPE_AUTOTRACK) && PM_UNLIKELY(!pm_table_append(PM_ST_GEN0, o)))
+        return new_failed(o, ready);
     return o;
 }
 
-static uintptr_t type_ready(pm_type *t) {
-    uintptr_t ready = t->pm_ready_;
-    if (PM_UNLIKELY(ready == 0)) {
-        ready = pm_type_prepare(t);
-        if (ready == 0)
-            errno = EINVAL;
+/* The library's record of a type (checked at its first use), or NULL with errno set. */
+static const pm_type_rt *type_ready(const pm_type *t) {
+    const pm_type_rt *rt = pm_type_record_cached(t);
+    if (PM_UNLIKELY(rt == NULL)) {
+        errno = ENOMEM;
+        return NULL;
     }
-    return ready;
+    if (PM_UNLIKELY(rt->ready == 0)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return rt;
 }
 
-pm_object *pm_new(pm_type *type) {
-    uintptr_t ready = type_ready(type);
-    if (PM_UNLIKELY(ready == 0))
+pm_object *pm_new(const pm_type *type) {
+    const pm_type_rt *rt = type_ready(type);
+    if (PM_UNLIKELY(rt == NULL))
         return NULL;
     PM_GC_ENTER();
-    pm_object *o = new_object(type, ready, type->size);
+    pm_object *o = new_object(&rt->t, rt->ready, rt->t.size);
     PM_GC_LEAVE();
     return o;
 }
 
-pm_object *pm_new_var(pm_type *type, size_t n) {
-    uintptr_t ready = type_ready(type);
-    if (PM_UNLIKELY(ready == 0))
+pm_object *pm_new_var(const pm_type *type, size_t n) {
+    const pm_type_rt *rt = type_ready(type);
+    if (PM_UNLIKELY(rt == NULL))
         return NULL;
     size_t extra;
-    if (__builtin_mul_overflow(n, type->itemsize, &extra) ||
-        __builtin_add_overflow(extra, type->size, &extra)) {
+    if (__builtin_mul_overflow(n, rt->t.itemsize, &extra) ||
+        __builtin_add_overflow(extra, rt->t.size, &extra)) {
         errno = ENOMEM;
         return NULL;
     }
     PM_GC_ENTER();
-    pm_object *o = new_object(type, ready, extra);
-    if (o != NULL && (ready & PM_TYPE_ITEMS) && !(type->flags & PM_TYPE_ITEMS_POINTER))
-        *(size_t *)((char *)o + type->length_offset) = n;
+    pm_object *o = new_object(&rt->t, rt->ready, extra);
+    if (o != NULL && (rt->ready & PM_TYPE_ITEMS) && !(rt->t.flags & PM_TYPE_ITEMS_POINTER))
+        *(size_t *)((char *)o + rt->t.length_offset) = n;
     PM_GC_LEAVE();
     return o;
 }
@@ -293,7 +230,7 @@ static void destroy(pm_object *o) {
     /* untracked first: a weak reference callback may collect, and must not find o */
     if (o->pm_typebits_ & PM_OF_WEAKREFS)
         pm_weakref_clear_all(o);
-    if ((t->pm_ready_ & PM_TYPE_CONTAINER) && pm_gc.count[0] > 0)
+    if ((pm_ready(t) & PM_TYPE_CONTAINER) && pm_gc.count[0] > 0)
         pm_gc.count[0]--;
     pm_object_release_refs(o, t);
     o->pm_refcnt_ = PM_REFCNT_FREED;
@@ -358,11 +295,10 @@ static int check_ref_visit(pm_object *ref, void *arg) {
 int pm_track(pm_object *o) {
     check_alive(o, "pm_track");
     const pm_type *t = pm_obj_type(o);
-    if (!(t->pm_ready_ & PM_TYPE_CONTAINER))
+    if (!(pm_ready(t) & PM_TYPE_CONTAINER))
         return 0; /* holds no references: never tracked */
-    if (PM_UNLIKELY(pm_obj_state(o) != PM_ST_UNTRACKED))
-        pm_object_misuse(o, "pm_track(): object %p (type %s) is already tracked",
-                         (const void *)o, type_name(o));
+    if (pm_obj_state(o) != PM_ST_UNTRACKED)
+        return 0; /* pm_new tracked it, or a second call: tracking is idempotent */
     PM_GC_ENTER();
     if (pm_gc.debug & PM_GC_DEBUG_CHECKS)
         pm_walk(o, t, check_ref_visit, o);

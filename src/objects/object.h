@@ -153,7 +153,22 @@ PM_INLINE uint8_t *pm_side_of(const void *p) {
 /* Makes sure p's chunk exists; false when out of memory. */
 PM_HIDDEN bool pm_side_ensure(const void *p);
 
-/* pm_ready_: 0 until the type is checked (at its first pm_new); then these bits, and for a
+/* The library's record of a user's type (types.c): a copy of it, checked, and the checked
+ * form. Objects point to the record (so pm_obj_type gives &rt->t, never the user's type,
+ * which is const and may be shared by several domains). */
+typedef struct pm_type_rt {
+    pm_type t; /* first: a record is also its type */
+    uintptr_t ready;
+    const pm_type *user;
+} pm_type_rt;
+
+PM_INLINE const pm_type_rt *pm_type_record_of(const pm_type *t) {
+    return (const pm_type_rt *)(const void *)t;
+}
+/* The checked form of a type from pm_obj_type. */
+PM_INLINE uintptr_t pm_ready(const pm_type *t) { return pm_type_record_of(t)->ready; }
+
+/* ready: 0 when the type was refused (types.c); else these bits, and for a
  * layout whose references all lie in words 3..58 of the object, a bitmask of those words
  * (bit j = word 3 + j) above PM_READY_MASK_SHIFT: the collector walks it with no table. */
 #define PM_TYPE_READY 0x1u
@@ -163,6 +178,7 @@ PM_HIDDEN bool pm_side_ensure(const void *p);
 #define PM_TYPE_CONTAINER 0x10u /* may hold references: counted, tracked, walked */
 #define PM_TYPE_MASKED 0x20u   /* the fixed references are the bitmask */
 #define PM_TYPE_WEAKREF 0x40u  /* the library's weak reference type (weakref.c) */
+#define PM_TYPE_AUTOTRACK 0x80u /* pm_new tracks (a container without PM_TYPE_TRACK_MANUALLY) */
 #define PM_READY_MASK_SHIFT 8
 #define PM_READY_FIRST_WORD 3  /* words 0..2 are the header */
 #define PM_READY_MASK_WORDS 56
@@ -173,7 +189,7 @@ PM_INLINE pm_object **pm_items_of(pm_object *o, const pm_type *t) {
     return (t->flags & PM_TYPE_ITEMS_POINTER) ? *(pm_object ***)at : (pm_object **)at;
 }
 
-/* Runs STMT with `r` bound to each non-NULL reference of a layout type (rd = t->pm_ready_).
+/* Runs STMT with `r` bound to each non-NULL reference of a layout type (rd = pm_ready(t)).
  * A macro, so that the collector's passes keep their state in registers. */
 #define PM_WALK_LAYOUT(x, t, rd, r, STMT)                                                      \
     do {                                                                                       \
@@ -213,7 +229,7 @@ PM_INLINE pm_object **pm_items_of(pm_object *o, const pm_type *t) {
 PM_INLINE int pm_walk(pm_object *o, const pm_type *t, pm_visit_fn visit, void *arg) {
     if (t->traverse != NULL)
         return t->traverse(o, visit, arg);
-    uintptr_t rd = t->pm_ready_;
+    uintptr_t rd = pm_ready(t);
     int e = 0;
     PM_WALK_LAYOUT(o, t, rd, r, if ((e = visit(r, arg)) != 0) return e);
     return 0;
@@ -235,6 +251,7 @@ typedef struct pm_gc_table {
 
 /* ---- the collector domain --------------------------------------------------------------- */
 #define PM_GC_MAX_CALLBACKS 16
+#define PM_TYPE_CACHE 64
 
 typedef struct pm_gc_domain {
     pm_gc_table table[PM_ST_COUNT]; /* by state; [0] unused */
@@ -254,6 +271,7 @@ typedef struct pm_gc_domain {
     pm_object *dealloc_list;
     int releasing;
     pm_gc_stats stats[3];
+    const pm_type_rt *type_cache[PM_TYPE_CACHE]; /* types.c: user type -> record */
     struct {
         pm_gc_callback fn;
         void *arg;
@@ -298,8 +316,19 @@ PM_HIDDEN bool pm_table_reserve(pm_gc_table *t, size_t more);
 PM_HIDDEN void pm_table_shrink(pm_gc_table *t);
 /* Gives back the side table's pages that describe no tracked object (all bytes 0). */
 PM_HIDDEN size_t pm_side_purge_empty(void);
-/* The checked form of a type (validates it at first use); 0 if malformed. */
-PM_HIDDEN uintptr_t pm_type_prepare(pm_type *t);
+/* types.c: the record of a type, made (and the type checked) at first use; NULL without
+ * memory. The record's ready is 0 for a refused type. */
+PM_HIDDEN pm_type_rt *pm_type_record(const pm_type *t);
+PM_INLINE size_t pm_type_cache_index(const pm_type *t) {
+    return ((uintptr_t)t >> 4) & (PM_TYPE_CACHE - 1);
+}
+/* The same through the domain's cache: one load and compare when the type was seen. */
+PM_INLINE const pm_type_rt *pm_type_record_cached(const pm_type *t) {
+    const pm_type_rt *rt = pm_gc.type_cache[pm_type_cache_index(t)];
+    if (PM_LIKELY(rt != NULL && rt->user == t))
+        return rt;
+    return pm_type_record(t);
+}
 /* Drops the reference the library can see (layout, or traverse without release) and calls
  * release: the object's last steps before its memory is freed. */
 PM_HIDDEN void pm_object_release_refs(pm_object *o, const pm_type *t);

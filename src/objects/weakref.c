@@ -2,7 +2,8 @@
  * weakref.c: weak references.
  *
  * A weak reference is an object of the built-in type "weakref": a borrowed pointer to its
- * referent, a callback and a strong reference to the callback's data object. The weak
+ * referent, a callback and its data (an opaque pointer, or an object the weak reference holds
+ * a strong reference to). The weak
  * references to one object form a doubly linked list, found through a hash table keyed by
  * the referent (the header has no room for a list head; the PM_OF_WEAKREFS bit says when to
  * look). A weak reference with a callback or data is tracked, so that the collector can tell
@@ -12,21 +13,33 @@
 
 typedef struct weakref {
     pm_object base;
-    pm_object *data;          /* strong: the callback's argument */
+    pm_object *data_object;   /* strong, or NULL: data when it is an object */
     pm_object *target;        /* borrowed; NULL once the referent died */
+    void *data;               /* the callback's argument */
     pm_weakref_callback callback;
     struct weakref *next, *prev;
 } weakref;
 
 static void weakref_release(pm_object *self);
 
-static const uint16_t weakref_refs[] = {offsetof(weakref, data), 0};
-static pm_type weakref_type = {
+static const pm_ref_offset weakref_refs[] = {offsetof(weakref, data_object), 0};
+static const pm_type weakref_type = {
     .name = "weakref",
     .size = sizeof(weakref),
-    .ref_offsets = weakref_refs,
+    .flags = PM_TYPE_TRACK_MANUALLY, /* tracked only with a callback or data (see below) */
+    .ref_offsets = PM_REFS(weakref_refs),
     .release = weakref_release,
 };
+
+/* The collector finds weak references among the garbage by a bit of their type's record. */
+static bool weakref_type_marked;
+static void mark_weakref_type(void) {
+    pm_type_rt *rt = pm_type_record(&weakref_type);
+    if (rt != NULL && rt->ready != 0) {
+        rt->ready |= PM_TYPE_WEAKREF;
+        weakref_type_marked = true;
+    }
+}
 
 /* ---- referent -> list head: an address map (addrmap.c) ---------------------------------- */
 
@@ -84,13 +97,13 @@ static void weakref_release(pm_object *self) { pm_weakref_forget_referent(self);
 
 /* ---- API ------------------------------------------------------------------------------------- */
 
-pm_object *pm_weakref_new(pm_object *target, pm_weakref_callback callback, pm_object *data) {
+static pm_object *weakref_new(pm_object *target, pm_weakref_callback callback, void *data,
+                              pm_object *data_object) {
     if (target == NULL || target->pm_refcnt_ <= 0)
         pm_object_misuse(target, "pm_weakref_new(): referent %p is NULL, freed or being "
                          "destroyed", (void *)target);
-    if (PM_UNLIKELY(!(weakref_type.pm_ready_ & PM_TYPE_WEAKREF)) &&
-        pm_type_prepare(&weakref_type) != 0)
-        weakref_type.pm_ready_ |= PM_TYPE_WEAKREF; /* lets the collector spot them in U */
+    if (PM_UNLIKELY(!weakref_type_marked))
+        mark_weakref_type();
     weakref *w = (weakref *)pm_new(&weakref_type);
     if (w == NULL)
         return NULL;
@@ -104,18 +117,33 @@ pm_object *pm_weakref_new(pm_object *target, pm_weakref_callback callback, pm_ob
     }
     w->target = target;
     w->callback = callback;
-    w->data = pm_xnewref(data);
+    w->data = data;
+    w->data_object = pm_xnewref(data_object);
     w->next = first;
     if (first != NULL)
         first->prev = w;
     target->pm_typebits_ |= PM_OF_WEAKREFS;
-    if (callback != NULL || data != NULL)
-        (void)pm_track(&w->base); /* untracked on failure: its callback then always runs */
+    /* tracked, the collector can tell when it is garbage itself; untracked on failure: its
+     * callback then always runs */
+    int saved_errno = errno;
+    if ((callback != NULL || data_object != NULL) && pm_track(&w->base) != 0)
+        errno = saved_errno;
     PM_GC_LEAVE();
     return &w->base;
 }
 
-int pm_is_weakref(const pm_object *o) { return o != NULL && pm_obj_type(o) == &weakref_type; }
+pm_object *pm_weakref_new(pm_object *target, pm_weakref_callback callback, void *data) {
+    return weakref_new(target, callback, data, NULL);
+}
+
+pm_object *pm_weakref_new_object_data(pm_object *target, pm_weakref_callback callback,
+                                      pm_object *data) {
+    return weakref_new(target, callback, data, data);
+}
+
+int pm_is_weakref(const pm_object *o) {
+    return o != NULL && (pm_ready(pm_obj_type(o)) & PM_TYPE_WEAKREF) != 0;
+}
 
 static weakref *as_weakref(pm_object *o, const char *fn) {
     if (!pm_is_weakref(o))
