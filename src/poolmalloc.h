@@ -189,16 +189,21 @@ PM_API void pm_options_help(int fd);
  * collection, POOLMALLOC_GC_DEBUG sets the PM_GC_DEBUG_* flags below (the names stats,
  * saveall, leak, checks, or a number).
  *
- * Threads. The objects of a process form one collector domain, used by one thread at a time:
- * CPython's model under its GIL. A program that uses objects from several threads serializes
- * every object operation (pm_new, pm_incref/pm_decref, pm_track, collections, weak references)
- * with its own lock; passing the domain between threads through that lock is fine, and object
- * memory may be freed by another thread than the one that allocated it. We chose this over
- * shared objects with atomic or biased reference counts because it keeps pm_incref/pm_decref
- * a plain add and the collector free of safepoints and stop-the-world machinery; a runtime
- * with free threading needs both, and they are not built. Debug builds (--enable-debug) check
- * the rule: every library call records the thread inside the domain, and a second thread
- * entering while the first is inside aborts with a message.
+ * Threads and domains. Objects live in a collector domain: its own generations, thresholds,
+ * statistics, collector and weak references, used by one thread at a time (CPython's model:
+ * one interpreter, one GIL; PEP 684's per-interpreter GIL for several). A thread's calls go
+ * to its current domain: the default domain, unless pm_domain_enter chose another, so a
+ * program that never creates a domain sees one process-wide domain. Two libraries in one
+ * process each create their own and enter it in their entry points; each thread may also
+ * work in a domain of its own, all in parallel. Within a domain, a program that uses it from
+ * several threads serializes every object operation (pm_new, pm_incref/pm_decref, pm_track,
+ * collections, weak references) with its own lock; handing a domain between threads through
+ * that lock is fine, and object memory may be freed by any thread. Objects, and references
+ * between objects, may not cross domains. Every build checks the rule at each library call
+ * (not in the inline pm_incref/pm_decref): a call records its thread in the domain while it
+ * runs, and a call from a second thread meanwhile aborts with a message; a call given an
+ * object of another domain aborts with a message. The check is a thread-id compare, no lock
+ * or atomic read-modify-write, so an overlap is caught when the calls meet, not always.
  */
 typedef struct pm_object_fields_ {
     uintptr_t pm_typebits_;
@@ -447,6 +452,23 @@ PM_API size_t pm_gc_get_objects(int generation, pm_object **out, size_t max);
 PM_API size_t pm_gc_garbage(pm_object **out, size_t max);
 /* Drops the collector's references to the kept objects (gc.garbage.clear()); returns how many. */
 PM_API size_t pm_gc_garbage_clear(void);
+
+/* ---- domains ---- */
+typedef struct pm_domain pm_domain;
+/* A new domain (up to 31 besides the default one), with the thresholds and flags the
+ * environment sets. NULL with ENOMEM, or EAGAIN when 31 exist. */
+PM_API pm_domain *pm_domain_new(void);
+/* Frees a domain: runs a full collection in it first; -1 and EBUSY if objects of it are
+ * still alive (it then stays usable), EINVAL for NULL or the default domain. */
+PM_API int pm_domain_free(pm_domain *domain);
+/* Makes domain (NULL: the default one) this thread's current domain, for every later call
+ * on this thread; returns the previous one, to enter it again when done (as
+ * PyThreadState_Swap). Not from inside a library call (a finalizer or callback). */
+PM_API pm_domain *pm_domain_enter(pm_domain *domain);
+PM_API pm_domain *pm_domain_current(void);
+PM_API pm_domain *pm_domain_default(void);
+/* Objects of the domain allocated and not yet freed. */
+PM_API size_t pm_domain_live_objects(const pm_domain *domain);
 
 /* ---- weak references ---- */
 /* Called when the referent of weakref dies, with the weak reference (alive for the call) and

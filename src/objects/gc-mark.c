@@ -420,14 +420,11 @@ static void init_ctx(mark_ctx *m, unsigned lo, unsigned hi) {
     m->top = pm_side_top;
     m->checks = (pm_gc.debug & PM_GC_DEBUG_CHECKS) != 0;
     /* the tables depend on (lo, hi, epoch) only: young collections reuse the last ones */
-    static struct {
-        unsigned key;
-        uint8_t count_next[256], mark_next[256];
-    } cache = {.key = ~0u};
+    __typeof__(pm_gc.next_cache) *cache = &pm_gc.next_cache;
     unsigned key = lo | hi << 8 | pm_gc.epoch << 16;
-    if (cache.key == key) {
-        memcpy(m->count_next, cache.count_next, 256);
-        memcpy(m->mark_next, cache.mark_next, 256);
+    if (cache->key == key) {
+        memcpy(m->count_next, cache->count_next, 256);
+        memcpy(m->mark_next, cache->mark_next, 256);
         return;
     }
     const pm_scr *sc = &m->sc;
@@ -447,9 +444,9 @@ static void init_ctx(mark_ctx *m, unsigned lo, unsigned hi) {
         m->count_next[v] = (uint8_t)c;
         m->mark_next[v] = (uint8_t)k;
     }
-    cache.key = key;
-    memcpy(cache.count_next, m->count_next, 256);
-    memcpy(cache.mark_next, m->mark_next, 256);
+    cache->key = key;
+    memcpy(cache->count_next, m->count_next, 256);
+    memcpy(cache->mark_next, m->mark_next, 256);
 }
 
 /* For a small set that is not everything (a young collection): a filter with bits set for

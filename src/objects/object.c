@@ -49,27 +49,12 @@ void pm_object_check_ref(const pm_object *from, const pm_object *ref, const char
         pm_object_misuse(from, "%s: object %p (type %s) refers to %p, which was freed "
                          "(a missing pm_incref, or a stale field)",
                          when, (const void *)from, type_name(from), (const void *)ref);
+    if (PM_UNLIKELY((ref->pm_gcword_ ^ from->pm_gcword_) & PM_GCW_DOMAIN_MASK))
+        pm_object_misuse(from, "%s: object %p (type %s, domain %u) refers to %p (type %s) of "
+                         "domain %u: references between domains are not allowed", when,
+                         (const void *)from, type_name(from), pm_obj_domain_id(from),
+                         (const void *)ref, type_name(ref), pm_obj_domain_id(ref));
 }
-
-/* ---- the one-thread rule (debug builds) ---------------------------------------------------- */
-#if PM_DEBUG
-static PM_TLS int enter_depth;
-
-void pm_gc_enter(void) {
-    if (enter_depth++ != 0)
-        return;
-    uintptr_t me = (uintptr_t)&enter_depth; /* unique per thread */
-    uintptr_t prev = atomic_exchange(&pm_gc.user, me);
-    if (prev != 0 && prev != me)
-        pm_fatal("the object API was used by two threads at once; a collector domain is used by "
-                 "one thread at a time (serialize object operations with a lock)");
-}
-
-void pm_gc_leave(void) {
-    if (--enter_depth == 0)
-        atomic_store(&pm_gc.user, (uintptr_t)0);
-}
-#endif
 
 /* ---- reference walks ------------------------------------------------------------------------ */
 
@@ -146,8 +131,9 @@ static pm_object *new_object(const pm_type *t, uintptr_t ready, size_t size) {
          !pm_side_ensure(o)))
         return new_failed(o, ready);
     o->pm_typebits_ = (uintptr_t)t;
-    o->pm_gcword_ = 0;
+    o->pm_gcword_ = pm_gc.id_bits;
     o->pm_refcnt_ = 1;
+    pm_gc.live++;
     memset(o + 1, 0, size - sizeof(pm_object));
     /* zeroed fields are valid references (none): the object can be walked at once */
     if ((ready & PM_TYPE_AUTOTRACK) && PM_UNLIKELY(!pm_table_append(PM_ST_GEN0, o)))
@@ -234,6 +220,7 @@ static void destroy(pm_object *o) {
         pm_gc.count[0]--;
     pm_object_release_refs(o, t);
     o->pm_refcnt_ = PM_REFCNT_FREED;
+    pm_gc.live--;
     pm_free(o);
 }
 
@@ -247,7 +234,7 @@ static void dealloc(pm_object *o) {
             pm_table_remove(o);
             o->pm_typebits_ |= PM_OF_WAS_TRACKED;
         }
-        o->pm_gcword_ = (uint64_t)(uintptr_t)d->dealloc_list;
+        o->pm_gcword_ = (uint64_t)(uintptr_t)d->dealloc_list; /* state 0: untracked */
         d->dealloc_list = o;
         return;
     }
@@ -258,7 +245,7 @@ static void dealloc(pm_object *o) {
         if (o == NULL)
             break;
         d->dealloc_list = (pm_object *)(uintptr_t)o->pm_gcword_;
-        o->pm_gcword_ = 0;
+        o->pm_gcword_ = d->id_bits;
     }
     d->releasing = 0;
 }
@@ -272,6 +259,7 @@ void pm__object_zero(pm_object *o) {
         pm_object_misuse(o, "pm_decref(): the reference count of %p (type %s) went below zero",
                          (const void *)o, type_name(o));
     }
+    pm_check_domain(o, "pm_decref");
     PM_GC_ENTER();
     dealloc(o);
     PM_GC_LEAVE();
@@ -294,6 +282,7 @@ static int check_ref_visit(pm_object *ref, void *arg) {
 
 int pm_track(pm_object *o) {
     check_alive(o, "pm_track");
+    pm_check_domain(o, "pm_track");
     const pm_type *t = pm_obj_type(o);
     if (!(pm_ready(t) & PM_TYPE_CONTAINER))
         return 0; /* holds no references: never tracked */
@@ -313,6 +302,7 @@ int pm_track(pm_object *o) {
 
 void pm_untrack(pm_object *o) {
     check_not_freed(o, "pm_untrack");
+    pm_check_domain(o, "pm_untrack");
     if (pm_obj_state(o) == PM_ST_UNTRACKED)
         return;
     PM_GC_ENTER();

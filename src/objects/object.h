@@ -69,7 +69,12 @@
 #define PM_OF_MASK ((uintptr_t)7)
 
 #define PM_GCW_STATE_SHIFT 56
+#define PM_GCW_STATE_MASK 7u
 #define PM_GCW_SLOT_MASK ((UINT64_C(1) << 48) - 1)
+/* The top 5 bits: the object's domain (0 the default one), kept whatever its state. */
+#define PM_GCW_DOMAIN_SHIFT 59
+#define PM_GCW_DOMAIN_MASK (~UINT64_C(0) << PM_GCW_DOMAIN_SHIFT)
+#define PM_MAX_DOMAINS 32
 
 enum pm_gc_state {
     PM_ST_UNTRACKED = 0,
@@ -88,13 +93,17 @@ PM_INLINE const pm_type *pm_obj_type(const pm_object *o) {
     return (const pm_type *)(o->pm_typebits_ & ~PM_OF_MASK);
 }
 PM_INLINE unsigned pm_obj_state(const pm_object *o) {
-    return (unsigned)(o->pm_gcword_ >> PM_GCW_STATE_SHIFT);
+    return (unsigned)(o->pm_gcword_ >> PM_GCW_STATE_SHIFT) & PM_GCW_STATE_MASK;
+}
+PM_INLINE unsigned pm_obj_domain_id(const pm_object *o) {
+    return (unsigned)(o->pm_gcword_ >> PM_GCW_DOMAIN_SHIFT);
 }
 PM_INLINE size_t pm_obj_slot(const pm_object *o) {
     return (size_t)(o->pm_gcword_ & PM_GCW_SLOT_MASK);
 }
 PM_INLINE void pm_obj_set_place(pm_object *o, unsigned state, size_t slot) {
-    o->pm_gcword_ = ((uint64_t)state << PM_GCW_STATE_SHIFT) | (uint64_t)slot;
+    o->pm_gcword_ = (o->pm_gcword_ & PM_GCW_DOMAIN_MASK) | ((uint64_t)state << PM_GCW_STATE_SHIFT) |
+                    (uint64_t)slot;
 }
 
 /* ---- the side table ------------------------------------------------------------------------ */
@@ -282,16 +291,28 @@ typedef struct pm_gc_domain {
     size_t stack_len, stack_cap;
     bool stack_failed; /* out of memory: fall back to PENDING and rescans */
     pm_addrmap overflow; /* counts past the side byte: object -> count (gc-mark.c) */
+    pm_addrmap weak_heads; /* referent -> its first weak reference (weakref.c) */
+    struct {               /* the last transition tables (gc-mark.c init_ctx) */
+        unsigned key;
+        uint8_t count_next[256], mark_next[256];
+    } next_cache;
     uint64_t *filter; /* young collections: see build_filter in gc.c */
     /* strong references kept by the collector: uncollectable and SAVEALL objects */
     pm_object **garbage;
     size_t garbage_len, garbage_cap;
-#if PM_DEBUG
-    _Atomic(uintptr_t) user; /* the thread inside the domain, for the one-thread rule */
-#endif
+    /* domains (domain.c) */
+    unsigned id;        /* 0: the default domain */
+    uint64_t id_bits;   /* id << PM_GCW_DOMAIN_SHIFT, in every object's collector word */
+    size_t live;        /* objects allocated minus freed */
+    _Atomic(uintptr_t) user; /* the thread inside a call, for the one-thread rule */
+    int depth;               /* nested calls of that thread */
 } pm_gc_domain;
 
-PM_HIDDEN extern pm_gc_domain pm_gc;
+/* The domain of this thread's calls: the default domain unless pm_domain_enter chose
+ * another. Everything the object layer does goes to pm_gc, this thread's domain. */
+PM_HIDDEN extern pm_gc_domain pm_default_domain;
+PM_HIDDEN extern PM_TLS pm_gc_domain *pm_cur_domain;
+#define pm_gc (*pm_cur_domain)
 
 /* tables.c */
 PM_HIDDEN void pm_gc_domain_init(void);
@@ -357,15 +378,40 @@ PM_HIDDEN void pm_weakref_forget_referent(pm_object *o);
 /* Runs and releases the callbacks gathered by pm_weakref_clear_for_gc. */
 PM_HIDDEN void pm_weakref_run_callbacks(pm_object *list);
 
-/* The one-thread rule, checked in debug builds. */
-#if PM_DEBUG
-PM_HIDDEN void pm_gc_enter(void);
-PM_HIDDEN void pm_gc_leave(void);
+/* The one-thread rule, checked in every build (domain.c): a call records its thread in the
+ * domain for its duration; a call from another thread meanwhile aborts. Plain loads and
+ * stores, not a lock: a thread-id compare on entry, a store on entry and on exit. */
+PM_HIDDEN extern PM_TLS char pm_thread_token;
+PM_HIDDEN PM_COLD PM_NORETURN void pm_domain_two_threads(const pm_gc_domain *d);
+PM_INLINE void pm_gc_enter(void) {
+    pm_gc_domain *d = pm_cur_domain;
+    uintptr_t me = (uintptr_t)&pm_thread_token;
+    uintptr_t user = atomic_load_explicit(&d->user, memory_order_relaxed);
+    if (PM_LIKELY(user == me)) {
+        d->depth++;
+        return;
+    }
+    if (PM_UNLIKELY(user != 0))
+        pm_domain_two_threads(d);
+    atomic_store_explicit(&d->user, me, memory_order_relaxed);
+    d->depth = 1;
+}
+PM_INLINE void pm_gc_leave(void) {
+    pm_gc_domain *d = pm_cur_domain;
+    if (--d->depth == 0)
+        atomic_store_explicit(&d->user, (uintptr_t)0, memory_order_relaxed);
+}
 #define PM_GC_ENTER() pm_gc_enter()
 #define PM_GC_LEAVE() pm_gc_leave()
-#else
-#define PM_GC_ENTER() do { } while (0)
-#define PM_GC_LEAVE() do { } while (0)
-#endif
+/* An object of another domain given to this thread's domain: aborts with a message. */
+PM_HIDDEN PM_COLD PM_NORETURN void pm_domain_foreign(const pm_object *o, const char *fn);
+PM_INLINE void pm_check_domain(const pm_object *o, const char *fn) {
+    if (PM_UNLIKELY((o->pm_gcword_ & PM_GCW_DOMAIN_MASK) != pm_gc.id_bits))
+        pm_domain_foreign(o, fn);
+}
+/* domain.c: sets up a domain's collector state (thresholds and flags from the settings). */
+PM_HIDDEN void pm_domain_setup(pm_gc_domain *d, unsigned id);
+/* How many domains exist (the default one included, once started). */
+PM_HIDDEN unsigned pm_domains_alive(void);
 
 #endif /* PM_OBJECT_H */

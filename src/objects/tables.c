@@ -1,13 +1,12 @@
 /*
- * tables.c: the collector domain's start, the side table (one byte per 32 bytes of object
- * address space) and the generation tables (object.h has the layout).
+ * tables.c: the object layer's start, the side table (one byte per 32 bytes of object
+ * address space, shared by every domain) and the generation tables (object.h has the layout).
  */
 #include "object.h"
 
 #include <pthread.h>
 #include <sys/mman.h>
 
-pm_gc_domain pm_gc;
 uintptr_t *pm_side_top;
 
 static void *zeroed(size_t bytes) { return pm_calloc(1, bytes); }
@@ -23,21 +22,14 @@ const pm_addrmap_mem pm_objects_mem = {zeroed, release};
 static pthread_once_t domain_once = PTHREAD_ONCE_INIT;
 
 static void domain_init_once(void) {
-    pm_gc_settings opt;
-    pm_gc_settings_get(&opt);
     pm_side_top = pm_os_reserve(PM_SIDE_TOP_LEN * sizeof(uintptr_t));
     if (pm_side_top == NULL)
         pm_fatal("cannot reserve %zu bytes of address space for the collector's side table",
                  PM_SIDE_TOP_LEN * sizeof(uintptr_t));
-    for (int i = 0; i < 3; i++)
-        pm_gc.threshold[i] = opt.threshold[i];
-    pm_gc.enabled = opt.enabled ? 1 : 0;
-    pm_gc.debug = (int)opt.debug | (PM_DEBUG ? PM_GC_DEBUG_CHECKS : 0);
-    pm_addrmap_init(&pm_gc.overflow, pm_objects_mem, 5);
-    pm_gc_update_trigger();
-    __atomic_store_n(&pm_gc.ready, true, __ATOMIC_RELEASE);
+    pm_domain_setup(&pm_default_domain, 0);
 }
 
+/* The side table and the default domain, once (other domains start in pm_domain_new). */
 void pm_gc_domain_init(void) { pthread_once(&domain_once, domain_init_once); }
 
 /* ---- side table --------------------------------------------------------------------------- */
@@ -47,6 +39,9 @@ void pm_gc_domain_init(void) { pthread_once(&domain_once, domain_init_once); }
 #define SIDE_PAGE 4096
 static uint8_t *side_chunks[SIDE_CHUNKS_LISTED];
 static size_t side_nchunks;
+static pthread_mutex_t side_lock = PTHREAD_MUTEX_INITIALIZER; /* making chunks: any domain */
+
+static bool side_make_chunk(size_t i);
 
 bool pm_side_ensure(const void *p) {
     uintptr_t a = (uintptr_t)p;
@@ -54,8 +49,16 @@ bool pm_side_ensure(const void *p) {
     if (PM_UNLIKELY(i >= PM_SIDE_TOP_LEN))
         pm_fatal("object %p lies beyond the %d-bit address space the collector maps", p,
                  PM_OBJ_ADDRESS_BITS);
-    if (PM_LIKELY(pm_side_top[i] != 0))
+    if (PM_LIKELY(__atomic_load_n(&pm_side_top[i], __ATOMIC_ACQUIRE) != 0))
         return true;
+    pthread_mutex_lock(&side_lock);
+    bool ok = pm_side_top[i] != 0 || side_make_chunk(i);
+    pthread_mutex_unlock(&side_lock);
+    return ok;
+}
+
+/* Maps the chunk of region i (side_lock held). */
+static bool side_make_chunk(size_t i) {
     uintptr_t shift = (uintptr_t)i << (PM_SIDE_REGION_SHIFT - PM_SIDE_SHIFT);
     void *chunk = pm_os_map_aligned(PM_SIDE_CHUNK, PM_SIDE_CHUNK);
     if (chunk != NULL && (uintptr_t)chunk == shift) {
@@ -77,7 +80,7 @@ bool pm_side_ensure(const void *p) {
         madvise(chunk, PM_SIDE_CHUNK, MADV_HUGEPAGE);
     first_chunk_made = true;
 #endif
-    pm_side_top[i] = (uintptr_t)chunk - shift;
+    __atomic_store_n(&pm_side_top[i], (uintptr_t)chunk - shift, __ATOMIC_RELEASE);
     if (side_nchunks < SIDE_CHUNKS_LISTED)
         side_chunks[side_nchunks++] = chunk;
     return true;
@@ -94,6 +97,10 @@ static bool page_is_empty(const uint8_t *p) {
 
 size_t pm_side_purge_empty(void) {
     size_t purged = 0;
+    /* Other domains' threads may be writing bytes in these pages: a purge would lose them.
+     * With the default domain alone, every byte is this thread's to write. */
+    if (pm_domains_alive() > 1)
+        return 0;
     for (size_t c = 0; c < side_nchunks; c++) {
         uint8_t *chunk = side_chunks[c];
         size_t run = 0; /* empty pages just before page p */
@@ -193,6 +200,6 @@ void pm_table_remove(pm_object *o) {
     else
         t->holes++;
     *pm_side_of(o) = 0;
-    o->pm_gcword_ = 0;
+    o->pm_gcword_ &= PM_GCW_DOMAIN_MASK;
 }
 

@@ -43,7 +43,7 @@ static void mark_weakref_type(void) {
 
 /* ---- referent -> list head: an address map (addrmap.c) ---------------------------------- */
 
-static pm_addrmap heads; /* referent -> its first weakref */
+#define heads (pm_gc.weak_heads) /* referent -> its first weakref, per domain */
 
 /* The first weak reference to o, or NULL. */
 static weakref *head_get(const pm_object *o) {
@@ -53,8 +53,6 @@ static weakref *head_get(const pm_object *o) {
 
 /* Makes w the first weak reference to o; false when the map cannot grow. */
 static bool head_set(const pm_object *o, weakref *w) {
-    if (PM_UNLIKELY(heads.mem.alloc_zeroed == NULL))
-        pm_addrmap_init(&heads, pm_objects_mem, 5);
     uintptr_t *v = pm_addrmap_insert(&heads, o);
     if (v == NULL)
         return false;
@@ -102,6 +100,7 @@ static pm_object *weakref_new(pm_object *target, pm_weakref_callback callback, v
     if (target == NULL || target->pm_refcnt_ <= 0)
         pm_object_misuse(target, "pm_weakref_new(): referent %p is NULL, freed or being "
                          "destroyed", (void *)target);
+    pm_check_domain(target, "pm_weakref_new");
     if (PM_UNLIKELY(!weakref_type_marked))
         mark_weakref_type();
     weakref *w = (weakref *)pm_new(&weakref_type);
