@@ -91,9 +91,8 @@ pm_domain *pm_domain_current(void) {
 pm_domain *pm_domain_enter(pm_domain *domain) {
     pm_gc_ready();
     pm_gc_domain *prev = pm_cur_domain;
-    if (PM_UNLIKELY(prev->depth > 0 &&
-                    atomic_load_explicit(&prev->user, memory_order_relaxed) ==
-                        (uintptr_t)&pm_thread_token))
+    if (PM_UNLIKELY(atomic_load_explicit(&prev->user, memory_order_relaxed) ==
+                    (uintptr_t)&pm_thread_token))
         pm_fatal("pm_domain_enter(): called from inside a call of domain %u (a finalizer, "
                  "clear or callback); switch domains between calls", prev->id);
     pm_cur_domain = domain != NULL ? (pm_gc_domain *)domain : &pm_default_domain;

@@ -108,19 +108,19 @@ void pm_object_clear(pm_object *o, const pm_type *t) {
 /* ---- creation -------------------------------------------------------------------------------- */
 
 /* Gives back an object that could not be completed (out of memory). */
-static pm_object *new_failed(pm_object *o, uintptr_t ready) {
+static pm_object *new_failed(pm_gc_domain *d, pm_object *o, uintptr_t ready) {
     pm_free(o);
-    if ((ready & PM_TYPE_CONTAINER) && pm_gc.count[0] > 0)
-        pm_gc.count[0]--;
+    if ((ready & PM_TYPE_CONTAINER) && d->count[0] > 0)
+        d->count[0]--;
     errno = ENOMEM;
     return NULL;
 }
 
-static pm_object *new_object(const pm_type *t, uintptr_t ready, size_t size) {
+static pm_object *new_object(pm_gc_domain *d, const pm_type *t, uintptr_t ready, size_t size) {
     if (ready & PM_TYPE_CONTAINER) {
         /* CPython counts container allocations, not trackings: an object allocated and
          * dropped without ever being tracked still moves the collector forward. */
-        if (PM_UNLIKELY(++pm_gc.count[0] > pm_gc.trigger))
+        if (PM_UNLIKELY(++d->count[0] > d->trigger))
             pm_gc_maybe_collect();
     }
     pm_object *o = pm_malloc(size);
@@ -129,15 +129,15 @@ static pm_object *new_object(const pm_type *t, uintptr_t ready, size_t size) {
     if (PM_UNLIKELY(o == NULL) ||
         (PM_UNLIKELY(pm_side_top[(uintptr_t)o >> PM_SIDE_REGION_SHIFT] == 0) &&
          !pm_side_ensure(o)))
-        return new_failed(o, ready);
+        return new_failed(d, o, ready);
     o->pm_typebits_ = (uintptr_t)t;
-    o->pm_gcword_ = pm_gc.id_bits;
+    o->pm_gcword_ = d->id_bits;
     o->pm_refcnt_ = 1;
-    pm_gc.live++;
+    d->live++;
     memset(o + 1, 0, size - sizeof(pm_object));
     /* zeroed fields are valid references (none): the object can be walked at once */
     if ((ready & PM_TYPE_AUTOTRACK) && PM_UNLIKELY(!pm_table_append(PM_ST_GEN0, o)))
-        return new_failed(o, ready);
+        return new_failed(d, o, ready);
     return o;
 }
 
@@ -160,7 +160,7 @@ pm_object *pm_new(const pm_type *type) {
     if (PM_UNLIKELY(rt == NULL))
         return NULL;
     PM_GC_ENTER();
-    pm_object *o = new_object(&rt->t, rt->ready, rt->t.size);
+    pm_object *o = new_object(pm_entered_domain_, &rt->t, rt->ready, rt->t.size);
     PM_GC_LEAVE();
     return o;
 }
@@ -176,7 +176,7 @@ pm_object *pm_new_var(const pm_type *type, size_t n) {
         return NULL;
     }
     PM_GC_ENTER();
-    pm_object *o = new_object(&rt->t, rt->ready, extra);
+    pm_object *o = new_object(pm_entered_domain_, &rt->t, rt->ready, extra);
     if (o != NULL && (rt->ready & PM_TYPE_ITEMS) && !(rt->t.flags & PM_TYPE_ITEMS_POINTER))
         *(size_t *)((char *)o + rt->t.length_offset) = n;
     PM_GC_LEAVE();

@@ -305,7 +305,6 @@ typedef struct pm_gc_domain {
     uint64_t id_bits;   /* id << PM_GCW_DOMAIN_SHIFT, in every object's collector word */
     size_t live;        /* objects allocated minus freed */
     _Atomic(uintptr_t) user; /* the thread inside a call, for the one-thread rule */
-    int depth;               /* nested calls of that thread */
 } pm_gc_domain;
 
 /* The domain of this thread's calls: the default domain unless pm_domain_enter chose
@@ -380,29 +379,30 @@ PM_HIDDEN void pm_weakref_run_callbacks(pm_object *list);
 
 /* The one-thread rule, checked in every build (domain.c): a call records its thread in the
  * domain for its duration; a call from another thread meanwhile aborts. Plain loads and
- * stores, not a lock: a thread-id compare on entry, a store on entry and on exit. */
+ * stores, not a lock: a thread-id compare on entry, a store on entry and on exit (none for
+ * a nested call, which finds its own thread there). PM_GC_ENTER and PM_GC_LEAVE pair up in
+ * one scope. */
 PM_HIDDEN extern PM_TLS char pm_thread_token;
 PM_HIDDEN PM_COLD PM_NORETURN void pm_domain_two_threads(const pm_gc_domain *d);
-PM_INLINE void pm_gc_enter(void) {
-    pm_gc_domain *d = pm_cur_domain;
+/* Returns whether the thread was already inside (a nested call). */
+PM_INLINE bool pm_gc_enter(pm_gc_domain *d) {
     uintptr_t me = (uintptr_t)&pm_thread_token;
     uintptr_t user = atomic_load_explicit(&d->user, memory_order_relaxed);
-    if (PM_LIKELY(user == me)) {
-        d->depth++;
-        return;
-    }
+    if (user == me)
+        return true;
     if (PM_UNLIKELY(user != 0))
         pm_domain_two_threads(d);
     atomic_store_explicit(&d->user, me, memory_order_relaxed);
-    d->depth = 1;
+    return false;
 }
-PM_INLINE void pm_gc_leave(void) {
-    pm_gc_domain *d = pm_cur_domain;
-    if (--d->depth == 0)
+PM_INLINE void pm_gc_leave(pm_gc_domain *d, bool nested) {
+    if (!nested)
         atomic_store_explicit(&d->user, (uintptr_t)0, memory_order_relaxed);
 }
-#define PM_GC_ENTER() pm_gc_enter()
-#define PM_GC_LEAVE() pm_gc_leave()
+#define PM_GC_ENTER()                                                                          \
+    pm_gc_domain *const pm_entered_domain_ = pm_cur_domain;                                    \
+    const bool pm_entered_nested_ = pm_gc_enter(pm_entered_domain_)
+#define PM_GC_LEAVE() pm_gc_leave(pm_entered_domain_, pm_entered_nested_)
 /* An object of another domain given to this thread's domain: aborts with a message. */
 PM_HIDDEN PM_COLD PM_NORETURN void pm_domain_foreign(const pm_object *o, const char *fn);
 PM_INLINE void pm_check_domain(const pm_object *o, const char *fn) {
