@@ -1,12 +1,28 @@
 /*
- * object.h: internals of the object API (object.c), the cycle collector (gc.c) and weak
- * references (weakref.c). The public side, and the header layout, are in poolmalloc.h.
+ * object.h: internals of the object layer. The public side, and the header layout, are in
+ * poolmalloc.h. The layer sits on the allocator's public API (pm_malloc, pm_free...) and the
+ * few core functions core-iface.h names; it never includes the core's internal.h.
+ *
+ * Files:
+ *   object.c       creation, reference-count slow paths, the iterative release, tracking
+ *   types.c        the library's record of each (const) pm_type: checked at first pm_new
+ *   tables.c       the side table and the generation tables (which shrink when mostly empty)
+ *   domain.c       collector domains, the one-thread rule, foreign-object checks
+ *   gc.h           what the collector's phases share; gc-prefetch.h, gc-filter.h their tools
+ *   gc-mark.c      steps 1-2 below; gc-collect.c step 3 and a whole collection;
+ *   gc-finalize.c  step 4; gc-api.c the public pm_gc_* functions
+ *   weakref.c      weak references (a per-domain address map, src/addrmap.c)
+ *
+ * Domains. Everything below is per domain (pm_gc_domain; pm_gc is this thread's current
+ * one), except the side table, which all domains share: each object has its own byte, and
+ * a domain touches only its objects' bytes. The domain's id sits in the top 5 bits of every
+ * object's collector word.
  *
  * ===========================================================================================
  * Where the collector keeps its state
  * ===========================================================================================
- *  - The object header (24 bytes): type pointer | flag bits, the collector word, the count.
- *      collector word = state << 56 | slot. state: untracked, generation 0..2, permanent
+ *  - The object header (24 bytes): type record | flag bits, the collector word, the count.
+ *      collector word = domain << 59 | state << 56 | slot. state: untracked, generation 0..2, permanent
  *      (frozen), unreachable (found unreachable by the collection running now). slot: the
  *      object's index in the table of its state.
  *  - One table per state (pm_gc_table): a growable array of object pointers. Tracking appends;
