@@ -136,7 +136,7 @@ static pm_object *new_object(pm_gc_domain *d, const pm_type *t, uintptr_t ready,
     d->live++;
     memset(o + 1, 0, size - sizeof(pm_object));
     /* zeroed fields are valid references (none): the object can be walked at once */
-    if ((ready & PM_TYPE_AUTOTRACK) && PM_UNLIKELY(!pm_table_append(PM_ST_GEN0, o)))
+    if ((ready & PM_TYPE_AUTOTRACK) && PM_UNLIKELY(!pm_table_append(d, PM_ST_GEN0, o)))
         return new_failed(d, o, ready);
     return o;
 }
@@ -194,7 +194,7 @@ static bool finalize_dying(pm_object *o, const pm_type *t) {
         /* it waited on the dealloc list untracked; as CPython, a finalizer sees it tracked */
         o->pm_typebits_ &= ~PM_OF_WAS_TRACKED;
         if (pm_side_ensure(o))
-            (void)pm_table_append(PM_ST_GEN0, o);
+            (void)pm_table_append(&pm_gc, PM_ST_GEN0, o);
     }
     t->finalize(o);
     int64_t rc = --o->pm_refcnt_;
@@ -206,32 +206,31 @@ static bool finalize_dying(pm_object *o, const pm_type *t) {
     return false;
 }
 
-static void destroy(pm_object *o) {
+static void destroy(pm_gc_domain *d, pm_object *o) {
     const pm_type *t = pm_obj_type(o);
     if (t->finalize != NULL && !(o->pm_typebits_ & PM_OF_FINALIZED) && !finalize_dying(o, t))
         return; /* resurrected */
     if (pm_obj_state(o) != PM_ST_UNTRACKED)
-        pm_table_remove(o);
+        pm_table_remove(d, o);
     o->pm_typebits_ &= ~PM_OF_WAS_TRACKED;
     /* untracked first: a weak reference callback may collect, and must not find o */
     if (o->pm_typebits_ & PM_OF_WEAKREFS)
         pm_weakref_clear_all(o);
-    if ((pm_ready(t) & PM_TYPE_CONTAINER) && pm_gc.count[0] > 0)
-        pm_gc.count[0]--;
+    if ((pm_ready(t) & PM_TYPE_CONTAINER) && d->count[0] > 0)
+        d->count[0]--;
+    d->live--;
     pm_object_release_refs(o, t);
     o->pm_refcnt_ = PM_REFCNT_FREED;
-    pm_gc.live--;
     pm_free(o);
 }
 
 /* The trashcan, in the core: a death found while another object is being released waits on
  * a list (linked through its collector word, after untracking) and the outermost call frees
  * the list. Nothing recurses, whatever the shape of the graph. */
-static void dealloc(pm_object *o) {
-    pm_gc_domain *d = &pm_gc;
+static void dealloc(pm_gc_domain *d, pm_object *o) {
     if (d->releasing) {
         if (pm_obj_state(o) != PM_ST_UNTRACKED) {
-            pm_table_remove(o);
+            pm_table_remove(d, o);
             o->pm_typebits_ |= PM_OF_WAS_TRACKED;
         }
         o->pm_gcword_ = (uint64_t)(uintptr_t)d->dealloc_list; /* state 0: untracked */
@@ -240,7 +239,7 @@ static void dealloc(pm_object *o) {
     }
     d->releasing = 1;
     for (;;) {
-        destroy(o);
+        destroy(d, o);
         o = d->dealloc_list;
         if (o == NULL)
             break;
@@ -259,9 +258,11 @@ void pm__object_zero(pm_object *o) {
         pm_object_misuse(o, "pm_decref(): the reference count of %p (type %s) went below zero",
                          (const void *)o, type_name(o));
     }
-    pm_check_domain(o, "pm_decref");
     PM_GC_ENTER();
-    dealloc(o);
+    pm_gc_domain *d = pm_entered_domain_;
+    if (PM_UNLIKELY((o->pm_gcword_ & PM_GCW_DOMAIN_MASK) != d->id_bits))
+        pm_domain_foreign(o, "pm_decref");
+    dealloc(d, o);
     PM_GC_LEAVE();
 }
 
@@ -292,7 +293,7 @@ int pm_track(pm_object *o) {
     if (pm_gc.debug & PM_GC_DEBUG_CHECKS)
         pm_walk(o, t, check_ref_visit, o);
     int rc = 0;
-    if (!pm_side_ensure(o) || !pm_table_append(PM_ST_GEN0, o)) {
+    if (!pm_side_ensure(o) || !pm_table_append(&pm_gc, PM_ST_GEN0, o)) {
         errno = ENOMEM;
         rc = -1;
     }
@@ -306,7 +307,7 @@ void pm_untrack(pm_object *o) {
     if (pm_obj_state(o) == PM_ST_UNTRACKED)
         return;
     PM_GC_ENTER();
-    pm_table_remove(o);
+    pm_table_remove(pm_entered_domain_, o);
     PM_GC_LEAVE();
 }
 

@@ -342,9 +342,9 @@ PM_INLINE void pm_gc_ready(void) {
         pm_gc_domain_init();
 }
 /* Appends o to the table of state (o untracked); false when out of memory. */
-PM_HIDDEN bool pm_table_append(unsigned state, pm_object *o);
+PM_HIDDEN bool pm_table_append(pm_gc_domain *d, unsigned state, pm_object *o);
 /* Removes o from its table; its side byte is set to 0. */
-PM_HIDDEN void pm_table_remove(pm_object *o);
+PM_HIDDEN void pm_table_remove(pm_gc_domain *d, pm_object *o);
 PM_HIDDEN void pm_table_compact(pm_gc_table *t);
 PM_HIDDEN bool pm_table_reserve(pm_gc_table *t, size_t more);
 /* A table at most a quarter full gives memory back (never below PM_TABLE_KEEP entries). */

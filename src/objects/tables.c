@@ -180,19 +180,19 @@ static PM_NOINLINE bool table_make_room(pm_gc_table *t) {
     return pm_table_reserve(t, 1);
 }
 
-bool pm_table_append(unsigned state, pm_object *o) {
-    pm_gc_table *t = &pm_gc.table[state];
+bool pm_table_append(pm_gc_domain *d, unsigned state, pm_object *o) {
+    pm_gc_table *t = &d->table[state];
     if (PM_UNLIKELY(t->len == t->cap) && !table_make_room(t))
         return false;
     size_t slot = t->len++;
     t->items[slot] = o;
     pm_obj_set_place(o, state, slot);
-    *pm_side_of(o) = (uint8_t)(state | (unsigned)pm_scr_codes(pm_gc.epoch).clean << 3);
+    *pm_side_of(o) = (uint8_t)(state | (unsigned)pm_scr_codes(d->epoch).clean << 3);
     return true;
 }
 
-void pm_table_remove(pm_object *o) {
-    pm_gc_table *t = &pm_gc.table[pm_obj_state(o)];
+void pm_table_remove(pm_gc_domain *d, pm_object *o) {
+    pm_gc_table *t = &d->table[pm_obj_state(o)];
     size_t slot = pm_obj_slot(o);
     t->items[slot] = NULL;
     if (slot + 1 == t->len)
