@@ -36,7 +36,7 @@ static bool weakref_type_marked;
 static void mark_weakref_type(void) {
     pm_type_rt *rt = pm_type_record(&weakref_type);
     if (rt != NULL && rt->ready != 0) {
-        rt->ready |= PM_TYPE_WEAKREF;
+        __atomic_fetch_or(&rt->ready, PM_TYPE_WEAKREF, __ATOMIC_RELAXED); /* any domain */
         weakref_type_marked = true;
     }
 }
