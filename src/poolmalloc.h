@@ -130,13 +130,17 @@ PM_API void pm_options_help(int fd);
  * descriptor; an instance struct embeds the header as its first member:
  *
  *     typedef struct pair { pm_object base; pm_object *first, *second; } pair;
- *     static const uint16_t pair_refs[] = {offsetof(pair, first), offsetof(pair, second), 0};
- *     static pm_type pair_type = {.name = "pair", .size = sizeof(pair), .ref_offsets = pair_refs};
+ *     static const pm_ref_offset pair_refs[] = {offsetof(pair, first), offsetof(pair, second), 0};
+ *     static const pm_type pair_type = {.name = "pair", .size = sizeof(pair),
+ *                                       .ref_offsets = PM_REFS(pair_refs)};
  *
- *     pair *p = (pair *)pm_new(&pair_type);   // reference count 1, fields zeroed, untracked
- *     p->first = pm_newref(x);                // store a new reference
- *     pm_track(&p->base);                     // the collector may look at it from now on
- *     pm_decref(&p->base);                    // the last reference: freed at once
+ *     pair *p = PM_NEW(pair, &pair_type);     // reference count 1, fields zeroed, tracked
+ *     p->first = PM_NEWREF(x);                // store a new reference (x: any object struct)
+ *     PM_DECREF(p);                           // the last reference: freed at once
+ *
+ * The PM_ macros (PM_INCREF, PM_DECREF, PM_NEWREF, PM_CLEAR, PM_VISIT...) take a pm_object *
+ * or a pointer to any struct whose first member is `pm_object base`, checked at compile time;
+ * the pm_ functions take pm_object *.
  *
  * Life cycle. pm_new returns a reference the caller owns. Dropping the last reference runs, at
  * once: the type's finalize (at most once in the object's life, PEP 442; it may resurrect the
@@ -159,17 +163,21 @@ PM_API void pm_options_help(int fd);
  * space holding objects) for its marks and counts: a collection reads objects in table order
  * and touches only that compact table for the objects they refer to.
  *
- * Tracking. Only tracked objects are seen by the collector. Track an object once every
- * reference it reports is valid (pm_new zeroes the fields, so right after pm_new is fine;
- * storing a stale pointer before pm_track is not): debug builds, and PM_GC_DEBUG_CHECKS at run
- * time (POOLMALLOC_GC_DEBUG=checks), walk the references at pm_track and abort on one to a
+ * Tracking. Only tracked objects are seen by the collector. pm_new tracks every object of a
+ * type that can hold references (traverse, ref_offsets or items): its fields are zeroed, so
+ * the collector can walk it at once, and a forgotten pm_track can no longer silently turn
+ * cycle collection off (if the generation table cannot grow, pm_new fails with ENOMEM). A type
+ * whose traverse needs the object constructed first sets PM_TYPE_TRACK_MANUALLY and calls
+ * pm_track once every reference it reports is valid; debug builds, and PM_GC_DEBUG_CHECKS at
+ * run time (POOLMALLOC_GC_DEBUG=checks), walk the references at pm_track and abort on one to a
  * freed object. Every reference an object reports must be to an object made by pm_new.
  * Objects of PM_TYPE_NO_REFS types are never tracked (pm_track ignores them).
  *
  * Collection. Three generations, as CPython 3.13: a new tracked object enters generation 0;
  * an allocation that takes the count of container objects allocated minus freed past
- * threshold 0 (2000) collects generation 0; every threshold-1 (10) collections of generation 0
- * collect generation 1, and every threshold-2 (10) of generation 1 collect all three, but only
+ * threshold 0 (2000) collects generation 0; generation 1 is collected instead when the count
+ * of generation-0 collections since its last one exceeds threshold 1 (10), that is every 11th
+ * time, as in CPython; all three likewise every 11th collection of generation 1, but only
  * when the objects moved to generation 2 since the last full collection exceed 25% of those
  * that survived it (the long-lived heuristic, which keeps the total work linear). Survivors
  * move one generation up. Unreachable objects are handled as CPython does: weak references to
@@ -181,21 +189,38 @@ PM_API void pm_options_help(int fd);
  * collection, POOLMALLOC_GC_DEBUG sets the PM_GC_DEBUG_* flags below (the names stats,
  * saveall, leak, checks, or a number).
  *
- * Threads. The objects of a process form one collector domain, used by one thread at a time:
- * CPython's model under its GIL. A program that uses objects from several threads serializes
- * every object operation (pm_new, pm_incref/pm_decref, pm_track, collections, weak references)
- * with its own lock; passing the domain between threads through that lock is fine, and object
- * memory may be freed by another thread than the one that allocated it. We chose this over
- * shared objects with atomic or biased reference counts because it keeps pm_incref/pm_decref
- * a plain add and the collector free of safepoints and stop-the-world machinery; a runtime
- * with free threading needs both, and they are not built. Debug builds (--enable-debug) check
- * the rule: every library call records the thread inside the domain, and a second thread
- * entering while the first is inside aborts with a message.
+ * Threads and domains. Objects live in a collector domain: its own generations, thresholds,
+ * statistics, collector and weak references, used by one thread at a time (CPython's model:
+ * one interpreter, one GIL; PEP 684's per-interpreter GIL for several). A thread's calls go
+ * to its current domain: the default domain, unless pm_domain_enter chose another, so a
+ * program that never creates a domain sees one process-wide domain. Two libraries in one
+ * process each create their own and enter it in their entry points; each thread may also
+ * work in a domain of its own, all in parallel. Within a domain, a program that uses it from
+ * several threads serializes every object operation (pm_new, pm_incref/pm_decref, pm_track,
+ * collections, weak references) with its own lock; handing a domain between threads through
+ * that lock is fine, and object memory may be freed by any thread. Objects, and references
+ * between objects, may not cross domains. Every build checks the rule at each library call
+ * (not in the inline pm_incref/pm_decref): a call records its thread in the domain while it
+ * runs, and a call from a second thread meanwhile aborts with a message; a call given an
+ * object of another domain aborts with a message. The check is a thread-id compare, no lock
+ * or atomic read-modify-write, so an overlap is caught when the calls meet, not always.
  */
+typedef struct pm_object_fields_ {
+    uintptr_t pm_typebits_;
+    uint64_t pm_gcword_;
+    int64_t pm_refcnt_;
+} pm_object_fields_;
 typedef struct pm_object {
-    uintptr_t pm_typebits_;  /* private: use pm_type_of() */
-    uint64_t pm_gcword_;     /* private: the collector's */
-    int64_t pm_refcnt_;      /* private: use pm_refcount(); changed by pm_incref/pm_decref */
+    union {
+        struct {
+            uintptr_t pm_typebits_;  /* private: use pm_type_of() */
+            uint64_t pm_gcword_;     /* private: the collector's */
+            int64_t pm_refcnt_;      /* private: use pm_refcount(); changed by pm_incref/pm_decref */
+        };
+        /* The same words under the name your structs give their header: lets the PM_ macros
+         * take a pm_object * exactly as they take a pointer to your struct. */
+        pm_object_fields_ base;
+    };
 } pm_object;
 
 /* A traverse callback calls visit(ref, arg) for each non-NULL reference the object holds and
@@ -205,10 +230,20 @@ typedef int (*pm_visit_fn)(pm_object *ref, void *arg);
 /* pm_type.flags */
 #define PM_TYPE_NO_REFS 0x1u       /* instances hold no references: never tracked or walked */
 #define PM_TYPE_ITEMS_POINTER 0x2u /* items_offset holds a pointer to the items, not the items */
+#define PM_TYPE_TRACK_MANUALLY 0x4u /* pm_new does not track: call pm_track when constructed */
+
+/* An entry of ref_offsets: the offset of a pm_object * field (0 ends the list). */
+typedef uint16_t pm_ref_offset;
+/* Use for .ref_offsets: PM_REFS(array) compiles only for an array of pm_ref_offset, so a
+ * size_t[] (which the collector would misread) is a compile error, not a warning. */
+#define PM_REFS(array) _Generic(&(array)[0], const pm_ref_offset *: (array), \
+                                pm_ref_offset *: (array))
 
 /*
- * A type. Keep it in writable storage for as long as instances live (the library caches a
- * checked form in pm_ready_ at the first pm_new: do not declare it const).
+ * A type: declare it const. It must live as long as its instances, and stay unchanged: the
+ * library checks it at its first pm_new and keeps its own copy of the checked form (a type
+ * whose parts contradict each other is rejected then, with a message, and every pm_new of it
+ * fails with EINVAL).
  *
  * References are described either by a traverse callback or by a layout the collector walks
  * itself, with no indirect call (faster): ref_offsets lists the offsets of pm_object * fields
@@ -235,18 +270,21 @@ typedef struct pm_type {
      * for a type with traverse and no release, every reference traverse reports): drop any
      * other reference and free owned buffers. The library frees the object itself. */
     void (*release)(pm_object *self);
-    const uint16_t *ref_offsets;
+    const pm_ref_offset *ref_offsets; /* use PM_REFS(array) */
     uint16_t items_offset, length_offset;
-    uintptr_t pm_ready_; /* private */
 } pm_type;
 
-/* A new object: refcount 1, everything after the header zeroed, untracked. NULL with errno
- * ENOMEM when out of memory, EINVAL for a malformed type (with a message on stderr). May run
- * an automatic collection first. */
-PM_API pm_object *pm_new(pm_type *type);
+/* A new object: refcount 1, everything after the header zeroed, tracked if its type can hold
+ * references (unless PM_TYPE_TRACK_MANUALLY). NULL with errno ENOMEM when out of memory,
+ * EINVAL for a malformed type (with a message on stderr at the first try). May run an
+ * automatic collection first. */
+PM_API pm_object *pm_new(const pm_type *type);
 /* Variable size: type->size + n * type->itemsize bytes; stores n at length_offset if the type
  * has inline items. NULL with ENOMEM when the size overflows. */
-PM_API pm_object *pm_new_var(pm_type *type, size_t n);
+PM_API pm_object *pm_new_var(const pm_type *type, size_t n);
+/* The same, typed: PM_NEW(pair, &pair_type) is a pair *. */
+#define PM_NEW(ctype, type) ((ctype *)pm_new(type))
+#define PM_NEW_VAR(ctype, type, n) ((ctype *)pm_new_var((type), (n)))
 
 /* Out-of-line parts of pm_incref/pm_decref: a count that went to zero, or a misuse. */
 PM_API void pm__object_zero(pm_object *o);
@@ -266,10 +304,45 @@ static inline void pm_xdecref(pm_object *o) { if (o != NULL) pm_decref(o); }
 static inline pm_object *pm_newref(pm_object *o) { pm_incref(o); return o; }
 static inline pm_object *pm_xnewref(pm_object *o) { pm_xincref(o); return o; }
 static inline int64_t pm_refcount(const pm_object *o) { return o->pm_refcnt_; }
-static inline pm_type *pm_type_of(const pm_object *o) {
-    return (pm_type *)(o->pm_typebits_ & ~(uintptr_t)7);
-}
+/* The type given to pm_new. */
+PM_API const pm_type *pm_type_of(const pm_object *o);
 #define PM_OBJ(p) ((pm_object *)(p))
+
+#ifndef __cplusplus
+/* p as a pm_object *, for p a pm_object * or a pointer to a struct whose first member is
+ * `pm_object base`; anything else (void *, a struct without the header first) does not
+ * compile. p is evaluated once; NULL stays NULL. */
+#define PM_AS_OBJECT(p) ((void)PM_CHECK_HEADER_(p), (pm_object *)(void *)(p))
+#define PM_CHECK_HEADER_(p)                                                                   \
+    sizeof(struct {                                                                           \
+        int pm_unused_;                                                                       \
+        _Static_assert(_Generic(&(p)->base, pm_object *: 1, const pm_object *: 1,             \
+                                pm_object_fields_ *: 1, const pm_object_fields_ *: 1,         \
+                                default: 0),                                                  \
+                       "not an object: its first member must be `pm_object base`");           \
+        _Static_assert(offsetof(__typeof__(*(p)), base) == 0,                                \
+                       "the pm_object header must be the first member");                     \
+    })
+#else
+#define PM_AS_OBJECT(p) (reinterpret_cast<pm_object *>(p))
+#endif
+#define PM_INCREF(p) pm_incref(PM_AS_OBJECT(p))
+#define PM_DECREF(p) pm_decref(PM_AS_OBJECT(p))
+#define PM_XINCREF(p) pm_xincref(PM_AS_OBJECT(p))
+#define PM_XDECREF(p) pm_xdecref(PM_AS_OBJECT(p))
+/* A new reference, of p's own type (Py_NewRef). */
+#define PM_NEWREF(p) ((__typeof__(p))pm_newref(PM_AS_OBJECT(p)))
+#define PM_XNEWREF(p) ((__typeof__(p))pm_xnewref(PM_AS_OBJECT(p)))
+/* Py_VISIT, for traverse callbacks whose parameters are named visit and arg: visits a
+ * non-NULL field (any object pointer) and returns from traverse on a non-zero result. */
+#define PM_VISIT(field)                                                                       \
+    do {                                                                                      \
+        if ((field) != NULL) {                                                                \
+            int pm_visit_rc_ = visit(PM_AS_OBJECT(field), arg);                               \
+            if (pm_visit_rc_ != 0)                                                            \
+                return pm_visit_rc_;                                                          \
+        }                                                                                     \
+    } while (0)
 
 /* Py_CLEAR: set the field (any pointer to an object struct) to NULL, then drop the reference
  * it held; in that order, so that code the decref runs never sees a dangling field. */
@@ -279,7 +352,7 @@ static inline pm_type *pm_type_of(const pm_object *o) {
         __typeof__(field) pm_clear_old_ = *pm_clear_p_;                                       \
         if (pm_clear_old_ != NULL) {                                                          \
             *pm_clear_p_ = NULL;                                                              \
-            pm_decref((pm_object *)pm_clear_old_);                                            \
+            pm_decref(PM_AS_OBJECT(pm_clear_old_));                                           \
         }                                                                                     \
     } while (0)
 /* Py_SETREF / Py_XSETREF: store a new value (a reference the caller gives away), then drop
@@ -289,17 +362,17 @@ static inline pm_type *pm_type_of(const pm_object *o) {
         __typeof__(field) *pm_set_p_ = &(field);                                              \
         __typeof__(field) pm_set_old_ = *pm_set_p_;                                           \
         *pm_set_p_ = (value);                                                                 \
-        pm_decref((pm_object *)pm_set_old_);                                                  \
+        pm_decref(PM_AS_OBJECT(pm_set_old_));                                                 \
     } while (0)
 #define PM_XSETREF(field, value)                                                              \
     do {                                                                                      \
         __typeof__(field) *pm_set_p_ = &(field);                                              \
         __typeof__(field) pm_set_old_ = *pm_set_p_;                                           \
         *pm_set_p_ = (value);                                                                 \
-        pm_xdecref((pm_object *)pm_set_old_);                                                 \
+        PM_XDECREF(pm_set_old_);                                                              \
     } while (0)
 
-/* Tracking (no-ops for objects that hold no references). Tracking a tracked object aborts.
+/* Tracking (no-ops for objects that hold no references, and for tracked ones: pm_new tracks).
  * pm_track returns 0, or -1 with errno ENOMEM when its generation's table cannot grow (the
  * object then stays untracked: safe, but its cycles are not collected). */
 PM_API int pm_track(pm_object *o);
@@ -380,14 +453,35 @@ PM_API size_t pm_gc_garbage(pm_object **out, size_t max);
 /* Drops the collector's references to the kept objects (gc.garbage.clear()); returns how many. */
 PM_API size_t pm_gc_garbage_clear(void);
 
+/* ---- domains ---- */
+typedef struct pm_domain pm_domain;
+/* A new domain (up to 31 besides the default one), with the thresholds and flags the
+ * environment sets. NULL with ENOMEM, or EAGAIN when 31 exist. */
+PM_API pm_domain *pm_domain_new(void);
+/* Frees a domain: runs a full collection in it first; -1 and EBUSY if objects of it are
+ * still alive (it then stays usable), EINVAL for NULL or the default domain. */
+PM_API int pm_domain_free(pm_domain *domain);
+/* Makes domain (NULL: the default one) this thread's current domain, for every later call
+ * on this thread; returns the previous one, to enter it again when done (as
+ * PyThreadState_Swap). Not from inside a library call (a finalizer or callback). */
+PM_API pm_domain *pm_domain_enter(pm_domain *domain);
+PM_API pm_domain *pm_domain_current(void);
+PM_API pm_domain *pm_domain_default(void);
+/* Objects of the domain allocated and not yet freed. */
+PM_API size_t pm_domain_live_objects(const pm_domain *domain);
+
 /* ---- weak references ---- */
 /* Called when the referent of weakref dies, with the weak reference (alive for the call) and
- * the data object given at creation (may be NULL). */
-typedef void (*pm_weakref_callback)(pm_object *weakref, pm_object *data);
-/* A new weak reference to target (which must be alive), with an optional callback and data
- * object (the weak reference holds a strong reference to data). NULL and ENOMEM on failure. */
-PM_API pm_object *pm_weakref_new(pm_object *target, pm_weakref_callback callback,
-                                 pm_object *data);
+ * the data given at creation (may be NULL). Callbacks run only for weak references that are
+ * not garbage themselves. */
+typedef void (*pm_weakref_callback)(pm_object *weakref, void *data);
+/* A new weak reference to target (which must be alive), with an optional callback and its
+ * data, any pointer the library does not look at. NULL and ENOMEM on failure. */
+PM_API pm_object *pm_weakref_new(pm_object *target, pm_weakref_callback callback, void *data);
+/* The same with an object as data: the weak reference holds a strong reference to it (and
+ * the collector sees that reference), so the data lives as long as the weak reference. */
+PM_API pm_object *pm_weakref_new_object_data(pm_object *target, pm_weakref_callback callback,
+                                             pm_object *data);
 /* A new strong reference to the referent, or NULL once it died. */
 PM_API pm_object *pm_weakref_get(pm_object *weakref);
 PM_API int pm_is_weakref(const pm_object *o);

@@ -57,8 +57,7 @@ static int node_traverse(pm_object *self, pm_visit_fn visit, void *arg) {
         return e;
     return 0;
 }
-static pm_type node_cb_type = {.name = "node-cb", .size = sizeof(node), .traverse = node_traverse,
-                               .ref_offsets = node_refs};
+static pm_type node_cb_type = {.name = "node-cb", .size = sizeof(node), .traverse = node_traverse};
 
 static pm_type root_type = {.name = "root",
                             .size = sizeof(root),

@@ -3,7 +3,10 @@
  * maps of objects. It builds a social graph full of cycles, drops it, lets the cycle
  * collector reclaim it, and prints what the collector did.
  *
- *   cc example-objects.c -lpoolmalloc && ./a.out
+ *   cc -Wall -Werror example-objects.c -lpoolmalloc && ./a.out
+ *
+ * Types are const; every struct starts with `pm_object base`, so the PM_ macros take the
+ * typed pointers (PM_DECREF(l), PM_VISIT(m->keys[i])) and reject anything else at compile time.
  */
 #include <stddef.h>
 #include <stdio.h>
@@ -18,15 +21,15 @@ typedef struct str {
     size_t len;
     char text[];
 } str;
-static pm_type str_type = {.name = "str", .size = sizeof(str), .itemsize = 1,
-                           .flags = PM_TYPE_NO_REFS};
+static const pm_type str_type = {.name = "str", .size = sizeof(str), .itemsize = 1,
+                                 .flags = PM_TYPE_NO_REFS};
 
-static pm_object *str_new(const char *s) {
+static str *str_new(const char *s) {
     size_t n = strlen(s);
-    str *o = (str *)pm_new_var(&str_type, n + 1);
+    str *o = PM_NEW_VAR(str, &str_type, n + 1);
     o->len = n;
     memcpy(o->text, s, n + 1);
-    return &o->base;
+    return o;
 }
 
 /* ---- list: a growable array of references, described by a layout (no callbacks) ---- */
@@ -36,37 +39,34 @@ typedef struct list {
     pm_object **items;
 } list;
 static void list_release(pm_object *self) { free(((list *)self)->items); }
-static pm_type list_type = {.name = "list", .size = sizeof(list), .flags = PM_TYPE_ITEMS_POINTER,
-                            .items_offset = offsetof(list, items),
-                            .length_offset = offsetof(list, len), .release = list_release};
+static const pm_type list_type = {.name = "list", .size = sizeof(list),
+                                  .flags = PM_TYPE_ITEMS_POINTER,
+                                  .items_offset = offsetof(list, items),
+                                  .length_offset = offsetof(list, len), .release = list_release};
 
-static pm_object *list_new(void) {
-    pm_object *l = pm_new(&list_type);
-    pm_track(l); /* fields are zero: valid */
-    return l;
-}
-static void list_append(pm_object *self, pm_object *item) {
-    list *l = (list *)self;
+/* pm_new tracks it: its fields are zero, a valid (empty) state for the collector */
+static list *list_new(void) { return PM_NEW(list, &list_type); }
+static void list_append(list *l, pm_object *item) {
     if (l->len == l->cap) {
         l->cap = l->cap ? 2 * l->cap : 4;
         l->items = realloc(l->items, l->cap * sizeof *l->items);
     }
-    l->items[l->len++] = pm_newref(item);
+    l->items[l->len++] = PM_NEWREF(item);
 }
 
 /* ---- map: string keys to objects, with traverse/clear callbacks ---- */
 typedef struct map {
     pm_object base;
     size_t len, cap;
-    pm_object **keys, **values;
+    str **keys;
+    pm_object **values;
 } map;
 
 static int map_traverse(pm_object *self, pm_visit_fn visit, void *arg) {
     map *m = (map *)self;
     for (size_t i = 0; i < m->len; i++) {
-        int e;
-        if ((e = visit(m->keys[i], arg)) != 0 || (e = visit(m->values[i], arg)) != 0)
-            return e;
+        PM_VISIT(m->keys[i]);
+        PM_VISIT(m->values[i]);
     }
     return 0;
 }
@@ -84,19 +84,14 @@ static void map_release(pm_object *self) {
     free(((map *)self)->keys);
     free(((map *)self)->values);
 }
-static pm_type map_type = {.name = "map", .size = sizeof(map), .traverse = map_traverse,
-                           .clear = map_clear, .release = map_release};
+static const pm_type map_type = {.name = "map", .size = sizeof(map), .traverse = map_traverse,
+                                 .clear = map_clear, .release = map_release};
 
-static pm_object *map_new(void) {
-    pm_object *m = pm_new(&map_type);
-    pm_track(m);
-    return m;
-}
-static void map_set(pm_object *self, const char *key, pm_object *value) {
-    map *m = (map *)self;
+static map *map_new(void) { return PM_NEW(map, &map_type); }
+static void map_set(map *m, const char *key, pm_object *value) {
     for (size_t i = 0; i < m->len; i++)
-        if (strcmp(((str *)m->keys[i])->text, key) == 0) {
-            PM_SETREF(m->values[i], pm_newref(value));
+        if (strcmp(m->keys[i]->text, key) == 0) {
+            PM_SETREF(m->values[i], PM_NEWREF(value));
             return;
         }
     if (m->len == m->cap) {
@@ -105,33 +100,33 @@ static void map_set(pm_object *self, const char *key, pm_object *value) {
         m->values = realloc(m->values, m->cap * sizeof *m->values);
     }
     m->keys[m->len] = str_new(key);
-    m->values[m->len++] = pm_newref(value);
+    m->values[m->len++] = PM_NEWREF(value);
 }
-static pm_object *map_get(pm_object *self, const char *key) {
-    map *m = (map *)self;
+static pm_object *map_get(map *m, const char *key) {
     for (size_t i = 0; i < m->len; i++)
-        if (strcmp(((str *)m->keys[i])->text, key) == 0)
+        if (strcmp(m->keys[i]->text, key) == 0)
             return m->values[i]; /* borrowed */
     return NULL;
 }
 
 /* ---- a person: a map with a name and a list of friends; friends are mutual: cycles ---- */
-static pm_object *person_new(const char *name) {
-    pm_object *p = map_new();
-    pm_object *s = str_new(name), *friends = list_new();
-    map_set(p, "name", s);
-    map_set(p, "friends", friends);
-    pm_decref(s);
-    pm_decref(friends);
+static map *person_new(const char *name) {
+    map *p = map_new();
+    str *s = str_new(name);
+    list *friends = list_new();
+    map_set(p, "name", &s->base);
+    map_set(p, "friends", &friends->base);
+    PM_DECREF(s);
+    PM_DECREF(friends);
     return p;
 }
-static void befriend(pm_object *a, pm_object *b) {
-    list_append(map_get(a, "friends"), b);
-    list_append(map_get(b, "friends"), a);
+static void befriend(map *a, map *b) {
+    list_append((list *)map_get(a, "friends"), &b->base);
+    list_append((list *)map_get(b, "friends"), &a->base);
 }
 
 static int farewells;
-static void farewell(pm_object *weakref, pm_object *data) {
+static void farewell(pm_object *weakref, void *data) {
     (void)weakref;
     farewells++;
     if (farewells == 1)
@@ -161,23 +156,24 @@ int main(void) {
     enum { PEOPLE = 1000 };
     pm_gc_disable(); /* collect by hand first, to show each step */
 
-    pm_object *town = list_new();
+    list *town = list_new();
     for (int i = 0; i < PEOPLE; i++) {
         char name[32];
         snprintf(name, sizeof name, "person-%d", i);
-        pm_object *p = person_new(name);
-        list_append(town, p);
-        pm_decref(p);
+        map *p = person_new(name);
+        list_append(town, &p->base);
+        PM_DECREF(p);
     }
     for (int i = 0; i < PEOPLE; i++) /* everyone knows the next two: a web of cycles */
         for (int k = 1; k <= 2; k++)
-            befriend(((list *)town)->items[i], ((list *)town)->items[(i + k) % PEOPLE]);
+            befriend((map *)town->items[i], (map *)town->items[(i + k) % PEOPLE]);
 
-    /* a weak reference to the first person, with a callback */
-    pm_object *first = ((list *)town)->items[0];
-    pm_object *label = str_new("person-0");
-    pm_object *watch = pm_weakref_new(first, farewell, label);
-    pm_decref(label);
+    /* a weak reference to the first person, with a callback; its data, a str object, is
+     * kept alive by the weak reference */
+    pm_object *first = town->items[0];
+    str *label = str_new("person-0");
+    pm_object *watch = pm_weakref_new_object_data(first, farewell, &label->base);
+    PM_DECREF(label);
 
     long count[3];
     pm_gc_get_count(count);
@@ -186,7 +182,7 @@ int main(void) {
     pm_gc_result r = pm_gc_collect(2);
     printf("while the town is referenced: collected %zu\n", r.collected);
 
-    pm_decref(town); /* the town list goes at once; the people keep each other alive */
+    PM_DECREF(town); /* the town list goes at once; the people keep each other alive */
     printf("after dropping the town: %zu tracked objects remain, weakref %s\n",
            pm_gc_get_objects(-1, NULL, 0), status(watch));
     r = pm_gc_collect(2);
@@ -198,10 +194,10 @@ int main(void) {
     /* automatic collection: the same churn with the collector on */
     pm_gc_enable();
     for (int round = 0; round < 5000; round++) {
-        pm_object *a = person_new("a"), *b = person_new("b");
+        map *a = person_new("a"), *b = person_new("b");
         befriend(a, b);
-        pm_decref(a);
-        pm_decref(b);
+        PM_DECREF(a);
+        PM_DECREF(b);
     }
     pm_gc_collect(2);
     printf("after 5000 rounds of two friends dropped: %zu tracked objects remain\n",

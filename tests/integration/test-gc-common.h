@@ -3,6 +3,7 @@
  *
  *   node   two references (a, b) described by a layout; counts finalize/release calls and
  *          checks a canary on release, so that a double release or a stray write shows.
+ *   mnode  the same, PM_TYPE_TRACK_MANUALLY: pm_new leaves it untracked.
  *   tnode  the same fields with traverse and clear callbacks (no layout).
  *   stuck  traverse but no clear: its unreachable cycles are uncollectable.
  *   vec    a variable-size array of references (inline items).
@@ -58,6 +59,8 @@ static void node_release(pm_object *self) {
 static const uint16_t node_refs[] = {offsetof(node, a), offsetof(node, b), 0};
 static pm_type node_type = {.name = "node", .size = sizeof(node), .ref_offsets = node_refs,
                             .release = node_release};
+static pm_type mnode_type = {.name = "mnode", .size = sizeof(node), .ref_offsets = node_refs,
+                             .flags = PM_TYPE_TRACK_MANUALLY, .release = node_release};
 static pm_type fnode_type = {.name = "fnode", .size = sizeof(node), .ref_offsets = node_refs,
                              .release = node_release, .finalize = node_finalize};
 

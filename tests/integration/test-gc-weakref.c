@@ -1,7 +1,8 @@
 /*
  * test-gc-weakref.c: weak references: get while alive, NULL after; callbacks on refcount
  * death and on collection; weak references to garbage cleared before any clear runs;
- * no callback for a weak reference that is garbage itself; callbacks that allocate, free,
+ * no callback for a weak reference that is garbage itself (even when its referent dies
+ * during the clearing, bpo-38006); callbacks that allocate, free,
  * create weak references and try to collect.
  */
 #include "test-gc-common.h"
@@ -12,9 +13,10 @@
 TestSuite(weakref, .init = gc_test_setup);
 
 static int calls;
-static pm_object *last_weakref, *last_data;
+static pm_object *last_weakref;
+static void *last_data;
 
-static void note_callback(pm_object *wr, pm_object *data) {
+static void note_callback(pm_object *wr, void *data) {
     calls++;
     last_weakref = wr;
     last_data = data;
@@ -44,7 +46,7 @@ Test(weakref, get_while_alive_then_null) {
 Test(weakref, callback_on_refcount_death) {
     node *n = new_node(1);
     node *data = new_node(2);
-    pm_object *wr1 = pm_weakref_new(&n->base, note_callback, &data->base);
+    pm_object *wr1 = pm_weakref_new_object_data(&n->base, note_callback, &data->base);
     pm_object *wr2 = pm_weakref_new(&n->base, NULL, NULL);
     cr_assert_eq(pm_weakref_count(&n->base), 2);
     cr_assert_eq(pm_refcount(&data->base), 2, "the weak reference holds its data");
@@ -135,8 +137,56 @@ Test(weakref, garbage_weakref_gets_no_callback) {
     cr_assert_eq(calls, 0, "a weak reference that is garbage itself: no callback");
 }
 
+/* bpo-38006: the weak reference is garbage, its referent is not in the garbage (untracked,
+ * or in an older generation) and dies only when clearing the garbage drops its last
+ * reference. CPython makes no call: the weak reference was cleared before any clear ran. */
+static void referent_outside_garbage(bool referent_tracked_old) {
+    node *referent = (node *)pm_new(&node_type);
+    cr_assert_not_null(referent);
+    referent->canary = CANARY_LIVE;
+    if (referent_tracked_old)
+        pm_gc_collect(1); /* moves it to generation 2, out of the young set below */
+    else
+        pm_untrack(&referent->base);
+    node *a = new_node(1), *b = new_node(2);
+    node *data = new_node(3); /* the callback's data, garbage too */
+    pm_object *wr = pm_weakref_new_object_data(&referent->base, note_callback, &data->base);
+    cr_assert_not_null(wr);
+    /* a -> referent (first: cleared before the weak reference), a -> wr; a <-> b via b */
+    a->a = &referent->base;
+    a->b = wr;
+    b->a = pm_newref(&a->base);
+    data->a = &b->base;
+    pm_decref(&a->base);
+    pm_decref(&data->base);
+    pm_gc_result r = pm_gc_collect(referent_tracked_old ? 1 : 2);
+    cr_assert_eq(r.collected, 4, "a, b, data and the weak reference");
+    cr_assert_eq(calls, 0, "a weak reference in the garbage never calls back, even when its "
+                 "referent dies during the clearing");
+    cr_assert_eq(released, 4, "the referent died too, with a, b and data");
+}
+
+Test(weakref, garbage_weakref_untracked_referent_gets_no_callback) {
+    referent_outside_garbage(false);
+}
+
+Test(weakref, garbage_weakref_older_referent_gets_no_callback) {
+    referent_outside_garbage(true);
+}
+
+Test(weakref, opaque_callback_data) {
+    static int cookie;
+    node *n = new_node(1);
+    pm_object *wr = pm_weakref_new(&n->base, note_callback, &cookie);
+    cr_assert_not_null(wr);
+    pm_decref(&n->base);
+    cr_assert_eq(calls, 1);
+    cr_assert_eq(last_data, &cookie, "the callback gets the pointer given, untouched");
+    pm_decref(wr);
+}
+
 static int busy_calls;
-static void busy_callback(pm_object *wr, pm_object *data) {
+static void busy_callback(pm_object *wr, void *data) {
     (void)wr;
     busy_calls++;
     /* a callback may allocate, free, make weak references, and try to collect */
@@ -156,7 +206,7 @@ Test(weakref, callbacks_run_safely) {
     node *ring = make_ring(&fnode_type, 10, 0);
     node *x = ring;
     for (int i = 0; i < 10; i++, x = (node *)x->a)
-        wrs[i] = pm_weakref_new(&x->base, busy_callback, &data->base);
+        wrs[i] = pm_weakref_new_object_data(&x->base, busy_callback, &data->base);
     pm_decref(&ring->base);
     pm_gc_result r = pm_gc_collect(2);
     cr_assert_eq(r.collected, 10);
@@ -173,17 +223,17 @@ Test(weakref, callbacks_run_safely) {
 /* A callback sees only its data object, which its (live) weak reference keeps alive, and
  * so everything the data refers to is alive too: nothing a callback can reach was cleared. */
 static pm_object *rescued;
-static void rescuing_callback(pm_object *wr, pm_object *data) {
+static void rescuing_callback(pm_object *wr, void *data) {
     (void)wr;
     cr_assert_eq(((node *)data)->canary, CANARY_LIVE);
-    rescued = pm_newref(data);
+    rescued = pm_newref((pm_object *)data);
 }
 
 Test(weakref, callback_data_keeps_what_it_refers_to) {
     node *ring = make_ring(&node_type, 4, 0);
     node *data = new_node(9);
     data->a = pm_newref(&ring->base); /* data refers into the ring */
-    pm_object *wr = pm_weakref_new(&ring->base, rescuing_callback, &data->base);
+    pm_object *wr = pm_weakref_new_object_data(&ring->base, rescuing_callback, &data->base);
     pm_decref(&data->base); /* now held by the weak reference only */
     pm_decref(&ring->base);
     cr_assert_eq(pm_gc_collect(2).collected, 0, "data, held by a live weakref, keeps the ring");

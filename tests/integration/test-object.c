@@ -22,7 +22,7 @@ Test(object, refcount_life_cycle) {
     n->canary = CANARY_LIVE;
     cr_assert_eq(pm_refcount(&n->base), 1);
     cr_assert_eq(pm_type_of(&n->base), &fnode_type);
-    cr_assert_not(pm_is_tracked(&n->base));
+    cr_assert(pm_is_tracked(&n->base), "pm_new tracks a type that can hold references");
     pm_incref(&n->base);
     pm_incref(&n->base);
     cr_assert_eq(pm_refcount(&n->base), 3);
@@ -91,9 +91,9 @@ Test(object, clear_and_setref_helpers) {
 }
 
 Test(object, tracking) {
-    node *n = (node *)pm_new(&node_type);
+    node *n = (node *)pm_new(&mnode_type);
     n->canary = CANARY_LIVE;
-    cr_assert_not(pm_is_tracked(&n->base));
+    cr_assert_not(pm_is_tracked(&n->base), "PM_TYPE_TRACK_MANUALLY: pm_new does not track");
     cr_assert_eq(pm_track(&n->base), 0);
     cr_assert(pm_is_tracked(&n->base));
     pm_untrack(&n->base);
@@ -250,9 +250,56 @@ Test(object, track_after_free, .signal = SIGABRT) {
     pm_track(&n->base);
 }
 
-Test(object, track_twice, .signal = SIGABRT) {
-    node *n = new_node(1);
-    pm_track(&n->base);
+Test(object, track_twice_is_harmless) {
+    node *n = new_node(1); /* pm_new tracked it, new_node tracked it again */
+    cr_assert_eq(pm_track(&n->base), 0);
+    cr_assert(pm_is_tracked(&n->base));
+    cr_assert_eq(pm_gc_get_objects(-1, NULL, 0), 1, "tracked once, whatever the calls");
+    pm_decref(&n->base);
+    cr_assert_eq(pm_gc_get_objects(-1, NULL, 0), 0);
+}
+
+/* Types whose callbacks and layout contradict each other are refused at their first pm_new,
+ * with a message naming the type and the reason; every later pm_new fails the same way. */
+static int trav_none(pm_object *self, pm_visit_fn visit, void *arg) {
+    (void)self, (void)visit, (void)arg;
+    return 0;
+}
+static void clear_none(pm_object *self) { (void)self; }
+static void expect_refused(const pm_type *t) {
+    errno = 0;
+    cr_assert_null(pm_new(t), "type %s must be refused", t->name);
+    cr_assert_eq(errno, EINVAL);
+    errno = 0;
+    cr_assert_null(pm_new(t), "and refused again");
+    cr_assert_eq(errno, EINVAL);
+}
+Test(object, contradictory_types_are_refused) {
+    static const pm_type traverse_and_layout = {.name = "traverse+ref_offsets",
+        .size = sizeof(node), .traverse = trav_none, .ref_offsets = PM_REFS(node_refs)};
+    static const pm_type clear_without_refs = {.name = "clear-without-refs",
+        .size = sizeof(node), .clear = clear_none};
+    static const pm_type no_refs_with_clear = {.name = "no-refs+clear", .size = sizeof(node),
+        .flags = PM_TYPE_NO_REFS, .clear = clear_none};
+    expect_refused(&traverse_and_layout);
+    expect_refused(&clear_without_refs);
+    expect_refused(&no_refs_with_clear);
+}
+
+/* A const type works, and the library's record of it does not change what pm_type_of says. */
+Test(object, const_type) {
+    static const pm_type cnode_type = {.name = "cnode", .size = sizeof(node),
+                                       .ref_offsets = PM_REFS(node_refs),
+                                       .release = node_release};
+    node *n = PM_NEW(node, &cnode_type);
+    cr_assert_not_null(n);
+    n->canary = CANARY_LIVE;
+    cr_assert_eq(pm_type_of(&n->base), &cnode_type);
+    cr_assert(pm_is_tracked(&n->base));
+    n->a = &PM_NEWREF(n)->base; /* a cycle of one */
+    PM_DECREF(n);
+    cr_assert_eq(pm_gc_collect(0).collected, 1);
+    cr_assert_eq(released, 1);
 }
 
 /* In debug mode (PM_GC_DEBUG_CHECKS, the default of debug builds) a collection that meets a
@@ -268,7 +315,7 @@ Test(object, collector_finds_use_of_freed_object, .signal = SIGABRT) {
 Test(object, track_with_stale_field_in_debug_mode, .signal = SIGABRT) {
     pm_gc_set_debug(PM_GC_DEBUG_CHECKS);
     node *victim = new_node(2);
-    node *n = (node *)pm_new(&node_type);
+    node *n = (node *)pm_new(&mnode_type);
     n->a = &victim->base;
     pm_decref(&victim->base);
     pm_track(&n->base); /* fields must be valid before tracking */
@@ -319,7 +366,7 @@ Test(object, misuse_message) {
     cr_assert(strstr(buf, "pm_decref") && strstr(buf, "freed"), "message: %s", buf);
 }
 
-/* ---- the one-thread rule, checked in debug builds ---- */
+/* ---- the one-thread rule, checked in every build ---- */
 
 static void *hammer(void *arg) {
     (void)arg;
@@ -331,8 +378,8 @@ static void *hammer(void *arg) {
     return NULL;
 }
 
-#if PM_DEBUG
-Test(object, two_threads_at_once_detected_in_debug_builds, .signal = SIGABRT, .timeout = 60) {
+/* The one-thread rule is checked in every build (a thread-id compare per call). */
+Test(object, two_threads_at_once_detected, .signal = SIGABRT, .timeout = 60) {
     pthread_t a, b;
     pthread_create(&a, NULL, hammer, NULL);
     pthread_create(&b, NULL, hammer, NULL);
@@ -340,9 +387,3 @@ Test(object, two_threads_at_once_detected_in_debug_builds, .signal = SIGABRT, .t
     pthread_join(b, NULL);
     cr_skip_test("the two threads never overlapped inside the library");
 }
-#else
-Test(object, two_threads_at_once_detected_in_debug_builds) {
-    (void)hammer;
-    cr_skip_test("the one-thread check is compiled in debug builds only (--enable-debug)");
-}
-#endif

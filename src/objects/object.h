@@ -1,12 +1,28 @@
 /*
- * object.h: internals of the object API (object.c), the cycle collector (gc.c) and weak
- * references (weakref.c). The public side, and the header layout, are in poolmalloc.h.
+ * object.h: internals of the object layer. The public side, and the header layout, are in
+ * poolmalloc.h. The layer sits on the allocator's public API (pm_malloc, pm_free...) and the
+ * few core functions core-iface.h names; it never includes the core's internal.h.
+ *
+ * Files:
+ *   object.c       creation, reference-count slow paths, the iterative release, tracking
+ *   types.c        the library's record of each (const) pm_type: checked at first pm_new
+ *   tables.c       the side table and the generation tables (which shrink when mostly empty)
+ *   domain.c       collector domains, the one-thread rule, foreign-object checks
+ *   gc.h           what the collector's phases share; gc-prefetch.h, gc-filter.h their tools
+ *   gc-mark.c      steps 1-2 below; gc-collect.c step 3 and a whole collection;
+ *   gc-finalize.c  step 4; gc-api.c the public pm_gc_* functions
+ *   weakref.c      weak references (a per-domain address map, src/addrmap.c)
+ *
+ * Domains. Everything below is per domain (pm_gc_domain; pm_gc is this thread's current
+ * one), except the side table, which all domains share: each object has its own byte, and
+ * a domain touches only its objects' bytes. The domain's id sits in the top 5 bits of every
+ * object's collector word.
  *
  * ===========================================================================================
  * Where the collector keeps its state
  * ===========================================================================================
- *  - The object header (24 bytes): type pointer | flag bits, the collector word, the count.
- *      collector word = state << 56 | slot. state: untracked, generation 0..2, permanent
+ *  - The object header (24 bytes): type record | flag bits, the collector word, the count.
+ *      collector word = domain << 59 | state << 56 | slot. state: untracked, generation 0..2, permanent
  *      (frozen), unreachable (found unreachable by the collection running now). slot: the
  *      object's index in the table of its state.
  *  - One table per state (pm_gc_table): a growable array of object pointers. Tracking appends;
@@ -55,7 +71,8 @@
 #ifndef PM_OBJECT_H
 #define PM_OBJECT_H
 
-#include "internal.h"
+#include "core-iface.h"
+#include "addrmap.h"
 
 #include <limits.h>
 
@@ -68,7 +85,12 @@
 #define PM_OF_MASK ((uintptr_t)7)
 
 #define PM_GCW_STATE_SHIFT 56
+#define PM_GCW_STATE_MASK 7u
 #define PM_GCW_SLOT_MASK ((UINT64_C(1) << 48) - 1)
+/* The top 5 bits: the object's domain (0 the default one), kept whatever its state. */
+#define PM_GCW_DOMAIN_SHIFT 59
+#define PM_GCW_DOMAIN_MASK (~UINT64_C(0) << PM_GCW_DOMAIN_SHIFT)
+#define PM_MAX_DOMAINS 32
 
 enum pm_gc_state {
     PM_ST_UNTRACKED = 0,
@@ -87,20 +109,24 @@ PM_INLINE const pm_type *pm_obj_type(const pm_object *o) {
     return (const pm_type *)(o->pm_typebits_ & ~PM_OF_MASK);
 }
 PM_INLINE unsigned pm_obj_state(const pm_object *o) {
-    return (unsigned)(o->pm_gcword_ >> PM_GCW_STATE_SHIFT);
+    return (unsigned)(o->pm_gcword_ >> PM_GCW_STATE_SHIFT) & PM_GCW_STATE_MASK;
+}
+PM_INLINE unsigned pm_obj_domain_id(const pm_object *o) {
+    return (unsigned)(o->pm_gcword_ >> PM_GCW_DOMAIN_SHIFT);
 }
 PM_INLINE size_t pm_obj_slot(const pm_object *o) {
     return (size_t)(o->pm_gcword_ & PM_GCW_SLOT_MASK);
 }
 PM_INLINE void pm_obj_set_place(pm_object *o, unsigned state, size_t slot) {
-    o->pm_gcword_ = ((uint64_t)state << PM_GCW_STATE_SHIFT) | (uint64_t)slot;
+    o->pm_gcword_ = (o->pm_gcword_ & PM_GCW_DOMAIN_MASK) | ((uint64_t)state << PM_GCW_STATE_SHIFT) |
+                    (uint64_t)slot;
 }
 
 /* ---- the side table ------------------------------------------------------------------------ */
 #define PM_SIDE_SHIFT 5         /* one byte per 32 bytes */
 #define PM_SIDE_REGION_SHIFT 26 /* a chunk covers 64 MiB: 2 MiB of bytes */
 #define PM_SIDE_CHUNK ((size_t)1 << (PM_SIDE_REGION_SHIFT - PM_SIDE_SHIFT))
-#define PM_SIDE_TOP_LEN ((size_t)1 << (PM_ADDRESS_BITS - PM_SIDE_REGION_SHIFT))
+#define PM_SIDE_TOP_LEN ((size_t)1 << (PM_OBJ_ADDRESS_BITS - PM_SIDE_REGION_SHIFT))
 
 /* Scratch values (byte >> 3) during a collection, for objects of the set being collected.
  * Two encodings alternate at every full collection (pm_gc.epoch): epoch 0 counts up from
@@ -152,7 +178,22 @@ PM_INLINE uint8_t *pm_side_of(const void *p) {
 /* Makes sure p's chunk exists; false when out of memory. */
 PM_HIDDEN bool pm_side_ensure(const void *p);
 
-/* pm_ready_: 0 until the type is checked (at its first pm_new); then these bits, and for a
+/* The library's record of a user's type (types.c): a copy of it, checked, and the checked
+ * form. Objects point to the record (so pm_obj_type gives &rt->t, never the user's type,
+ * which is const and may be shared by several domains). */
+typedef struct pm_type_rt {
+    pm_type t; /* first: a record is also its type */
+    uintptr_t ready;
+    const pm_type *user;
+} pm_type_rt;
+
+PM_INLINE const pm_type_rt *pm_type_record_of(const pm_type *t) {
+    return (const pm_type_rt *)(const void *)t;
+}
+/* The checked form of a type from pm_obj_type. */
+PM_INLINE uintptr_t pm_ready(const pm_type *t) { return pm_type_record_of(t)->ready; }
+
+/* ready: 0 when the type was refused (types.c); else these bits, and for a
  * layout whose references all lie in words 3..58 of the object, a bitmask of those words
  * (bit j = word 3 + j) above PM_READY_MASK_SHIFT: the collector walks it with no table. */
 #define PM_TYPE_READY 0x1u
@@ -161,6 +202,8 @@ PM_HIDDEN bool pm_side_ensure(const void *p);
 #define PM_TYPE_ITEMS 0x8u     /* has an items array */
 #define PM_TYPE_CONTAINER 0x10u /* may hold references: counted, tracked, walked */
 #define PM_TYPE_MASKED 0x20u   /* the fixed references are the bitmask */
+#define PM_TYPE_WEAKREF 0x40u  /* the library's weak reference type (weakref.c) */
+#define PM_TYPE_AUTOTRACK 0x80u /* pm_new tracks (a container without PM_TYPE_TRACK_MANUALLY) */
 #define PM_READY_MASK_SHIFT 8
 #define PM_READY_FIRST_WORD 3  /* words 0..2 are the header */
 #define PM_READY_MASK_WORDS 56
@@ -171,7 +214,7 @@ PM_INLINE pm_object **pm_items_of(pm_object *o, const pm_type *t) {
     return (t->flags & PM_TYPE_ITEMS_POINTER) ? *(pm_object ***)at : (pm_object **)at;
 }
 
-/* Runs STMT with `r` bound to each non-NULL reference of a layout type (rd = t->pm_ready_).
+/* Runs STMT with `r` bound to each non-NULL reference of a layout type (rd = pm_ready(t)).
  * A macro, so that the collector's passes keep their state in registers. */
 #define PM_WALK_LAYOUT(x, t, rd, r, STMT)                                                      \
     do {                                                                                       \
@@ -211,7 +254,7 @@ PM_INLINE pm_object **pm_items_of(pm_object *o, const pm_type *t) {
 PM_INLINE int pm_walk(pm_object *o, const pm_type *t, pm_visit_fn visit, void *arg) {
     if (t->traverse != NULL)
         return t->traverse(o, visit, arg);
-    uintptr_t rd = t->pm_ready_;
+    uintptr_t rd = pm_ready(t);
     int e = 0;
     PM_WALK_LAYOUT(o, t, rd, r, if ((e = visit(r, arg)) != 0) return e);
     return 0;
@@ -229,9 +272,11 @@ typedef struct pm_gc_table {
 #define PM_U_NONCLEAR 0x1u
 #define PM_U_WEAKREFS 0x2u
 #define PM_U_FINALIZE 0x4u
+#define PM_U_WEAKREF_OBJS 0x8u /* weak references are garbage themselves */
 
 /* ---- the collector domain --------------------------------------------------------------- */
 #define PM_GC_MAX_CALLBACKS 16
+#define PM_TYPE_CACHE 64
 
 typedef struct pm_gc_domain {
     pm_gc_table table[PM_ST_COUNT]; /* by state; [0] unused */
@@ -240,6 +285,7 @@ typedef struct pm_gc_domain {
     long trigger;     /* count[0] past this runs pm_gc_maybe_collect: threshold[0], or
                          LONG_MAX while automatic collection is off */
     size_t long_lived_total, long_lived_pending;
+    size_t last_full_live; /* tracked objects left by the last full collection */
     int enabled;
     int debug;
     int collecting;   /* a collection is running: no nested ones */
@@ -250,6 +296,7 @@ typedef struct pm_gc_domain {
     pm_object *dealloc_list;
     int releasing;
     pm_gc_stats stats[3];
+    const pm_type_rt *type_cache[PM_TYPE_CACHE]; /* types.c: user type -> record */
     struct {
         pm_gc_callback fn;
         void *arg;
@@ -259,24 +306,33 @@ typedef struct pm_gc_domain {
     pm_object **stack;
     size_t stack_len, stack_cap;
     bool stack_failed; /* out of memory: fall back to PENDING and rescans */
-    struct pm_gc_overflow {
-        const pm_object **keys;
-        uint64_t *counts;
-        size_t cap, used;
-    } overflow;
+    pm_addrmap overflow; /* counts past the side byte: object -> count (gc-mark.c) */
+    pm_addrmap weak_heads; /* referent -> its first weak reference (weakref.c) */
+    struct {               /* the last transition tables (gc-mark.c init_ctx) */
+        unsigned key;
+        uint8_t count_next[256], mark_next[256];
+    } next_cache;
     uint64_t *filter; /* young collections: see build_filter in gc.c */
     /* strong references kept by the collector: uncollectable and SAVEALL objects */
     pm_object **garbage;
     size_t garbage_len, garbage_cap;
-#if PM_DEBUG
-    _Atomic(uintptr_t) user; /* the thread inside the domain, for the one-thread rule */
-#endif
+    /* domains (domain.c) */
+    unsigned id;        /* 0: the default domain */
+    uint64_t id_bits;   /* id << PM_GCW_DOMAIN_SHIFT, in every object's collector word */
+    size_t live;        /* objects allocated minus freed */
+    _Atomic(uintptr_t) user; /* the thread inside a call, for the one-thread rule */
 } pm_gc_domain;
 
-PM_HIDDEN extern pm_gc_domain pm_gc;
+/* The domain of this thread's calls: the default domain unless pm_domain_enter chose
+ * another. Everything the object layer does goes to pm_gc, this thread's domain. */
+PM_HIDDEN extern pm_gc_domain pm_default_domain;
+PM_HIDDEN extern PM_TLS pm_gc_domain *pm_cur_domain;
+#define pm_gc (*pm_cur_domain)
 
-/* object.c */
+/* tables.c */
 PM_HIDDEN void pm_gc_domain_init(void);
+/* Memory functions for the layer's address maps (pm_calloc/pm_free). */
+PM_HIDDEN extern const pm_addrmap_mem pm_objects_mem;
 /* Recomputes pm_gc.trigger after enabled or threshold[0] changed. */
 PM_INLINE void pm_gc_update_trigger(void) {
     pm_gc.trigger = pm_gc.enabled && pm_gc.threshold[0] > 0 ? pm_gc.threshold[0] : LONG_MAX;
@@ -286,13 +342,29 @@ PM_INLINE void pm_gc_ready(void) {
         pm_gc_domain_init();
 }
 /* Appends o to the table of state (o untracked); false when out of memory. */
-PM_HIDDEN bool pm_table_append(unsigned state, pm_object *o);
+PM_HIDDEN bool pm_table_append(pm_gc_domain *d, unsigned state, pm_object *o);
 /* Removes o from its table; its side byte is set to 0. */
-PM_HIDDEN void pm_table_remove(pm_object *o);
+PM_HIDDEN void pm_table_remove(pm_gc_domain *d, pm_object *o);
 PM_HIDDEN void pm_table_compact(pm_gc_table *t);
 PM_HIDDEN bool pm_table_reserve(pm_gc_table *t, size_t more);
-/* The checked form of a type (validates it at first use); 0 if malformed. */
-PM_HIDDEN uintptr_t pm_type_prepare(pm_type *t);
+/* A table at most a quarter full gives memory back (never below PM_TABLE_KEEP entries). */
+#define PM_TABLE_KEEP 16384
+PM_HIDDEN void pm_table_shrink(pm_gc_table *t);
+/* Gives back the side table's pages that describe no tracked object (all bytes 0). */
+PM_HIDDEN size_t pm_side_purge_empty(void);
+/* types.c: the record of a type, made (and the type checked) at first use; NULL without
+ * memory. The record's ready is 0 for a refused type. */
+PM_HIDDEN pm_type_rt *pm_type_record(const pm_type *t);
+PM_INLINE size_t pm_type_cache_index(const pm_type *t) {
+    return ((uintptr_t)t >> 4) & (PM_TYPE_CACHE - 1);
+}
+/* The same through the domain's cache: one load and compare when the type was seen. */
+PM_INLINE const pm_type_rt *pm_type_record_cached(const pm_type *t) {
+    const pm_type_rt *rt = pm_gc.type_cache[pm_type_cache_index(t)];
+    if (PM_LIKELY(rt != NULL && rt->user == t))
+        return rt;
+    return pm_type_record(t);
+}
 /* Drops the reference the library can see (layout, or traverse without release) and calls
  * release: the object's last steps before its memory is freed. */
 PM_HIDDEN void pm_object_release_refs(pm_object *o, const pm_type *t);
@@ -306,7 +378,7 @@ PM_HIDDEN PM_COLD void pm_object_misuse(const pm_object *o, const char *fmt, ...
     __attribute__((format(printf, 2, 3), noreturn));
 PM_HIDDEN void pm_gc_maybe_collect(void);
 
-/* gc.c */
+/* gc-finalize.c */
 PM_HIDDEN void pm_gc_garbage_add(pm_object *o);
 
 /* weakref.c */
@@ -316,18 +388,46 @@ PM_HIDDEN void pm_weakref_clear_all(pm_object *o);
 /* The collector's form: clears every weak reference to o; weak references with a callback
  * that are not themselves unreachable are pushed (with a new reference) on *list. */
 PM_HIDDEN void pm_weakref_clear_for_gc(pm_object *o, pm_object **list);
+/* Detaches weak reference o (PM_TYPE_WEAKREF) from its referent: it will never call back. */
+PM_HIDDEN void pm_weakref_forget_referent(pm_object *o);
 /* Runs and releases the callbacks gathered by pm_weakref_clear_for_gc. */
 PM_HIDDEN void pm_weakref_run_callbacks(pm_object *list);
 
-/* The one-thread rule, checked in debug builds. */
-#if PM_DEBUG
-PM_HIDDEN void pm_gc_enter(void);
-PM_HIDDEN void pm_gc_leave(void);
-#define PM_GC_ENTER() pm_gc_enter()
-#define PM_GC_LEAVE() pm_gc_leave()
-#else
-#define PM_GC_ENTER() do { } while (0)
-#define PM_GC_LEAVE() do { } while (0)
-#endif
+/* The one-thread rule, checked in every build (domain.c): a call records its thread in the
+ * domain for its duration; a call from another thread meanwhile aborts. Plain loads and
+ * stores, not a lock: a thread-id compare on entry, a store on entry and on exit (none for
+ * a nested call, which finds its own thread there). PM_GC_ENTER and PM_GC_LEAVE pair up in
+ * one scope. */
+PM_HIDDEN extern PM_TLS char pm_thread_token;
+PM_HIDDEN PM_COLD PM_NORETURN void pm_domain_two_threads(const pm_gc_domain *d);
+/* Returns whether the thread was already inside (a nested call). */
+PM_INLINE bool pm_gc_enter(pm_gc_domain *d) {
+    uintptr_t me = (uintptr_t)&pm_thread_token;
+    uintptr_t user = atomic_load_explicit(&d->user, memory_order_relaxed);
+    if (user == me)
+        return true;
+    if (PM_UNLIKELY(user != 0))
+        pm_domain_two_threads(d);
+    atomic_store_explicit(&d->user, me, memory_order_relaxed);
+    return false;
+}
+PM_INLINE void pm_gc_leave(pm_gc_domain *d, bool nested) {
+    if (!nested)
+        atomic_store_explicit(&d->user, (uintptr_t)0, memory_order_relaxed);
+}
+#define PM_GC_ENTER()                                                                          \
+    pm_gc_domain *const pm_entered_domain_ = pm_cur_domain;                                    \
+    const bool pm_entered_nested_ = pm_gc_enter(pm_entered_domain_)
+#define PM_GC_LEAVE() pm_gc_leave(pm_entered_domain_, pm_entered_nested_)
+/* An object of another domain given to this thread's domain: aborts with a message. */
+PM_HIDDEN PM_COLD PM_NORETURN void pm_domain_foreign(const pm_object *o, const char *fn);
+PM_INLINE void pm_check_domain(const pm_object *o, const char *fn) {
+    if (PM_UNLIKELY((o->pm_gcword_ & PM_GCW_DOMAIN_MASK) != pm_gc.id_bits))
+        pm_domain_foreign(o, fn);
+}
+/* domain.c: sets up a domain's collector state (thresholds and flags from the settings). */
+PM_HIDDEN void pm_domain_setup(pm_gc_domain *d, unsigned id);
+/* How many domains exist (the default one included, once started). */
+PM_HIDDEN unsigned pm_domains_alive(void);
 
 #endif /* PM_OBJECT_H */
