@@ -47,7 +47,7 @@ PM_HIDDEN void pm_init(void);
 /* Memory straight from the system, for the side table. */
 PM_HIDDEN void *pm_os_map_aligned(size_t size, size_t align); /* NULL on failure */
 PM_HIDDEN void *pm_os_reserve(size_t size);                   /* NORESERVE, lazily backed */
-PM_HIDDEN void pm_os_unmap(void *p, size_t size);
+PM_HIDDEN bool pm_os_unmap(void *p, size_t size);         /* false: kept (purged) */
 PM_HIDDEN void pm_os_purge(void *p, size_t size); /* contents discarded (read back as 0) */
 
 /* Messages without allocating (print.c). */
