@@ -3,6 +3,7 @@
  * paths behind the inline fast paths of internal.h.
  */
 #include "internal.h"
+#include "instrument/instrument.h"
 
 #include <sched.h>
 
@@ -37,6 +38,7 @@ void pm_init(void) {
         initialising = true;
         pm_sizeclass_init();
         pm_options_init();
+        pm_instr_init(); /* before any heap is installed: it decides the fast heap */
         pm_arena_init();
         pm_heap_init_global();
         /* Registered before any other thread of ours can exist to race with a fork. */
@@ -109,6 +111,8 @@ void *pm_malloc_slow(size_t size) {
     /* The threshold is an option: read the environment before the first comparison. */
     if (PM_UNLIKELY(atomic_load_explicit(&pm_initialized, memory_order_relaxed) != 2))
         pm_init();
+    if (PM_INSTRUMENTED())
+        return pm_instr_malloc(size, __builtin_return_address(0));
     if (PM_LIKELY(size <= pm_opt.mmap_threshold)) {
         unsigned cls = pm_size_class(size);
         /* Sizes up to the lookup table already tried the cache and current pool inline. */
@@ -126,6 +130,8 @@ void *pm_calloc(size_t n, size_t size) {
     if (__builtin_mul_overflow(n, size, &total))
         return fail_enomem();
     pm_init();
+    if (PM_INSTRUMENTED())
+        return pm_instr_calloc(total, __builtin_return_address(0));
     if (total > pm_opt.mmap_threshold)
         return alloc_large(total, 0, true); /* fresh mappings are zero already */
     void *p = pm_malloc_inline(total);
@@ -142,6 +148,8 @@ static void *alloc_aligned(size_t align, size_t size) {
     if (align <= PM_MIN_ALIGN)
         return pm_malloc(size);
     pm_init();
+    if (PM_INSTRUMENTED())
+        return pm_instr_aligned(align, size, __builtin_return_address(0));
     if (align <= PM_UNIT_SIZE) {
         size_t n = size < align ? align : size;
         if (n <= pm_opt.mmap_threshold) {
@@ -238,6 +246,10 @@ static bool free_into_full_pool(void *p) {
 }
 
 void pm_free_slow(void *p) {
+    if (PM_INSTRUMENTED()) {
+        pm_instr_free(p, __builtin_return_address(0));
+        return;
+    }
     if (PM_LIKELY(free_into_full_pool(p)) || p == NULL)
         return;
     int saved = errno; /* free preserves errno, whatever the kernel calls below do */
@@ -251,6 +263,8 @@ void pm_free_slow(void *p) {
 void pm_free(void *p) { pm_free_inline(p); }
 
 size_t pm_usable_size(const void *p) {
+    if (PM_INSTRUMENTED())
+        return pm_instr_usable(p);
     if (p == NULL)
         return 0;
     if (pm_in_arena(p)) {
@@ -297,6 +311,8 @@ static void *move_block(void *p, size_t old_usable, size_t size) {
 }
 
 void *pm_realloc(void *p, size_t size) {
+    if (PM_INSTRUMENTED())
+        return pm_instr_realloc(p, size, __builtin_return_address(0));
     if (p == NULL)
         return pm_malloc(size);
     if (size == 0) { /* glibc: free and return NULL */

@@ -8,6 +8,7 @@
  * waits on the abandoned stack for the next new thread.
  */
 #include "internal.h"
+#include "instrument/instrument.h"
 
 #include <sched.h>
 
@@ -77,11 +78,11 @@ static pm_heap *heap_take(void) {
     return h;
 }
 
-/* Sets the calling thread's heap; the fast paths see it unless poisoning forces every call
- * through the slow paths (which poison). */
+/* Sets the calling thread's heap; the fast paths see it unless poisoning or instrumentation
+ * forces every call through the slow paths (which poison, or call the hooks). */
 static void heap_install(pm_heap *h) {
     pm_thread_heap = h;
-    pm_fast_heap = (h && !pm_opt.poison) ? h : &pm_sentinel_heap;
+    pm_fast_heap = (h && !pm_opt.poison && !pm_instrument_on) ? h : &pm_sentinel_heap;
 }
 
 pm_heap *pm_heap_get(void) {
