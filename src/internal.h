@@ -288,6 +288,15 @@ typedef struct pm_options {
     long gc_threshold[3];    /* POOLMALLOC_GC_THRESHOLD=a,b,c (default 2000,10,10) */
     bool gc_enabled;         /* POOLMALLOC_GC=0 disables automatic collection */
     long gc_debug;           /* POOLMALLOC_GC_DEBUG flags */
+    /* instrumentation (src/instrument/) */
+    bool debug;              /* POOLMALLOC_DEBUG: forbidden bytes, quarantine, reports */
+    size_t debug_quarantine; /* POOLMALLOC_DEBUG_QUARANTINE: bytes of freed blocks kept */
+    bool leaks;              /* POOLMALLOC_LEAKS: report blocks live at exit */
+    char leaks_file[256];    /* POOLMALLOC_LEAKS_FILE: "" stderr; *.json gets JSON */
+    bool prof;               /* POOLMALLOC_PROF: sampled heap profile */
+    size_t prof_sample;      /* POOLMALLOC_PROF_SAMPLE: mean bytes between samples */
+    char prof_file[256];     /* POOLMALLOC_PROF_FILE: where the exit profile goes */
+    long prof_signal;        /* POOLMALLOC_PROF_SIGNAL: a signal that asks for a dump */
 } pm_options;
 PM_HIDDEN extern pm_options pm_opt;
 PM_HIDDEN void pm_options_init(void);             /* options.c */

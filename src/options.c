@@ -75,6 +75,23 @@ static const option_def option_table[] = {
      "cycle collector debug flags: a number or names from the list in ACCEPTS"},
     {"HELP", KIND_BOOL, NOT_IN_STRUCT, 0, 1, "0",
      "print this table on stderr at start"},
+    /* instrumentation (src/instrument/, docs/instrument.md) */
+    {"DEBUG", KIND_BOOL, FIELD(debug), 0, 1, "0",
+     "check every block: forbidden bytes around it, freed blocks filled and quarantined"},
+    {"DEBUG_QUARANTINE", KIND_SIZE, FIELD(debug_quarantine), 0, 1 * GIB, "8M",
+     "bytes of freed blocks POOLMALLOC_DEBUG keeps and checks before reusing them"},
+    {"LEAKS", KIND_BOOL, FIELD(leaks), 0, 1, "0",
+     "report the blocks still allocated at exit, grouped by allocation stack"},
+    {"LEAKS_FILE", KIND_PATH, FIELD(leaks_file), 0, sizeof(((pm_options *)0)->leaks_file) - 1,
+     "", "write the leak report to this file, not stderr (%p: pid; a .json name gets JSON)"},
+    {"PROF", KIND_BOOL, FIELD(prof), 0, 1, "0",
+     "sample allocations and write a heap profile at exit (pprof text and folded stacks)"},
+    {"PROF_SAMPLE", KIND_SIZE, FIELD(prof_sample), 1, 1 * GIB, "512K",
+     "mean bytes allocated between two samples of POOLMALLOC_PROF"},
+    {"PROF_FILE", KIND_PATH, FIELD(prof_file), 0, sizeof(((pm_options *)0)->prof_file) - 16,
+     "poolmalloc.%p.heap", "the exit heap profile (%p: pid), plus .live.folded and .alloc.folded"},
+    {"PROF_SIGNAL", KIND_INT, FIELD(prof_signal), 0, 64, "0",
+     "a signal number that writes a numbered heap profile (0: none; e.g. 12 for SIGUSR2)"},
 };
 #define NUM_OPTIONS (sizeof option_table / sizeof option_table[0])
 
@@ -97,6 +114,8 @@ static const struct {
         .large_cache = (size_t)128 << 20, .arena_retain = 1, .stats = false, .stats_file = "",  \
         .verbose = false, .poison = false, .strict = false, .gc_threshold = {2000, 10, 10},    \
         .gc_enabled = true, .gc_debug = 0,                                                     \
+        .debug_quarantine = 8 << 20, .prof_sample = 512 << 10,                                 \
+        .prof_file = "poolmalloc.%p.heap",                                                     \
     }
 
 pm_options pm_opt = PM_OPTIONS_DEFAULTS;
