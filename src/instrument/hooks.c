@@ -1,0 +1,196 @@
+/*
+ * hooks.c: the instrumentation layer's entry points (called from the core's slow paths when
+ * pm_instrument_on), the raw core entry points it allocates through, and its start-up.
+ * See instrument.h for how the layer hooks in.
+ */
+#include "instrument/instrument.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+bool pm_instrument_on;
+PM_TLS bool pm_instr_bypass;
+static bool header_mode; /* DEBUG or LEAKS: every block carries a header */
+
+/* ---- raw entry points ------------------------------------------------------------------- */
+
+/* A raw call runs the core as if no mode were on: hooks off, and the thread's real heap as
+ * the fast heap, so the inline fast paths (and the per-thread cache) serve it. The previous
+ * state is restored, not cleared: a raw call can nest (realloc moving a block). */
+#define RAW_CALL(expr)                                                                         \
+    do {                                                                                       \
+        pm_heap *saved_fast_ = pm_fast_heap;                                                   \
+        bool saved_bypass_ = pm_instr_bypass;                                                  \
+        pm_instr_bypass = true;                                                                \
+        if (pm_thread_heap != NULL)                                                            \
+            pm_fast_heap = pm_thread_heap;                                                     \
+        expr;                                                                                  \
+        pm_fast_heap = saved_fast_;                                                            \
+        pm_instr_bypass = saved_bypass_;                                                       \
+    } while (0)
+
+void *pm_raw_malloc(size_t size) {
+    void *p;
+    RAW_CALL(p = pm_malloc(size));
+    return p;
+}
+
+void *pm_raw_aligned(size_t align, size_t size) {
+    void *p;
+    RAW_CALL(p = pm_memalign(align, size));
+    return p;
+}
+
+void *pm_raw_realloc(void *p, size_t size) {
+    void *q;
+    RAW_CALL(q = pm_realloc(p, size));
+    return q;
+}
+
+void pm_raw_free(void *p) { RAW_CALL(pm_free(p)); }
+
+size_t pm_raw_usable(const void *p) {
+    size_t n;
+    RAW_CALL(n = pm_usable_size(p));
+    return n;
+}
+
+/* ---- hooks ----------------------------------------------------------------------------------
+ * Each is compiled with frame pointers and reached from the core by a call or tail call that
+ * leaves the frame-pointer register as the program had it, so PM_CALLER_FP() here is the
+ * program's frame. They stay out of line so that this holds. */
+
+static void *alloc_instrumented(size_t size, size_t align, bool zero, void *site, uintptr_t fp) {
+    void *p;
+    if (header_mode)
+        p = pm_dbg_alloc(size, align, zero, site, fp);
+    else if (align > PM_MIN_ALIGN)
+        p = pm_raw_aligned(align, size);
+    else if (zero) {
+        p = pm_raw_malloc(size);
+        if (p != NULL)
+            memset(p, 0, size);
+    } else
+        p = pm_raw_malloc(size);
+    if (p != NULL && pm_opt.prof)
+        pm_prof_after_alloc(p, size, site, fp);
+    return p;
+}
+
+PM_NOINLINE void *pm_instr_malloc(size_t size, void *site) {
+    return alloc_instrumented(size, 0, false, site, PM_CALLER_FP());
+}
+
+PM_NOINLINE void *pm_instr_calloc(size_t total, void *site) {
+    return alloc_instrumented(total, 0, true, site, PM_CALLER_FP());
+}
+
+PM_NOINLINE void *pm_instr_aligned(size_t align, size_t size, void *site) {
+    return alloc_instrumented(size, align, false, site, PM_CALLER_FP());
+}
+
+PM_NOINLINE void pm_instr_free(void *p, void *site) {
+    if (p == NULL)
+        return;
+    int saved = errno;
+    if (pm_opt.prof) /* before the block can be reused by another thread and sampled anew */
+        pm_prof_before_free(p);
+    if (header_mode)
+        pm_dbg_free(p, site, PM_CALLER_FP());
+    else
+        pm_raw_free(p);
+    errno = saved;
+}
+
+PM_NOINLINE void *pm_instr_realloc(void *p, size_t size, void *site) {
+    uintptr_t fp = PM_CALLER_FP();
+    if (p == NULL)
+        return alloc_instrumented(size, 0, false, site, fp);
+    if (size == 0) { /* glibc: free and return NULL */
+        pm_instr_free(p, site);
+        return NULL;
+    }
+    void *q = header_mode ? pm_dbg_realloc(p, size, site, fp) : pm_raw_realloc(p, size);
+    if (q != NULL && pm_opt.prof) { /* the old block is gone, the new one may be sampled */
+        pm_prof_before_free(p);
+        pm_prof_after_alloc(q, size, site, fp);
+    }
+    return q;
+}
+
+size_t pm_instr_usable(const void *p) {
+    return header_mode ? pm_dbg_usable(p) : pm_raw_usable(p);
+}
+
+/* ---- files ------------------------------------------------------------------------------ */
+
+void pm_instr_expand_path(char *out, size_t len, const char *path, const char *suffix) {
+    size_t n = 0;
+    char pid[24];
+    pm_snprintf(pid, sizeof pid, "%d", (int)getpid());
+    for (const char *s = path; *s && n + 1 < len; s++) {
+        if (s[0] == '%' && s[1] == 'p') {
+            for (const char *d = pid; *d && n + 1 < len; d++)
+                out[n++] = *d;
+            s++;
+        } else
+            out[n++] = *s;
+    }
+    for (const char *s = suffix; *s && n + 1 < len; s++)
+        out[n++] = *s;
+    out[n] = 0;
+}
+
+int pm_instr_open(const char *path) {
+    if (path[0] == 0)
+        return 2;
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        pm_warn("cannot write %s (errno %d)", path, errno);
+    return fd;
+}
+
+/* ---- start-up, fork, exit --------------------------------------------------------------- */
+
+/* Lock order: the stack table, then the quarantine, then the profile (none of them is held
+ * while taking another, but the fork handlers take all three). */
+static void fork_prepare(void) {
+    pm_stack_fork_prepare();
+    pm_dbg_fork_prepare();
+    pm_prof_fork_prepare();
+}
+static void fork_parent(void) {
+    pm_prof_fork_parent();
+    pm_dbg_fork_parent();
+    pm_stack_fork_parent();
+}
+static void fork_child(void) {
+    pm_prof_fork_child();
+    pm_dbg_fork_child();
+    pm_stack_fork_child();
+}
+
+void pm_instr_init(void) {
+    header_mode = pm_opt.debug || pm_opt.leaks;
+    if (!header_mode && !pm_opt.prof)
+        return;
+    pm_stack_init();
+    pm_dbg_init();
+    if (pm_opt.prof)
+        pm_prof_init();
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    pm_instrument_on = true;
+}
+
+/* A destructor, as the statistics report: atexit may allocate. The preloaded library's
+ * destructors run after the program's, so blocks freed by those are not reported. */
+__attribute__((destructor)) static void instrument_exit(void) {
+    if (!pm_instrument_on)
+        return;
+    if (pm_opt.debug)
+        pm_dbg_sweep();
+    if (pm_opt.leaks)
+        pm_leaks_report();
+    if (pm_opt.prof)
+        pm_prof_exit_dump();
+}
