@@ -111,14 +111,20 @@ void *pm_malloc_slow(size_t size) {
     /* The threshold is an option: read the environment before the first comparison. */
     if (PM_UNLIKELY(atomic_load_explicit(&pm_initialized, memory_order_relaxed) != 2))
         pm_init();
-    if (PM_INSTRUMENTED())
-        return pm_instr_malloc(size, __builtin_return_address(0));
     if (PM_LIKELY(size <= pm_opt.mmap_threshold)) {
         unsigned cls = pm_size_class(size);
         /* Sizes up to the lookup table already tried the cache and current pool inline. */
         void *p = size > PM_SMALL_LOOKUP_MAX ? pm_pop_current(cls, size) : NULL;
-        return PM_LIKELY(p != NULL) ? p : alloc_from_class(cls, size);
+        if (PM_LIKELY(p != NULL))
+            return p;
+        /* Instrumented, the fast heap is the sentinel: every pop above misses, so the test
+         * costs nothing on the way that succeeds. */
+        if (PM_INSTRUMENTED())
+            return pm_instr_malloc(size, __builtin_return_address(0));
+        return alloc_from_class(cls, size);
     }
+    if (PM_INSTRUMENTED())
+        return pm_instr_malloc(size, __builtin_return_address(0));
     pm_init();
     return alloc_large(size, 0, false);
 }
@@ -246,12 +252,12 @@ static bool free_into_full_pool(void *p) {
 }
 
 void pm_free_slow(void *p) {
+    if (PM_LIKELY(free_into_full_pool(p)) || p == NULL) /* never true for the sentinel heap */
+        return;
     if (PM_INSTRUMENTED()) {
         pm_instr_free(p, __builtin_return_address(0));
         return;
     }
-    if (PM_LIKELY(free_into_full_pool(p)) || p == NULL)
-        return;
     int saved = errno; /* free preserves errno, whatever the kernel calls below do */
     if (pm_in_arena(p))
         free_pool_block(pm_pool_of(p), p);
