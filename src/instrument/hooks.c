@@ -15,23 +15,23 @@ static bool header_mode; /* DEBUG or LEAKS: every block carries a header */
 /* ---- raw entry points ------------------------------------------------------------------- */
 
 /* A raw call runs the core as if no mode were on: hooks off, and the thread's real heap as
- * the fast heap, so the inline fast paths (and the per-thread cache) serve it. The previous
- * state is restored, not cleared: a raw call can nest (realloc moving a block). */
+ * the fast heap, so the inline fast paths (and the per-thread cache) serve it. Raw calls do
+ * not nest (the hooks, which make them, are off inside one), and outside them the fast heap
+ * of every thread is the sentinel (heap_install), so that is what is restored. */
 #define RAW_CALL(expr)                                                                         \
     do {                                                                                       \
-        pm_heap *saved_fast_ = pm_fast_heap;                                                   \
-        bool saved_bypass_ = pm_instr_bypass;                                                  \
+        pm_heap *own_heap_ = pm_thread_heap;                                                   \
         pm_instr_bypass = true;                                                                \
-        if (pm_thread_heap != NULL)                                                            \
-            pm_fast_heap = pm_thread_heap;                                                     \
+        if (PM_LIKELY(own_heap_ != NULL))                                                      \
+            pm_fast_heap = own_heap_;                                                          \
         expr;                                                                                  \
-        pm_fast_heap = saved_fast_;                                                            \
-        pm_instr_bypass = saved_bypass_;                                                       \
+        pm_fast_heap = &pm_sentinel_heap;                                                      \
+        pm_instr_bypass = false;                                                               \
     } while (0)
 
 void *pm_raw_malloc(size_t size) {
     void *p;
-    RAW_CALL(p = pm_malloc(size));
+    RAW_CALL(p = pm_malloc_inline(size));
     return p;
 }
 
@@ -47,7 +47,7 @@ void *pm_raw_realloc(void *p, size_t size) {
     return q;
 }
 
-void pm_raw_free(void *p) { RAW_CALL(pm_free(p)); }
+void pm_raw_free(void *p) { RAW_CALL(pm_free_inline(p)); }
 
 size_t pm_raw_usable(const void *p) {
     size_t n;
@@ -78,6 +78,12 @@ static void *alloc_instrumented(size_t size, size_t align, bool zero, void *site
 }
 
 PM_NOINLINE void *pm_instr_malloc(size_t size, void *site) {
+    if (PM_LIKELY(!header_mode)) { /* PROF alone: the raw fast path and a countdown */
+        void *p = pm_raw_malloc(size);
+        if (PM_LIKELY(p != NULL))
+            pm_prof_after_alloc(p, size, site, PM_CALLER_FP());
+        return p;
+    }
     return alloc_instrumented(size, 0, false, site, PM_CALLER_FP());
 }
 
@@ -89,17 +95,16 @@ PM_NOINLINE void *pm_instr_aligned(size_t align, size_t size, void *site) {
     return alloc_instrumented(size, align, false, site, PM_CALLER_FP());
 }
 
+/* errno needs no saving: the core's free preserves it, and nothing else here sets it. */
 PM_NOINLINE void pm_instr_free(void *p, void *site) {
     if (p == NULL)
         return;
-    int saved = errno;
     if (pm_opt.prof) /* before the block can be reused by another thread and sampled anew */
         pm_prof_before_free(p);
     if (header_mode)
         pm_dbg_free(p, site, PM_CALLER_FP());
     else
         pm_raw_free(p);
-    errno = saved;
 }
 
 PM_NOINLINE void *pm_instr_realloc(void *p, size_t size, void *site) {
