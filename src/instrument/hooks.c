@@ -77,9 +77,23 @@ static void *alloc_instrumented(size_t size, size_t align, bool zero, void *site
     return p;
 }
 
+/* PROF alone, the common sizes: the core's inline pop on the thread's own heap, which never
+ * leaves inline code (so the hooks need no switching off), or NULL. */
+static void *pop_own_heap(size_t size) {
+    pm_heap *own = pm_thread_heap;
+    if (PM_UNLIKELY(own == NULL || size > PM_SMALL_LOOKUP_MAX))
+        return NULL;
+    pm_fast_heap = own;
+    void *p = pm_pop_current(pm_class_of_small[(size + 15) >> 4], size);
+    pm_fast_heap = &pm_sentinel_heap;
+    return p;
+}
+
 PM_NOINLINE void *pm_instr_malloc(size_t size, void *site) {
     if (PM_LIKELY(!header_mode)) { /* PROF alone: the raw fast path and a countdown */
-        void *p = pm_raw_malloc(size);
+        void *p = pop_own_heap(size);
+        if (PM_UNLIKELY(p == NULL))
+            p = pm_raw_malloc(size);
         if (PM_LIKELY(p != NULL))
             pm_prof_after_alloc(p, size, site, PM_CALLER_FP());
         return p;
