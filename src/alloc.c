@@ -7,6 +7,7 @@
  * below calls back up, except the inline fast paths' one edge to their slow paths here.
  */
 #include "internal.h"
+#include "instrument/instrument.h"
 
 /* ---- malloc -------------------------------------------------------------------------------- */
 static void *fail_enomem(void) {
@@ -62,9 +63,17 @@ void *pm_malloc_slow(size_t size) {
         unsigned cls = pm_size_class(size);
         /* Sizes up to the lookup table already tried the cache and current pool inline. */
         void *p = size > PM_SMALL_LOOKUP_MAX ? pm_pop_current(cls, size) : NULL;
-        return PM_LIKELY(p != NULL) ? p : pm_alloc_class(cls, size);
+        if (PM_LIKELY(p != NULL))
+            return p;
+        /* Instrumented, the fast heap is the sentinel: every pop above misses, so the test
+         * costs nothing on the way that succeeds. */
+        if (PM_INSTRUMENTED())
+            return pm_instr_malloc(size, __builtin_return_address(0));
+        return pm_alloc_class(cls, size);
     }
     pm_init();
+    if (PM_INSTRUMENTED())
+        return pm_instr_malloc(size, __builtin_return_address(0));
     return alloc_large(size, 0, false);
 }
 
@@ -75,6 +84,8 @@ void *pm_calloc(size_t n, size_t size) {
     if (__builtin_mul_overflow(n, size, &total))
         return fail_enomem();
     pm_init();
+    if (PM_INSTRUMENTED())
+        return pm_instr_calloc(total, __builtin_return_address(0));
     if (total > pm_opt.mmap_threshold)
         return alloc_large(total, 0, true); /* fresh mappings are zero already */
     void *p = pm_malloc_inline(total);
@@ -91,6 +102,8 @@ static void *alloc_aligned(size_t align, size_t size) {
     if (align <= PM_MIN_ALIGN)
         return pm_malloc(size);
     pm_init();
+    if (PM_INSTRUMENTED())
+        return pm_instr_aligned(align, size, __builtin_return_address(0));
     if (align <= PM_UNIT_SIZE) {
         size_t n = size < align ? align : size;
         if (n <= pm_opt.mmap_threshold) {
@@ -159,6 +172,8 @@ static void *move_block(void *p, size_t old_usable, size_t size) {
 }
 
 void *pm_realloc(void *p, size_t size) {
+    if (PM_INSTRUMENTED())
+        return pm_instr_realloc(p, size, __builtin_return_address(0));
     if (p == NULL)
         return pm_malloc(size);
     if (size == 0) { /* glibc: free and return NULL */

@@ -9,6 +9,7 @@
  * block until it is known to be one.
  */
 #include "internal.h"
+#include "instrument/instrument.h"
 
 /* ---- reports -------------------------------------------------------------------------------- */
 
@@ -60,6 +61,10 @@ static void free_pool_block(pm_pool *pool, void *p) {
 void pm_free_slow(void *p) {
     if (p == NULL)
         return;
+    if (PM_INSTRUMENTED()) { /* the fast heap is the sentinel then: every free comes here */
+        pm_instr_free(p, __builtin_return_address(0));
+        return;
+    }
     int saved = errno; /* free preserves errno, whatever the kernel calls below do */
     if (pm_in_arena(p))
         free_pool_block(pm_pool_of(p), p);
@@ -73,6 +78,8 @@ void pm_free(void *p) { pm_free_inline(p); }
 size_t pm_usable_size(const void *p) {
     if (p == NULL)
         return 0;
+    if (PM_INSTRUMENTED())
+        return pm_instr_usable(p);
     if (pm_in_arena(p))
         return pm_block_usable(p, "malloc_usable_size");
     size_t n = pm_large_usable(p);

@@ -8,6 +8,7 @@
  * thread's heap waits on the abandoned stack for the next new thread.
  */
 #include "internal.h"
+#include "instrument/instrument.h"
 
 #define HEAP_CHUNK (64 * 1024) /* heaps are carved from chunks of this size */
 
@@ -71,11 +72,11 @@ static pm_heap *heap_take(void) {
     return h;
 }
 
-/* Sets the calling thread's heap; the fast paths see it unless poisoning forces every call
- * through the slow paths (which poison). */
+/* Sets the calling thread's heap; the fast paths see it unless poisoning or instrumentation
+ * forces every call through the slow paths (which poison, or call the hooks). */
 void pm_heap_install(pm_heap *h) {
     pm_thread_heap = h;
-    pm_fast_heap = (h && !pm_opt.poison) ? h : &pm_sentinel_heap;
+    pm_fast_heap = (h && !pm_opt.poison && !pm_instrument_on) ? h : &pm_sentinel_heap;
 }
 
 pm_heap *pm_heap_take(void) { return heap_take(); }

@@ -20,6 +20,7 @@
  *           2001 heaps), and the exit hook is never armed twice.
  */
 #include "internal.h"
+#include "instrument/instrument.h"
 
 #include <sched.h>
 #include <sys/auxv.h>
@@ -103,6 +104,7 @@ void pm_init(void) {
         secrets_init();
         pm_sizeclass_init();
         pm_options_init();
+        pm_instr_init(); /* before any heap is installed: it decides the fast heap */
         pm_arena_init();
         pm_heap_init_global();
         if (pthread_key_create(&exit_key, on_thread_exit) != 0)

@@ -115,6 +115,10 @@ PM_API int pm_stats_get_class(unsigned index, pm_class_stats_t *out);
 PM_API void pm_stats_print(void);
 /* The same report on fd: as text, or as one line of JSON if json is nonzero. */
 PM_API void pm_stats_print_fd(int fd, int json);
+/* POOLMALLOC_PROF: writes the sampled heap profile now, to path (pprof's legacy heap text
+ * format) and path.live.folded / path.alloc.folded (folded stacks). Returns 0, ENOSYS if
+ * POOLMALLOC_PROF is off, EINVAL for an empty path, or the errno of a failed open. */
+PM_API int pm_prof_dump(const char *path);
 /* The effective options, one NAME=value line each, on fd. */
 PM_API void pm_options_print(int fd);
 /* Every option with its default, accepted values and a description, on fd. */

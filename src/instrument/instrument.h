@@ -1,0 +1,159 @@
+/*
+ * instrument.h: poolmalloc's debug mode, leak report and sampled heap profile.
+ *
+ * A layer above the allocator core, off unless POOLMALLOC_DEBUG, POOLMALLOC_LEAKS or
+ * POOLMALLOC_PROF is set. How it hooks in without touching the fast paths:
+ *
+ *  - pm_instr_init (called by pm_init once the options are read) sets pm_instrument_on.
+ *    heap_install then gives every thread the sentinel heap as its fast heap, as poisoning
+ *    does, so the inline malloc/free of internal.h always miss and call pm_malloc_slow /
+ *    pm_free_slow. Those, and pm_calloc, pm_realloc, the aligned path and pm_usable_size,
+ *    start with `if (PM_INSTRUMENTED()) return pm_instr_...(..)`: one load of a global that
+ *    is false in normal runs, on slow paths only.
+ *  - The layer allocates its real blocks from the core through pm_raw_* (hooks.c): they set
+ *    the thread-local pm_instr_bypass, which switches the hooks off, and point the thread's
+ *    fast heap at its real heap for the duration, so a raw malloc is the core's ordinary
+ *    inline fast path (per-thread cache included). That is what keeps PROF cheap: an
+ *    unsampled malloc costs the miss, a byte countdown and the fast path.
+ *
+ * Modes:
+ *  - header mode (DEBUG or LEAKS, debug.c): every block gets a 64-byte header (size, serial,
+ *    stack ids, magic, forbidden bytes) and, in DEBUG, 16 forbidden bytes after it.
+ *  - PROF (prof.c): header-free; a geometric byte countdown per thread picks the sampled
+ *    allocations, recorded in a pointer-keyed table behind a counting filter that free
+ *    consults first.
+ * Stacks (stack.c) are frame-pointer walks, interned in a table (an id per distinct stack),
+ * symbolised only at report time with dladdr (symbolise.c). Nothing here calls malloc:
+ * tables are mmap'd, output goes through write(2).
+ */
+#ifndef PM_INSTRUMENT_H
+#define PM_INSTRUMENT_H
+
+#include "internal.h"
+
+/* The layer's options (instr-options.c), an option group of their own. */
+typedef struct pm_instr_options_t {
+    bool debug;              /* POOLMALLOC_DEBUG: forbidden bytes, quarantine, reports */
+    size_t debug_quarantine; /* POOLMALLOC_DEBUG_QUARANTINE: bytes of freed blocks kept */
+    bool leaks;              /* POOLMALLOC_LEAKS: report blocks live at exit */
+    char leaks_file[256];    /* POOLMALLOC_LEAKS_FILE: "" stderr; *.json gets JSON */
+    bool prof;               /* POOLMALLOC_PROF: sampled heap profile */
+    size_t prof_sample;      /* POOLMALLOC_PROF_SAMPLE: mean bytes between samples */
+    char prof_file[256];     /* POOLMALLOC_PROF_FILE: where the exit profile goes */
+    long prof_signal;        /* POOLMALLOC_PROF_SIGNAL: a signal that asks for a dump */
+} pm_instr_options_t;
+PM_HIDDEN extern pm_instr_options_t pm_instr_opt;
+
+PM_HIDDEN extern bool pm_instrument_on;            /* any mode on; set once by pm_init */
+PM_HIDDEN extern PM_TLS bool pm_instr_bypass;      /* inside a raw call: hooks off */
+#define PM_INSTRUMENTED() (PM_UNLIKELY(pm_instrument_on) && !pm_instr_bypass)
+
+/* ---- the hooks (hooks.c), called from the core's entry points ---------------------------- */
+/* site: the return address into the program (__builtin_return_address(0) of the core's
+ * entry point, which the shim reaches by a tail call). */
+PM_HIDDEN void pm_instr_init(void);
+PM_HIDDEN void *pm_instr_malloc(size_t size, void *site);
+PM_HIDDEN void *pm_instr_calloc(size_t total, void *site); /* n * size, overflow checked */
+PM_HIDDEN void *pm_instr_realloc(void *p, size_t size, void *site);
+PM_HIDDEN void *pm_instr_aligned(size_t align, size_t size, void *site);
+PM_HIDDEN void pm_instr_free(void *p, void *site);
+PM_HIDDEN size_t pm_instr_usable(const void *p);
+
+/* ---- raw core entry points (hooks.c): the core's allocator, no instrumentation ------------ */
+PM_HIDDEN void *pm_raw_malloc(size_t size);
+PM_HIDDEN void *pm_raw_aligned(size_t align, size_t size);
+PM_HIDDEN void *pm_raw_realloc(void *p, size_t size);
+PM_HIDDEN void pm_raw_free(void *p);
+PM_HIDDEN size_t pm_raw_usable(const void *p);
+
+/* path with each "%p" replaced by the pid, then suffix. */
+PM_HIDDEN void pm_instr_expand_path(char *out, size_t len, const char *path, const char *suffix);
+/* Opens path for writing (created, truncated); "" is stderr (2). -1 on error. */
+PM_HIDDEN int pm_instr_open(const char *path);
+
+/* ---- stacks (stack.c) ------------------------------------------------------------------- */
+#define PM_STACK_DEPTH 16
+typedef struct pm_stack {
+    uint64_t hash;
+    uint32_t depth;
+    uintptr_t pc[PM_STACK_DEPTH]; /* return addresses, innermost first */
+    /* header mode: blocks allocated here and not freed */
+    _Atomic uint64_t live_blocks, live_bytes;
+    /* PROF, under the profile lock: sampled blocks (raw counts and estimated bytes) */
+    uint64_t prof_live_n, prof_live_bytes, prof_live_est;
+    uint64_t prof_total_n, prof_total_bytes, prof_total_est;
+} pm_stack;
+
+PM_HIDDEN void pm_stack_init(void);
+/* The id (>= 1) of the stack that called the allocator: site, then the frame-pointer chain
+ * from fp (the caller's frame pointer). Never 0; id 1 stands for "table full". */
+PM_HIDDEN uint32_t pm_stack_capture(void *site, uintptr_t fp);
+PM_HIDDEN pm_stack *pm_stack_get(uint32_t id);
+PM_HIDDEN uint32_t pm_stack_count(void); /* ids are 1 .. count */
+PM_HIDDEN void pm_stack_fork_prepare(void);
+PM_HIDDEN void pm_stack_fork_parent(void);
+PM_HIDDEN void pm_stack_fork_child(void);
+/* The frame pointer the current function's caller had: read in a hook compiled with frame
+ * pointers (the Makefile builds this layer with -fno-omit-frame-pointer). */
+#define PM_CALLER_FP() (*(uintptr_t *)__builtin_frame_address(0))
+
+/* ---- symbols (symbolise.c), at report time only ------------------------------------------ */
+typedef struct pm_symbol {
+    const char *name;   /* NULL if unknown */
+    uintptr_t offset;   /* from name, or from the module's base when name is NULL */
+    const char *module; /* NULL if unknown */
+} pm_symbol;
+PM_HIDDEN void pm_symbolise(uintptr_t pc, pm_symbol *out);
+struct pm_writer;
+/* "<indent>#i 0xpc name+0xoff (module)" lines for a stack. */
+PM_HIDDEN void pm_write_stack(struct pm_writer *w, const pm_stack *s, const char *indent);
+/* Symbol name only (or module+0xoff, or 0xpc), for folded stacks; no ';' or spaces. */
+PM_HIDDEN void pm_write_frame_name(struct pm_writer *w, uintptr_t pc);
+/* A JSON array of frames. */
+PM_HIDDEN void pm_write_stack_json(struct pm_writer *w, const pm_stack *s);
+
+/* ---- header mode (debug.c) --------------------------------------------------------------- */
+PM_HIDDEN void pm_dbg_init(void);
+PM_HIDDEN void *pm_dbg_alloc(size_t size, size_t align, bool zero, void *site, uintptr_t fp);
+PM_HIDDEN void pm_dbg_free(void *p, void *site, uintptr_t fp);
+PM_HIDDEN void *pm_dbg_realloc(void *p, size_t size, void *site, uintptr_t fp);
+PM_HIDDEN size_t pm_dbg_usable(const void *p);
+/* Checks every block in the quarantine (the periodic sweep; also at exit). */
+PM_HIDDEN void pm_dbg_sweep(void);
+PM_HIDDEN void pm_dbg_fork_prepare(void);
+PM_HIDDEN void pm_dbg_fork_parent(void);
+PM_HIDDEN void pm_dbg_fork_child(void);
+
+/* ---- leak report (leaks.c) ---------------------------------------------------------------- */
+PM_HIDDEN void pm_leaks_report(void);
+
+/* ---- sampled heap profile (prof.c) -------------------------------------------------------- */
+PM_HIDDEN void pm_prof_init(void);
+PM_HIDDEN extern PM_TLS int64_t pm_prof_countdown; /* bytes until the next sample */
+#define PM_PROF_FILTER_BITS 16
+PM_HIDDEN extern uint8_t pm_prof_filter[];         /* counting filter of sampled pointers */
+PM_HIDDEN void pm_prof_sample(void *p, size_t size, void *site, uintptr_t fp);
+PM_HIDDEN void pm_prof_forget(void *p);
+PM_HIDDEN void pm_prof_exit_dump(void);
+PM_HIDDEN void pm_prof_fork_prepare(void);
+PM_HIDDEN void pm_prof_fork_parent(void);
+PM_HIDDEN void pm_prof_fork_child(void);
+
+PM_INLINE uint32_t pm_prof_filter_slot(const void *p) {
+    uint64_t h = ((uintptr_t)p >> 4) * 0x9E3779B97F4A7C15ull;
+    return (uint32_t)(h >> (64 - PM_PROF_FILTER_BITS));
+}
+/* After every allocation while PROF is on: one subtraction unless this one is sampled. */
+PM_INLINE void pm_prof_after_alloc(void *p, size_t size, void *site, uintptr_t fp) {
+    int64_t left = pm_prof_countdown - (int64_t)(size < INT64_MAX ? size : INT64_MAX);
+    pm_prof_countdown = left;
+    if (PM_UNLIKELY(left <= 0))
+        pm_prof_sample(p, size, site, fp);
+}
+/* Before every free while PROF is on: one byte load unless p may be a sampled block. */
+PM_INLINE void pm_prof_before_free(void *p) {
+    if (PM_UNLIKELY(__atomic_load_n(&pm_prof_filter[pm_prof_filter_slot(p)], __ATOMIC_RELAXED)))
+        pm_prof_forget(p);
+}
+
+#endif /* PM_INSTRUMENT_H */

@@ -1,0 +1,397 @@
+/*
+ * prof.c: POOLMALLOC_PROF, the sampled heap profile.
+ *
+ * Sampling as tcmalloc and jemalloc do it: each thread counts down the bytes it allocates;
+ * when the count passes zero the allocation that did it is sampled and a new count is drawn
+ * from an exponential distribution of mean POOLMALLOC_PROF_SAMPLE (512 KiB). An allocation of
+ * n bytes is thus sampled with probability 1 - exp(-n / mean), whatever the allocations
+ * around it, and a sample of n bytes stands for n / (1 - exp(-n / mean)) bytes.
+ *
+ * Sampled blocks go into a table keyed by address (open addressing under prof_lock), with
+ * their size and stack id; the stack's counters hold the sums. free() first looks at a
+ * counting filter (a byte per hash bucket, 64 KiB): zero, the common case, means "not
+ * sampled", and costs one load.
+ *
+ * Dumps (at exit, after POOLMALLOC_PROF_SIGNAL, or pm_prof_dump(path)) write three files:
+ *   path               pprof's legacy heap profile (text; `pprof -inuse_space|-alloc_space`),
+ *                      raw sampled counts with the rate in its header (heap_v2/N): pprof
+ *                      scales them back up itself, and symbolises the addresses using the
+ *                      MAPPED_LIBRARIES section (a copy of /proc/self/maps);
+ *   path.live.folded   Brendan Gregg's folded stacks of the estimated live bytes,
+ *   path.alloc.folded  the same for all bytes allocated since start (cumulative);
+ * the folded ones feed flamegraph.pl (scripts/heapprof-flamegraph).
+ */
+#include "instrument/instrument.h"
+#include "options.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#define RECORDS (1u << 18) /* sampled blocks live at once; more are counted as dropped */
+
+typedef struct prof_record {
+    uintptr_t ptr; /* 0: empty slot */
+    uint64_t size;
+    uint64_t est;  /* estimated bytes this sample stands for */
+    uint32_t stack;
+} prof_record;
+
+PM_TLS int64_t pm_prof_countdown;
+uint8_t pm_prof_filter[1u << PM_PROF_FILTER_BITS];
+static PM_TLS uint64_t rng_state;
+static prof_record *records;
+static uint32_t records_used;
+static uint64_t dropped;
+static pthread_mutex_t prof_lock = PTHREAD_MUTEX_INITIALIZER;
+static volatile sig_atomic_t dump_requested;
+static _Atomic uint32_t signal_dumps;
+static _Atomic uint64_t seed_counter;
+
+/* ---- numbers: no libm in the allocator ----------------------------------------------------- */
+
+static uint64_t rng_next(void) {
+    if (PM_UNLIKELY(rng_state == 0)) {
+        uint64_t c = atomic_fetch_add(&seed_counter, 1) + 1;
+        rng_state = (pm_os_now_ms() ^ (uintptr_t)&rng_state ^ (c * 0x9E3779B97F4A7C15ull)) | 1;
+    }
+    rng_state ^= rng_state >> 12; /* xorshift64* */
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545F4914F6CDD1Dull;
+}
+
+/* Natural logarithm of x > 0: x = m * 2^e with m in [1, 2), ln m = 2 atanh((m-1)/(m+1)). */
+static double ln(double x) {
+    uint64_t bits;
+    memcpy(&bits, &x, 8);
+    int e = (int)((bits >> 52) & 0x7ff) - 1023;
+    bits = (bits & ((1ull << 52) - 1)) | (1023ull << 52);
+    double m;
+    memcpy(&m, &bits, 8);
+    double s = (m - 1) / (m + 1), s2 = s * s; /* |s| < 1/3: the series converges fast */
+    double series = s * (2 + s2 * (2.0 / 3 + s2 * (2.0 / 5 + s2 * (2.0 / 7 + s2 * (2.0 / 9)))));
+    return series + e * 0.6931471805599453;
+}
+
+/* exp(-x) for x >= 0: exp(-x) = 2^-k exp(-r) with r in [0, ln 2). */
+static double exp_neg(double x) {
+    if (x > 700)
+        return 0;
+    int k = (int)(x / 0.6931471805599453);
+    double r = x - k * 0.6931471805599453, term = 1, sum = 1;
+    for (int i = 1; i <= 12; i++) {
+        term *= -r / i;
+        sum += term;
+    }
+    while (k-- > 0)
+        sum *= 0.5;
+    return sum;
+}
+
+/* Bytes until the next sample: exponential with mean pm_instr_opt.prof_sample, at least 1. */
+static int64_t next_interval(void) {
+    double u = (double)((rng_next() >> 11) + 1) * (1.0 / 9007199254740992.0); /* (0, 1] */
+    double bytes = -ln(u) * (double)pm_instr_opt.prof_sample;
+    return bytes < 1 ? 1 : bytes > 9e18 ? INT64_MAX : (int64_t)bytes;
+}
+
+/* What a sample of size bytes stands for: size / P(sampled). */
+static uint64_t estimate(uint64_t size) {
+    double x = (double)size / (double)pm_instr_opt.prof_sample;
+    if (x > 30)
+        return size;
+    double p = x < 1e-6 ? x : 1 - exp_neg(x);
+    return (uint64_t)((double)size / p + 0.5);
+}
+
+/* ---- the table of sampled blocks (under prof_lock) -------------------------------------------- */
+
+static uint32_t record_slot(uintptr_t p) {
+    return (uint32_t)(((p >> 4) * 0x9E3779B97F4A7C15ull) >> 40) & (RECORDS - 1);
+}
+
+static void account(const prof_record *r, int sign) {
+    pm_stack *s = pm_stack_get(r->stack);
+    s->prof_live_n += (uint64_t)sign;
+    s->prof_live_bytes += (uint64_t)sign * r->size;
+    s->prof_live_est += (uint64_t)sign * r->est;
+}
+
+/* Backward-shift deletion keeps linear probing free of tombstones. */
+static void remove_at(uint32_t i) {
+    account(&records[i], -1);
+    uint8_t *f = &pm_prof_filter[pm_prof_filter_slot((void *)records[i].ptr)];
+    if (*f != 255) /* a saturated count stays: the filter only errs towards "maybe" */
+        __atomic_store_n(f, (uint8_t)(*f - 1), __ATOMIC_RELAXED);
+    records_used--;
+    for (uint32_t j = i;;) {
+        records[i].ptr = 0;
+        for (;;) {
+            j = (j + 1) & (RECORDS - 1);
+            if (records[j].ptr == 0)
+                return;
+            uint32_t home = record_slot(records[j].ptr);
+            /* records[j] may move to i if its home is not in (i, j] cyclically */
+            if (i <= j ? (home <= i || home > j) : (home <= i && home > j))
+                break;
+        }
+        records[i] = records[j];
+        i = j;
+    }
+}
+
+static uint32_t find(uintptr_t p) {
+    for (uint32_t i = record_slot(p);; i = (i + 1) & (RECORDS - 1)) {
+        if (records[i].ptr == p)
+            return i;
+        if (records[i].ptr == 0)
+            return UINT32_MAX;
+    }
+}
+
+static void insert(uintptr_t p, uint64_t size, uint64_t est, uint32_t stack) {
+    uint32_t old = find(p);
+    if (old != UINT32_MAX) /* a record left by a realloc race: the block is new */
+        remove_at(old);
+    if (records_used >= RECORDS / 2) {
+        dropped++;
+        return;
+    }
+    uint32_t i = record_slot(p);
+    while (records[i].ptr != 0)
+        i = (i + 1) & (RECORDS - 1);
+    records[i] = (prof_record){.ptr = p, .size = size, .est = est, .stack = stack};
+    records_used++;
+    account(&records[i], 1);
+    pm_stack *s = pm_stack_get(stack);
+    s->prof_total_n++;
+    s->prof_total_bytes += size;
+    s->prof_total_est += est;
+    uint8_t *f = &pm_prof_filter[pm_prof_filter_slot((void *)p)];
+    if (*f != 255)
+        __atomic_store_n(f, (uint8_t)(*f + 1), __ATOMIC_RELAXED);
+}
+
+/* ---- hooks ------------------------------------------------------------------------------------ */
+
+static void dump_on_request(void);
+
+void pm_prof_sample(void *p, size_t size, void *site, uintptr_t fp) {
+    static PM_TLS bool started;
+    int64_t interval = next_interval();
+    if (PM_UNLIKELY(!started)) { /* a thread's first allocation: its first draw */
+        started = true;
+        pm_prof_countdown += interval;
+        if (pm_prof_countdown > 0)
+            return;
+        interval = next_interval();
+    }
+    pm_prof_countdown = interval;
+    int saved = errno;
+    uint32_t stack = pm_stack_capture(site, fp);
+    pthread_mutex_lock(&prof_lock);
+    insert((uintptr_t)p, size, estimate(size), stack);
+    pthread_mutex_unlock(&prof_lock);
+    if (PM_UNLIKELY(dump_requested))
+        dump_on_request();
+    errno = saved;
+}
+
+void pm_prof_forget(void *p) {
+    pthread_mutex_lock(&prof_lock);
+    uint32_t i = find((uintptr_t)p);
+    if (i != UINT32_MAX)
+        remove_at(i);
+    pthread_mutex_unlock(&prof_lock);
+}
+
+/* ---- dumps ------------------------------------------------------------------------------------ */
+
+typedef struct prof_row {
+    uint32_t stack;
+    uint64_t live_n, live_bytes, live_est, total_n, total_bytes, total_est;
+} prof_row;
+
+/* A copy of the counters of every sampled stack, taken under the lock so that the slow part
+ * (symbolising, writing) runs without it. */
+static prof_row *snapshot(uint32_t *n_out, size_t *map_len) {
+    uint32_t count = pm_stack_count();
+    *map_len = ((size_t)count + 1) * sizeof(prof_row);
+    prof_row *rows = pm_os_map(*map_len);
+    if (rows == NULL)
+        return NULL;
+    uint32_t n = 0;
+    pthread_mutex_lock(&prof_lock);
+    for (uint32_t id = 1; id <= count; id++) {
+        const pm_stack *s = pm_stack_get(id);
+        if (s->prof_total_n == 0)
+            continue;
+        rows[n++] = (prof_row){id, s->prof_live_n, s->prof_live_bytes, s->prof_live_est,
+                               s->prof_total_n, s->prof_total_bytes, s->prof_total_est};
+    }
+    pthread_mutex_unlock(&prof_lock);
+    *n_out = n;
+    return rows;
+}
+
+static void copy_file(pm_writer *w, const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    char buf[4096];
+    ssize_t n;
+    pm_writer_flush(w);
+    while ((n = read(fd, buf, sizeof buf)) > 0)
+        pm_os_write(w->fd, buf, (size_t)n);
+    close(fd);
+}
+
+static void write_pprof(int fd, const prof_row *rows, uint32_t n) {
+    static char buf[16384];
+    pm_writer w;
+    pm_writer_init(&w, buf, sizeof buf, fd);
+    uint64_t ln_ = 0, lb = 0, tn = 0, tb = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        ln_ += rows[i].live_n, lb += rows[i].live_bytes;
+        tn += rows[i].total_n, tb += rows[i].total_bytes;
+    }
+    pm_writer_printf(&w, "heap profile: %lu: %lu [%lu: %lu] @ heap_v2/%lu\n", (unsigned long)ln_,
+                     (unsigned long)lb, (unsigned long)tn, (unsigned long)tb,
+                     (unsigned long)pm_instr_opt.prof_sample);
+    for (uint32_t i = 0; i < n; i++) {
+        const pm_stack *s = pm_stack_get(rows[i].stack);
+        pm_writer_printf(&w, "%lu: %lu [%lu: %lu] @", (unsigned long)rows[i].live_n,
+                         (unsigned long)rows[i].live_bytes, (unsigned long)rows[i].total_n,
+                         (unsigned long)rows[i].total_bytes);
+        for (uint32_t k = 0; k < s->depth; k++)
+            pm_writer_printf(&w, " 0x%lx", (unsigned long)s->pc[k]);
+        pm_writer_printf(&w, "\n");
+    }
+    pm_writer_printf(&w, "\nMAPPED_LIBRARIES:\n");
+    copy_file(&w, "/proc/self/maps");
+    pm_writer_flush(&w);
+}
+
+static void write_folded(int fd, const prof_row *rows, uint32_t n, bool live) {
+    static char buf[16384];
+    pm_writer w;
+    pm_writer_init(&w, buf, sizeof buf, fd);
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t bytes = live ? rows[i].live_est : rows[i].total_est;
+        if (bytes == 0)
+            continue;
+        const pm_stack *s = pm_stack_get(rows[i].stack);
+        for (uint32_t k = s->depth; k-- > 0;) { /* outermost caller first */
+            pm_write_frame_name(&w, s->pc[k]);
+            pm_writer_printf(&w, "%s", k ? ";" : "");
+        }
+        if (s->depth == 0)
+            pm_writer_printf(&w, "[stack table full]");
+        pm_writer_printf(&w, " %lu\n", (unsigned long)bytes);
+    }
+    pm_writer_flush(&w);
+}
+
+static pthread_mutex_t dump_lock = PTHREAD_MUTEX_INITIALIZER; /* one dump at a time */
+
+static int write_one(const char *path, const prof_row *rows, uint32_t n, int kind) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return errno;
+    if (kind == 0)
+        write_pprof(fd, rows, n);
+    else
+        write_folded(fd, rows, n, kind == 1);
+    close(fd);
+    return 0;
+}
+
+static int dump(const char *path) {
+    if (!pm_instr_opt.prof || !pm_instrument_on)
+        return ENOSYS;
+    uint32_t n = 0;
+    size_t map_len = 0;
+    prof_row *rows = snapshot(&n, &map_len);
+    if (rows == NULL)
+        return ENOMEM;
+    char name[600];
+    pthread_mutex_lock(&dump_lock);
+    int rc = write_one(path, rows, n, 0);
+    pm_snprintf(name, sizeof name, "%s.live.folded", path);
+    if (rc == 0)
+        rc = write_one(name, rows, n, 1);
+    pm_snprintf(name, sizeof name, "%s.alloc.folded", path);
+    if (rc == 0)
+        rc = write_one(name, rows, n, 2);
+    pthread_mutex_unlock(&dump_lock);
+    pm_os_unmap(rows, map_len);
+    return rc;
+}
+
+int pm_prof_dump(const char *path) {
+    if (path == NULL || path[0] == 0)
+        return EINVAL;
+    int saved = errno;
+    int rc = dump(path);
+    errno = saved;
+    return rc;
+}
+
+static void dump_numbered(const char *suffix) {
+    char path[512];
+    pm_instr_expand_path(path, sizeof path, pm_instr_opt.prof_file, suffix);
+    int rc = dump(path);
+    if (rc != 0)
+        pm_warn("POOLMALLOC_PROF: cannot write %s (errno %d)", path, rc);
+}
+
+/* The signal handler only raises a flag (writing a profile takes locks and calls dladdr,
+ * neither async-signal-safe); the next sampled allocation writes it. */
+static void dump_on_request(void) {
+    dump_requested = 0;
+    char suffix[32];
+    pm_snprintf(suffix, sizeof suffix, ".%u", atomic_fetch_add(&signal_dumps, 1) + 1);
+    dump_numbered(suffix);
+}
+
+static void on_signal(int sig) {
+    (void)sig;
+    dump_requested = 1;
+}
+
+void pm_prof_exit_dump(void) {
+    if (dropped != 0)
+        pm_warn("POOLMALLOC_PROF: %lu samples dropped (more than %u sampled blocks live)",
+                (unsigned long)dropped, RECORDS / 2);
+    dump_numbered("");
+}
+
+void pm_prof_init(void) {
+    records = pm_os_reserve(RECORDS * sizeof(prof_record));
+    if (records == NULL)
+        pm_fatal("POOLMALLOC_PROF: cannot map the sample table");
+    if (pm_instr_opt.prof_signal != 0) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sa.sa_flags = SA_RESTART;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction((int)pm_instr_opt.prof_signal, &sa, NULL) != 0)
+            pm_warn("POOLMALLOC_PROF_SIGNAL=%ld: cannot install a handler (errno %d)",
+                    pm_instr_opt.prof_signal, errno);
+    }
+}
+
+void pm_prof_fork_prepare(void) {
+    pthread_mutex_lock(&dump_lock);
+    pthread_mutex_lock(&prof_lock);
+}
+void pm_prof_fork_parent(void) {
+    pthread_mutex_unlock(&prof_lock);
+    pthread_mutex_unlock(&dump_lock);
+}
+void pm_prof_fork_child(void) {
+    pm_lock_reinit(&prof_lock);
+    pm_lock_reinit(&dump_lock);
+}
