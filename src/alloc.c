@@ -243,8 +243,11 @@ void pm_free_slow(void *p) {
     int saved = errno; /* free preserves errno, whatever the kernel calls below do */
     if (pm_in_arena(p))
         free_pool_block(pm_pool_of(p), p);
-    else if (!pm_large_free(p))
+    else if (!pm_large_free(p)) {
+        if (pm_large_was_freed(p))
+            pm_fatal("free(): double free of large block %p", p);
         report_foreign(p, "free");
+    }
     errno = saved;
 }
 

@@ -46,10 +46,14 @@ void *pm_os_map_aligned(size_t size, size_t align) {
     return aligned;
 }
 
-void pm_os_unmap(void *p, size_t size) {
-    if (munmap(p, size) != 0)
-        pm_fatal("munmap(%p, %zu) failed (errno %d): the heap's bookkeeping is corrupt", p,
-                 size, errno);
+/* munmap legitimately fails with ENOMEM when it must split a mapping and the process is at
+ * vm.max_map_count: never fatal, the caller keeps (or purges) the memory and goes on. */
+bool pm_os_unmap(void *p, size_t size) { return munmap(p, size) == 0; }
+
+/* Moves size bytes of mapped pages from `from` to `to` (replacing what was mapped there): the
+ * page-table entries move, the data is neither copied nor faulted in again. */
+bool pm_os_move(void *from, size_t size, void *to) {
+    return mremap(from, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, to) != MAP_FAILED;
 }
 
 void *pm_os_remap(void *p, size_t old_size, size_t new_size, bool may_move) {
