@@ -301,7 +301,8 @@ PM_HIDDEN void *pm_os_map(size_t size);                  /* NULL on failure */
 PM_HIDDEN void *pm_os_map_aligned(size_t size, size_t align);
 PM_HIDDEN void *pm_os_reserve(size_t size);              /* NORESERVE, lazily backed */
 PM_HIDDEN bool pm_os_unmap(void *p, size_t size);        /* false if the kernel refused */
-PM_HIDDEN bool pm_os_move(void *from, size_t size, void *to); /* pages move, no copy */
+/* Pages move (no copy) to `to`, the mapping extended to new_size there. */
+PM_HIDDEN bool pm_os_move(void *from, size_t size, void *to, size_t new_size);
 PM_HIDDEN void *pm_os_remap(void *p, size_t old_size, size_t new_size, bool may_move);
 PM_HIDDEN void pm_os_purge(void *p, size_t size);        /* contents discarded, stays mapped */
 PM_HIDDEN uint64_t pm_os_now_ms(void);                   /* monotonic, coarse */

@@ -19,7 +19,7 @@
  * The resident budget. The cache may hold what the program itself had live a moment ago:
  * cached bytes <= peak live bytes - live bytes (and <= POOLMALLOC_LARGE_CACHE), so large
  * blocks plus cache never exceed the live high-water mark, which no allocator can go below.
- * The peak decays to what is still held whenever cached pieces expire (the purge delay), so a
+ * The peak decays to what is still held whenever cached pieces expire (20 purge delays), so a
  * program that stops using large buffers gets its memory back. What exceeds the budget is
  * unmapped, oldest first.
  *
@@ -38,6 +38,11 @@
 #define FREED_RING 64   /* recently freed block addresses, for the double-free report */
 #define SPLIT_MIN ((size_t)64 << 10) /* a smaller leftover goes with the block */
 #define DELETED ((uintptr_t)1)
+/* Cached pieces live this many purge delays (50 ms: 1 s). The budget, not age, is what keeps
+ * resident memory at the live high-water mark; age only returns the memory of a program that
+ * stopped using large blocks, and a 50 ms horizon threw away buffers that a busy or slower
+ * program reuses a few steps later, each one a page fault per 4 KiB to build again. */
+#define LARGE_AGE_FACTOR 20
 
 typedef struct segment {
     size_t size;
@@ -261,10 +266,11 @@ static void cache_trim(size_t budget) {
     }
 }
 
-/* Drops pieces older than the purge delay (all with `all`). The live high-water mark then
- * decays to what is still held, so that the budget shrinks with the program's use. */
+/* Drops pieces older than LARGE_AGE_FACTOR purge delays (all with `all`). The live high-water
+ * mark then decays to what is still held, so that the budget shrinks with the program's use. */
 static size_t cache_expire(uint64_t now, bool all) {
-    long delay = pm_opt.purge_delay_ms;
+    long delay = pm_opt.purge_delay_ms > 0 ? pm_opt.purge_delay_ms * LARGE_AGE_FACTOR
+                                           : pm_opt.purge_delay_ms;
     size_t dropped = 0;
     for (size_t i = 0; i < cache_count;) {
         if (all || (delay >= 0 && now - cache[i].freed_ms >= (uint64_t)delay)) {
@@ -306,6 +312,21 @@ static size_t cache_best(size_t size) {
     return best != CACHE_SLOTS ? best : largest;
 }
 
+/* A piece of at most `want` bytes, the best the cache has for filling that gap (a small leftover
+ * of the piece stays cached); false if the cache is empty. */
+static bool take_at_most(size_t want, range *r, uint32_t *vma) {
+    size_t i = cache_best(want);
+    if (i == CACHE_SLOTS)
+        return false;
+    *vma = cache[i].vma;
+    *r = cache_take(i, want);
+    if (r->size > want) {
+        cache_insert(r->p + want, r->size - want, *vma, 0);
+        r->size = want;
+    }
+    return true;
+}
+
 /* ---- building a block from the cache -------------------------------------------------------- */
 
 /* What the cache gives for one request: a head piece and pieces to move in behind it. */
@@ -327,16 +348,9 @@ static bool plan_take(size_t need, plan *pl) {
     pl->head = cache_take(i, need);
     pl->nmoved = 0;
     size_t have = pl->head.size;
-    while (have < need && pl->nmoved < LARGE_SEGS - 2 && (i = cache_best(need - have)) != CACHE_SLOTS) {
-        pl->moved_vma[pl->nmoved] = cache[i].vma;
-        range r = cache_take(i, need - have);
-        if (r.size > need - have) { /* a small leftover came with it: keep it cached */
-            cache_insert(r.p + (need - have), r.size - (need - have), pl->moved_vma[pl->nmoved], 0);
-            r.size = need - have;
-        }
-        pl->moved[pl->nmoved++] = r;
-        have += r.size;
-    }
+    while (have < need && pl->nmoved < LARGE_SEGS - 2 &&
+           take_at_most(need - have, &pl->moved[pl->nmoved], &pl->moved_vma[pl->nmoved]))
+        have += pl->moved[pl->nmoved++].size;
     stats.cache_hits++;
     return true;
 }
@@ -381,7 +395,7 @@ static bool plan_build(const plan *pl, size_t need, large_block *b, size_t *reus
     bool any_moved = false;
     for (size_t i = 0; i < pl->nmoved; i++) {
         range r = pl->moved[i];
-        if (pm_os_move(r.p, r.size, q + off)) {
+        if (pm_os_move(r.p, r.size, q + off, r.size)) {
             any_moved = true;
         } else {
             pm_lock(&large_lock);
@@ -547,6 +561,30 @@ static void release_tail(large_block *b, size_t keep, uint64_t now) {
     b->size = keep;
 }
 
+/* Grows a block of several segments (mremap needs one VMA): a new mapping of need bytes is
+ * reserved, the segments move into it (no copy) and the last one is extended there to the new
+ * size, so the block keeps its number of segments. A segment the kernel will not move is
+ * copied. NULL if there is no new mapping. Under large_lock. */
+static char *grow_by_moving(large_block *b, size_t need) {
+    char *q = pm_os_map(need);
+    if (q == NULL)
+        return NULL;
+    size_t off = 0;
+    for (uint32_t i = 0; i < b->nseg; off += b->seg[i++].size) {
+        bool last = i + 1 == b->nseg;
+        size_t size = b->seg[i].size, moved_size = last ? need - off : size;
+        if (pm_os_move(b->p + off, size, q + off, moved_size)) {
+            b->seg[i].vma = fresh_vma_id();
+        } else { /* copied into the new mapping: its VMA now (the ids only guide merging) */
+            memcpy(q + off, b->p + off, size);
+            give_back(b->p + off, size);
+            b->seg[i].vma = fresh_vma_id();
+        }
+        b->seg[i].size = moved_size;
+    }
+    return q;
+}
+
 /* Resizes a large block in place or by moving its pages (mremap): no copy. NULL with the block
  * untouched if it cannot; the caller then falls back to malloc + copy. */
 void *pm_large_realloc(void *p, size_t size) {
@@ -568,12 +606,13 @@ void *pm_large_realloc(void *p, size_t size) {
     if (need < b.size / 2) {
         release_tail(&b, need, now); /* shrinks a lot: the rest serves other requests */
     } else if (need > b.size) {
-        /* mremap needs one VMA: a stitched block is copied by the caller instead */
-        q = b.nseg == 1 ? pm_os_remap(p, b.size, need, true) : NULL;
+        /* mremap needs one VMA: a stitched block moves segment by segment */
+        q = b.nseg == 1 ? pm_os_remap(p, b.size, need, true) : grow_by_moving(&b, need);
         if (q != NULL) {
             stats.nremap++;
             live_bytes += need - b.size;
-            b.seg[0] = (segment){need, q == p ? b.seg[0].vma : fresh_vma_id()};
+            if (b.nseg == 1)
+                b.seg[0] = (segment){need, q == p ? b.seg[0].vma : fresh_vma_id()};
             b.size = need;
             b.p = q;
         }

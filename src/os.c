@@ -50,10 +50,11 @@ void *pm_os_map_aligned(size_t size, size_t align) {
  * vm.max_map_count: never fatal, the caller keeps (or purges) the memory and goes on. */
 bool pm_os_unmap(void *p, size_t size) { return munmap(p, size) == 0; }
 
-/* Moves size bytes of mapped pages from `from` to `to` (replacing what was mapped there): the
- * page-table entries move, the data is neither copied nor faulted in again. */
-bool pm_os_move(void *from, size_t size, void *to) {
-    return mremap(from, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, to) != MAP_FAILED;
+/* Moves size bytes of mapped pages from `from` to `to` (replacing what was mapped there),
+ * extended to new_size bytes of the same mapping: the page-table entries move, the data is
+ * neither copied nor faulted in again. */
+bool pm_os_move(void *from, size_t size, void *to, size_t new_size) {
+    return mremap(from, size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, to) != MAP_FAILED;
 }
 
 void *pm_os_remap(void *p, size_t old_size, size_t new_size, bool may_move) {

@@ -139,6 +139,16 @@ Test(large, a_stitched_block_shrinks_and_grows) {
     cr_assert_eq(r, q, "the cached rest right behind the block should be absorbed");
     cr_assert_geq(pm_large_usable(r), 6 * MiB);
     cr_assert(all_bytes(r, 6 * MiB, 0x77));
+    /* growing past the cache: the segments move (no copy) into a larger mapping, each time */
+    size_t size = 6 * MiB;
+    for (int i = 0; i < 10; i++) {
+        memset(r, 0x30 + i, size);
+        size += MiB + (size_t)i * 4096;
+        r = pm_large_realloc(r, size);
+        cr_assert_not_null(r, "growth %d of a stitched block failed", i);
+        cr_assert_geq(pm_large_usable(r), size);
+        cr_assert(all_bytes(r, size - MiB - (size_t)i * 4096, 0x30 + i), "growth %d lost data", i);
+    }
     cr_assert(pm_large_free(r));
     cr_assert(pm_large_free(guard));
 }
