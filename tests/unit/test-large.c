@@ -16,6 +16,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -93,14 +94,20 @@ Test(large, best_fit_splits_and_the_pieces_merge_again) {
 
 /* Two separate mappings (a live block between them) serve one request twice their size: the
  * second's pages are moved behind the first's, so both patterns are found in the new block. */
-Test(large, a_block_is_stitched_from_separate_pieces_without_new_faults) {
-    settle_options();
+/* Caches two 4 MiB pieces (0xaa, 0xbb) of separate mappings, a live block between them. */
+static char *cache_two_separate_pieces(void) {
     char *a = alloc_filled(4 * MiB, 0xaa);
     char *guard = alloc_filled(1 * MiB, 0x00);
     char *b = alloc_filled(4 * MiB, 0xbb);
     cr_assert(pm_large_free(a));
     cr_assert(pm_large_free(b));
     cr_assert_eq(large_stats().cached_bytes, 8 * MiB);
+    return guard;
+}
+
+Test(large, a_block_is_stitched_from_separate_pieces_without_new_faults) {
+    settle_options();
+    char *guard = cache_two_separate_pieces();
 
     uint64_t stitched = large_stats().stitched;
     char *p = pm_large_alloc(8 * MiB, 0, false);
@@ -124,11 +131,7 @@ Test(large, a_block_is_stitched_from_separate_pieces_without_new_faults) {
 /* A block from stitched pieces spans several kernel mappings: realloc must still work. */
 Test(large, a_stitched_block_shrinks_and_grows) {
     settle_options();
-    char *a = alloc_filled(4 * MiB, 0xaa);
-    char *guard = alloc_filled(1 * MiB, 0);
-    char *b = alloc_filled(4 * MiB, 0xbb);
-    cr_assert(pm_large_free(a));
-    cr_assert(pm_large_free(b));
+    char *guard = cache_two_separate_pieces();
     char *p = pm_large_alloc(8 * MiB, 0, false);
     memset(p, 0x77, 8 * MiB);
     char *q = pm_large_realloc(p, 2 * MiB);
@@ -293,31 +296,29 @@ Test(large, a_recently_freed_block_is_known_as_freed) {
     cr_assert(pm_large_free(again));
 }
 
-/* The public free: a second free of a 1 MiB block ends the process with the double-free line. */
+/* The public free: a second free of a 1 MiB block ends the process with the double-free line.
+ * The child's stderr goes to a file, read once the child is gone. */
 Test(large, a_double_free_of_a_large_block_says_so) {
-    int fds[2];
-    cr_assert_eq(pipe(fds), 0);
+    char path[] = "/tmp/test-large-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    unlink(path);
     fflush(NULL);
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0) {
-        dup2(fds[1], 2);
-        close(fds[0]);
+        dup2(fd, 2);
         void *p = pm_malloc(1 * MiB);
         pm_free(p);
         pm_free(p);
         _exit(0);
     }
-    close(fds[1]);
-    char out[1024];
-    size_t len = 0;
-    ssize_t n;
-    while (len + 1 < sizeof out && (n = read(fds[0], out + len, sizeof out - 1 - len)) > 0)
-        len += (size_t)n;
-    out[len] = 0;
-    close(fds[0]);
     int status;
     cr_assert_eq(waitpid(pid, &status, 0), pid);
+    char out[1024] = {0};
+    ssize_t n = pread(fd, out, sizeof out - 1, 0);
+    close(fd);
+    cr_assert_gt(n, 0, "the child wrote nothing on stderr");
     cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
               "the second free did not abort (status %#x): %s", status, out);
     cr_assert(strstr(out, "free(): double free of large block 0x") != NULL,
