@@ -460,6 +460,7 @@ void *pm_large_alloc(size_t size, size_t align, bool zero) {
         return NULL;
     large_block b;
     size_t reused = 0; /* bytes at the start of the block that hold old data */
+    int saved = errno; /* a refused mremap on the way to success must not show */
     if (align != PM_PAGE_SIZE || !take_from_cache(need, &b, &reused)) {
         char *p = map_fresh(need, align);
         if (p == NULL && pm_large_release_cache() > 0) /* the cache held what the OS lacks */
@@ -471,7 +472,10 @@ void *pm_large_alloc(size_t size, size_t align, bool zero) {
     }
     if (zero && reused)
         memset(b.p, 0, min_size(reused, size)); /* the rest is fresh, hence zero */
-    return register_block(&b, pm_os_now_ms()) ? b.p : NULL;
+    if (!register_block(&b, pm_os_now_ms()))
+        return NULL;
+    errno = saved;
+    return b.p;
 }
 
 bool pm_large_free(void *p) {
@@ -592,6 +596,7 @@ void *pm_large_realloc(void *p, size_t size) {
     if (need < size)
         return NULL;
     uint64_t now = pm_os_now_ms();
+    int saved = errno;
     pm_lock(&large_lock);
     /* Grow first (it moves entries), so that the insert below cannot fail. */
     large_entry *e = table_reserve() ? table_find((uintptr_t)p) : NULL;
@@ -629,6 +634,7 @@ void *pm_large_realloc(void *p, size_t size) {
         peak_live = live_bytes;
     cache_trim(cache_budget());
     pm_unlock(&large_lock);
+    errno = saved;
     return q;
 }
 
