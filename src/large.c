@@ -32,7 +32,7 @@
  */
 #include "internal.h"
 
-#define LARGE_SEGS 6    /* segments per block: a grown head, moved pieces, a fresh tail */
+#define LARGE_SEGS 16   /* segments per block: a grown head, moved pieces, a fresh tail */
 #define CACHE_SLOTS 64  /* cached pieces */
 #define PENDING_SLOTS 32
 #define FREED_RING 64   /* recently freed block addresses, for the double-free report */

@@ -53,7 +53,7 @@ static const option_def option_table[] = {
      "memory mapped from the OS at a time and carved into pools"},
     {"PURGE_DELAY", KIND_MS, FIELD(purge_delay_ms), -1, 3600 * 1000, "50",
      "milliseconds free pool memory waits before going back to the OS (-1 never, 0 at once)"},
-    {"LARGE_CACHE", KIND_SIZE, FIELD(large_cache), 0, 4 * GIB, "128M",
+    {"LARGE_CACHE", KIND_SIZE, FIELD(large_cache), 0, 4 * GIB, "1G",
      "bytes of freed large-block mappings kept for reuse (0: unmap at once)"},
     {"ARENA_RETAIN", KIND_INT, FIELD(arena_retain), 0, 1024, "1",
      "empty arenas kept mapped rather than returned to the OS"},
@@ -94,7 +94,7 @@ static const struct {
 #define PM_OPTIONS_DEFAULTS                                                                    \
     {                                                                                          \
         .mmap_threshold = 128 << 10, .arena_size = 4 << 20, .purge_delay_ms = 50,              \
-        .large_cache = (size_t)128 << 20, .arena_retain = 1, .stats = false, .stats_file = "",  \
+        .large_cache = (size_t)1 << 30, .arena_retain = 1, .stats = false, .stats_file = "",    \
         .verbose = false, .poison = false, .strict = false, .gc_threshold = {2000, 10, 10},    \
         .gc_enabled = true, .gc_debug = 0,                                                     \
     }
