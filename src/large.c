@@ -1,6 +1,6 @@
 /*
- * large.c: blocks above the mmap threshold. Each gets its own mapping; a hash table keyed by
- * the block's address records it, so that free() can tell a large block from a foreign pointer
+ * large.c: blocks above the mmap threshold. Each gets pages of its own (a mapping, or cached
+ * pieces moved together); a hash table keyed by the block's address records it, so that free() can tell a large block from a foreign pointer
  * without reading memory in front of the pointer (which may not be mapped).
  *
  * Reuse. Programs that free a big buffer usually allocate another of a different size soon
@@ -14,7 +14,9 @@
  *   - adjacent cached pieces of one kernel mapping (VMA) merge again.
  * mremap needs its source range inside one VMA, and moving pages into a range splits it. So
  * every block is a list of segments and every cached piece one segment, each tagged with a
- * VMA id: pieces merge only when their ids match, and only a one-segment block is remapped.
+ * VMA id: pieces merge only when their ids match; a block of several segments grows by moving
+ * each into a larger mapping (the last one extended there). The ids only guide: one that is
+ * wrong makes an mremap fail, and every mremap failure falls back to fresh pages or a copy.
  *
  * The resident budget. The cache may hold what the program itself had live a moment ago:
  * cached bytes <= peak live bytes - live bytes (and <= POOLMALLOC_LARGE_CACHE), so large
