@@ -191,7 +191,7 @@ void *pm_realloc(void *p, size_t size) {
     }
     size_t usable = pm_large_usable(p);
     if (usable == 0)
-        pm_report_foreign(p, "realloc");
+        pm_report_unknown(p, "realloc");
     if (size <= pm_opt.mmap_threshold)
         return move_block(p, usable, size);
     void *q = pm_large_realloc(p, size);

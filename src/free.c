@@ -34,6 +34,14 @@ static void check_pool_block(const pm_pool *pool, const void *p, const char *fn)
                  pool->block_size);
 }
 
+/* Not a pool block and not a live large block: a large block freed already, or a pointer
+ * poolmalloc never gave out. */
+void pm_report_unknown(const void *p, const char *fn) {
+    if (pm_large_was_freed(p))
+        pm_fatal("%s(): double free of large block %p", fn, p);
+    pm_report_foreign(p, fn);
+}
+
 size_t pm_block_usable(const void *p, const char *fn) {
     const pm_pool *pool = pm_pool_of(p);
     check_pool_block(pool, p, fn);
@@ -69,7 +77,7 @@ void pm_free_slow(void *p) {
     if (pm_in_arena(p))
         free_pool_block(pm_pool_of(p), p);
     else if (!pm_large_free(p))
-        pm_report_foreign(p, "free");
+        pm_report_unknown(p, "free");
     errno = saved;
 }
 
@@ -84,7 +92,7 @@ size_t pm_usable_size(const void *p) {
         return pm_block_usable(p, "malloc_usable_size");
     size_t n = pm_large_usable(p);
     if (n == 0)
-        pm_report_foreign(p, "malloc_usable_size");
+        pm_report_unknown(p, "malloc_usable_size");
     return n;
 }
 

@@ -364,6 +364,8 @@ PM_HIDDEN void *pm_os_reserve(size_t size);              /* NORESERVE, lazily ba
 /* false when the kernel refuses (ENOMEM at vm.max_map_count when it must split a mapping):
  * never fatal, the caller keeps the memory (purged) and goes on. */
 PM_HIDDEN bool pm_os_unmap(void *p, size_t size);
+/* Pages move (no copy) to `to`, the mapping extended to new_size there. */
+PM_HIDDEN bool pm_os_move(void *from, size_t size, void *to, size_t new_size);
 PM_HIDDEN void *pm_os_remap(void *p, size_t old_size, size_t new_size, bool may_move);
 PM_HIDDEN void pm_os_purge(void *p, size_t size);        /* contents discarded, stays mapped */
 PM_HIDDEN uint64_t pm_os_now_ms(void);                   /* monotonic, coarse */
@@ -540,10 +542,16 @@ PM_HIDDEN void pm_heap_fork_child(void);
 PM_HIDDEN void *pm_large_alloc(size_t size, size_t align, bool zero);
 /* Frees p if it is a live large block; false if it is not one. */
 PM_HIDDEN bool pm_large_free(void *p);
+/* True if p is not a live large block but was one recently (free's double-free report). */
+PM_HIDDEN bool pm_large_was_freed(const void *p);
 /* Usable size of a live large block, or 0 if p is not one. */
 PM_HIDDEN size_t pm_large_usable(const void *p);
 PM_HIDDEN void *pm_large_realloc(void *p, size_t size);
 PM_HIDDEN size_t pm_large_trim(void);
+/* Gives back every cached large mapping (and retries failed unmaps): before reporting ENOMEM. */
+PM_HIDDEN size_t pm_large_release_cache(void);
+/* Test hook: the next N unmaps large.c makes fail as munmap does at vm.max_map_count. */
+PM_HIDDEN extern int pm_large_fail_unmaps;
 PM_HIDDEN void pm_large_expire(uint64_t now);
 PM_HIDDEN void pm_large_fork_prepare(void);
 PM_HIDDEN void pm_large_fork_parent(void);
@@ -551,6 +559,11 @@ PM_HIDDEN void pm_large_fork_child(void);
 typedef struct pm_large_stats {
     uint64_t live_blocks, live_bytes, mapped_bytes, cached_bytes, nalloc, nfree, nremap;
     uint64_t cache_hits;
+    uint64_t stitched;       /* blocks assembled from several cached pieces (pages moved) */
+    uint64_t unmap_failures; /* munmap refused (map count): the memory was purged instead */
+    uint64_t pending_bytes;  /* purged, still mapped, waiting for an unmap to succeed */
+    uint64_t peak_live;      /* live high-water mark behind the cache's resident budget */
+    uint64_t budget;         /* cached bytes allowed to stay resident now */
 } pm_large_stats;
 PM_HIDDEN void pm_large_get_stats(pm_large_stats *out);
 
@@ -574,6 +587,9 @@ PM_HIDDEN void *pm_alloc_class(unsigned cls, size_t size);
 /* Checks p (inside an arena) as free does and returns its block size; fn names the caller. */
 PM_HIDDEN size_t pm_block_usable(const void *p, const char *fn);
 PM_HIDDEN PM_NORETURN PM_COLD void pm_report_foreign(const void *p, const char *fn);
+/* A pointer in no arena and no live large block: "double free of large block" if it was one
+ * recently, else as pm_report_foreign. */
+PM_HIDDEN PM_NORETURN PM_COLD void pm_report_unknown(const void *p, const char *fn);
 
 /* Global counters kept outside the fast paths (atomics; slow paths only). */
 typedef struct pm_global_stats {

@@ -1,42 +1,143 @@
 /*
- * large.c: blocks above the mmap threshold. Each gets its own mapping; a hash table keyed by
- * the block's address records it, so that free() can tell a large block from a foreign pointer
+ * large.c: blocks above the mmap threshold. Each gets pages of its own (a mapping, or cached
+ * pieces moved together); a hash table keyed by the block's address records it, so that free() can tell a large block from a foreign pointer
  * without reading memory in front of the pointer (which may not be mapped).
  *
- * Freed mappings are kept in a small cache (POOLMALLOC_LARGE_CACHE bytes, for at most the purge
- * delay) because programs that free a big buffer often allocate one of similar size next, and a
- * fresh mapping costs a page fault per 4 KiB touched; growth goes through mremap, so a buffer
- * grown by realloc is never copied.
+ * Reuse. Programs that free a big buffer usually allocate another of a different size soon
+ * after, and a fresh mapping costs a page fault and a zeroed page per 4 KiB the program
+ * touches. So freed mappings stay cached, resident, and are handed out again:
+ *   - best fit: the smallest cached piece that holds the request, split when much larger (the
+ *     rest stays cached);
+ *   - stitching: when no piece is large enough, the largest is grown with mremap and other
+ *     cached pieces are moved (mremap MREMAP_FIXED: page-table entries move, nothing is copied
+ *     or faulted) into the grown part; only what the cache cannot cover is fresh memory;
+ *   - adjacent cached pieces of one kernel mapping (VMA) merge again.
+ * mremap needs its source range inside one VMA, and moving pages into a range splits it. So
+ * every block is a list of segments and every cached piece one segment, each tagged with a
+ * VMA id: pieces merge only when their ids match; a block of several segments grows by moving
+ * each into a larger mapping (the last one extended there). The ids only guide: one that is
+ * wrong makes an mremap fail, and every mremap failure falls back to fresh pages or a copy.
+ *
+ * The resident budget. The cache may hold what the program itself had live a moment ago:
+ * cached bytes <= peak live bytes - live bytes (and <= POOLMALLOC_LARGE_CACHE), so large
+ * blocks plus cache never exceed the live high-water mark, which no allocator can go below.
+ * The peak decays to what is still held whenever cached pieces expire (20 purge delays), so a
+ * program that stops using large buffers gets its memory back. What exceeds the budget is
+ * unmapped, oldest first.
+ *
+ * Failures. An unmap the kernel refuses (ENOMEM at vm.max_map_count) is never fatal: the pages
+ * are purged (MADV_DONTNEED) and the range waits on a retry list. A request that mmap refuses
+ * gets one more try after every cached byte was given back. A free of a recently freed block
+ * is recognised (pm_large_was_freed) so that it is reported as a double free.
+ *
+ * Lock order: large_lock is a leaf; nothing here calls into the arena, pool or heap code.
  */
 #include "internal.h"
 
+#define LARGE_SEGS 16   /* segments per block: a grown head, moved pieces, a fresh tail */
+#define CACHE_SLOTS 64  /* cached pieces */
+#define PENDING_SLOTS 32
+#define FREED_RING 64   /* recently freed block addresses, for the double-free report */
+#define SPLIT_MIN ((size_t)64 << 10) /* a smaller leftover goes with the block */
+#define DELETED ((uintptr_t)1)
+/* Cached pieces live this many purge delays (50 ms: 1 s). The budget, not age, is what keeps
+ * resident memory at the live high-water mark; age only returns the memory of a program that
+ * stopped using large blocks, and a 50 ms horizon threw away buffers that a busy or slower
+ * program reuses a few steps later, each one a page fault per 4 KiB to build again. */
+#define LARGE_AGE_FACTOR 20
+
+typedef struct segment {
+    size_t size;
+    uint32_t vma; /* pieces with one id lie in one kernel mapping; 0: assign a fresh one */
+} segment;
+
+typedef struct large_block {
+    char *p;
+    size_t size; /* the sum of its segments */
+    uint32_t nseg;
+    segment seg[LARGE_SEGS];
+} large_block;
+
 typedef struct large_entry {
-    uintptr_t ptr;     /* the block; 0 empty, 1 deleted */
-    char *map;         /* the mapping it lives in */
-    size_t map_size;
+    uintptr_t ptr; /* 0 empty, 1 deleted */
+    large_block b;
 } large_entry;
 
-typedef struct cached_map {
-    char *map;
+typedef struct cached_piece {
+    char *p;
     size_t size;
     uint64_t freed_ms;
-} cached_map;
+    uint32_t vma;
+} cached_piece;
 
-#define DELETED ((uintptr_t)1)
-#define CACHE_SLOTS 16
+typedef struct range {
+    char *p;
+    size_t size;
+} range;
+
+int pm_large_fail_unmaps;
 
 static pthread_mutex_t large_lock = PM_LOCK_INITIALIZER;
 static large_entry *table;
 static size_t table_cap, table_used /* live + deleted */, live_count;
-static cached_map cache[CACHE_SLOTS];
+static cached_piece cache[CACHE_SLOTS];
 static size_t cache_count, cache_bytes;
+static range pending[PENDING_SLOTS]; /* purged ranges whose munmap failed */
+static size_t pending_count;
+static uintptr_t freed_ring[FREED_RING];
+static size_t freed_next;
+static size_t live_bytes, peak_live;
+static uint32_t vma_counter;
 static pm_large_stats stats;
 
 static size_t page_round(size_t n) { return (n + PM_PAGE_SIZE - 1) & ~(size_t)(PM_PAGE_SIZE - 1); }
+static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
+static uint32_t fresh_vma_id(void) {
+    uint32_t id = __atomic_add_fetch(&vma_counter, 1, __ATOMIC_RELAXED);
+    return id ? id : __atomic_add_fetch(&vma_counter, 1, __ATOMIC_RELAXED);
+}
 
 static size_t slot_of(uintptr_t p, size_t cap) {
     uint64_t h = (uint64_t)p * 0x9E3779B97F4A7C15ull; /* Fibonacci hashing */
     return (size_t)(h >> 20) & (cap - 1);
+}
+
+/* ---- giving memory back (under large_lock) --------------------------------------------------- */
+
+static bool unmap_now(char *p, size_t size) {
+    if (pm_large_fail_unmaps > 0) { /* the test hook stands for the kernel's refusal */
+        pm_large_fail_unmaps--;
+        return false;
+    }
+    return pm_os_unmap(p, size);
+}
+
+/* Returns a range to the kernel. When munmap refuses (it must split a mapping and the process
+ * is at vm.max_map_count), the pages are purged, which needs no new mapping, and the range
+ * waits for a later retry; with the retry list full it stays mapped, purged, for good. */
+static void give_back(char *p, size_t size) {
+    if (unmap_now(p, size))
+        return;
+    stats.unmap_failures++;
+    pm_os_purge(p, size);
+    if (pending_count < PENDING_SLOTS) {
+        pending[pending_count++] = (range){p, size};
+        stats.pending_bytes += size;
+    }
+}
+
+static size_t retry_pending(void) {
+    size_t bytes = 0;
+    for (size_t i = 0; i < pending_count;) {
+        if (unmap_now(pending[i].p, pending[i].size)) {
+            bytes += pending[i].size;
+            stats.pending_bytes -= pending[i].size;
+            pending[i] = pending[--pending_count];
+        } else {
+            i++;
+        }
+    }
+    return bytes;
 }
 
 /* ---- the table (under large_lock) ------------------------------------------------------------ */
@@ -53,7 +154,7 @@ static large_entry *table_find(uintptr_t p) {
 }
 
 static bool table_grow(void) {
-    size_t cap = table_cap ? table_cap * 2 : 1024;
+    size_t cap = table_cap ? table_cap * 2 : 256;
     if (live_count * 4 < table_cap) /* mostly tombstones: rehash at the same size */
         cap = table_cap;
     large_entry *t = pm_os_map(cap * sizeof *t);
@@ -68,24 +169,26 @@ static bool table_grow(void) {
         t[j] = table[i];
     }
     if (table)
-        pm_os_unmap(table, table_cap * sizeof *table);
+        give_back((char *)table, table_cap * sizeof *table);
     table = t;
     table_cap = cap;
     table_used = live_count;
     return true;
 }
 
-static bool table_insert(uintptr_t p, char *map, size_t map_size) {
-    if ((table_used + 1) * 2 > table_cap && !table_grow())
-        return false;
+/* Room for one more entry, so that the insert that follows cannot fail. */
+static bool table_reserve(void) { return (table_used + 1) * 2 <= table_cap || table_grow(); }
+
+static void table_insert(const large_block *b) {
+    uintptr_t p = (uintptr_t)b->p;
     size_t i = slot_of(p, table_cap);
     while (table[i].ptr > DELETED)
         i = (i + 1) & (table_cap - 1);
     if (table[i].ptr == 0)
         table_used++;
-    table[i] = (large_entry){p, map, map_size};
+    table[i].ptr = p;
+    table[i].b = *b;
     live_count++;
-    return true;
 }
 
 static void table_remove(large_entry *e) {
@@ -93,30 +196,114 @@ static void table_remove(large_entry *e) {
     live_count--;
 }
 
-/* ---- the cache of freed mappings (under large_lock) ----------------------------------------- */
+/* ---- recently freed addresses (under large_lock) -------------------------------------------- */
 
-static void cache_drop(size_t i) {
-    pm_os_unmap(cache[i].map, cache[i].size);
+static void remember_freed(const void *p) {
+    freed_ring[freed_next] = (uintptr_t)p;
+    freed_next = (freed_next + 1) % FREED_RING;
+}
+
+/* A block handed out again at an address freed before is no longer "freed". */
+static void forget_freed(const void *p) {
+    for (size_t i = 0; i < FREED_RING; i++)
+        if (freed_ring[i] == (uintptr_t)p)
+            freed_ring[i] = 0;
+}
+
+/* ---- the cache of freed pieces (under large_lock) ------------------------------------------- */
+
+static size_t cache_budget(void) {
+    size_t slack = peak_live > live_bytes ? peak_live - live_bytes : 0;
+    return min_size(slack, pm_opt.large_cache);
+}
+
+static void cache_remove(size_t i) {
     cache_bytes -= cache[i].size;
     cache[i] = cache[--cache_count];
 }
 
-static void cache_expire(uint64_t now, bool all) {
-    long delay = pm_opt.purge_delay_ms;
+static size_t cache_oldest(void) {
+    size_t oldest = 0;
+    for (size_t i = 1; i < cache_count; i++)
+        if (cache[i].freed_ms < cache[oldest].freed_ms)
+            oldest = i;
+    return oldest;
+}
+
+static void cache_drop(size_t i) {
+    give_back(cache[i].p, cache[i].size);
+    cache_remove(i);
+}
+
+/* Adds a piece, merged with the cached pieces of the same VMA on either side. */
+static void cache_insert(char *p, size_t size, uint32_t vma, uint64_t now) {
     for (size_t i = 0; i < cache_count;) {
-        if (all || (delay >= 0 && now - cache[i].freed_ms >= (uint64_t)delay))
+        cached_piece *c = &cache[i];
+        if (c->vma == vma && (c->p + c->size == p || p + size == c->p)) {
+            if (c->p < p)
+                p = c->p;
+            size += c->size;
+            cache_remove(i); /* merged into the new piece; look again for its other side */
+            continue;
+        }
+        i++;
+    }
+    if (cache_count == CACHE_SLOTS)
+        cache_drop(cache_oldest());
+    cache[cache_count++] = (cached_piece){p, size, now, vma};
+    cache_bytes += size;
+}
+
+/* Unmaps what exceeds the budget, oldest first; a piece larger than the excess loses its end. */
+static void cache_trim(size_t budget) {
+    while (cache_bytes > budget) {
+        size_t i = cache_oldest(), excess = cache_bytes - budget;
+        if (cache[i].size <= excess) {
             cache_drop(i);
-        else
-            i++;
+        } else {
+            cache[i].size -= excess;
+            cache_bytes -= excess;
+            give_back(cache[i].p + cache[i].size, excess);
+        }
     }
 }
 
-/* Takes from the cache what serves a request of size bytes best. The smallest mapping at
- * least that large is split when it is much larger: its head is returned and its tail stays
- * cached, resident, for the next request (pure bookkeeping: separate pieces of one mapping
- * can be unmapped or remapped separately later). With no mapping large enough, the largest is
- * returned and the caller grows it. NULL if the cache is empty. */
-static char *cache_take(size_t size, size_t *got) {
+/* Drops pieces older than LARGE_AGE_FACTOR purge delays (all with `all`). The live high-water
+ * mark then decays to what is still held, so that the budget shrinks with the program's use. */
+static size_t cache_expire(uint64_t now, bool all) {
+    long delay = pm_opt.purge_delay_ms > 0 ? pm_opt.purge_delay_ms * LARGE_AGE_FACTOR
+                                           : pm_opt.purge_delay_ms;
+    size_t dropped = 0;
+    for (size_t i = 0; i < cache_count;) {
+        if (all || (delay >= 0 && now - cache[i].freed_ms >= (uint64_t)delay)) {
+            dropped += cache[i].size;
+            cache_drop(i);
+        } else {
+            i++;
+        }
+    }
+    if (dropped)
+        peak_live = live_bytes + cache_bytes;
+    return dropped;
+}
+
+/* Takes `want` bytes from the head of piece i (all of it if the rest would be small). */
+static range cache_take(size_t i, size_t want) {
+    cached_piece *c = &cache[i];
+    range r = {c->p, c->size};
+    if (c->size >= want && c->size - want >= SPLIT_MIN) {
+        r.size = want;
+        c->p += want;
+        c->size -= want;
+        cache_bytes -= want;
+    } else {
+        cache_remove(i);
+    }
+    return r;
+}
+
+/* The smallest piece of at least `size` bytes, else the largest; CACHE_SLOTS if empty. */
+static size_t cache_best(size_t size) {
     size_t best = CACHE_SLOTS, largest = CACHE_SLOTS;
     for (size_t i = 0; i < cache_count; i++) {
         if (cache[i].size >= size && (best == CACHE_SLOTS || cache[i].size < cache[best].size))
@@ -124,69 +311,144 @@ static char *cache_take(size_t size, size_t *got) {
         if (largest == CACHE_SLOTS || cache[i].size > cache[largest].size)
             largest = i;
     }
-    if (best == CACHE_SLOTS)
-        best = largest;
-    if (best == CACHE_SLOTS)
-        return NULL;
-    char *map = cache[best].map;
-    stats.cache_hits++;
-    if (cache[best].size >= size && cache[best].size - size > size / 4) {
-        cache[best].map += size;
-        cache[best].size -= size;
-        cache_bytes -= size;
-        *got = size;
-        return map;
-    }
-    *got = cache[best].size;
-    cache_bytes -= cache[best].size;
-    cache[best] = cache[--cache_count];
-    return map;
+    return best != CACHE_SLOTS ? best : largest;
 }
 
-/* Grows a mapping taken from the cache that is too small, outside the lock (mremap keeps its
- * pages, already faulted in; only the new part is fresh). NULL if the kernel refuses; the
- * mapping is then gone. */
-static char *cache_fit(char *map, size_t *size, size_t need) {
-    if (*size >= need)
-        return map;
-    char *grown = pm_os_remap(map, *size, need, true);
-    if (grown == NULL) {
-        pm_os_unmap(map, *size);
-        return NULL;
-    }
-    *size = need;
-    return grown;
-}
-
-/* A block is about to take `fresh` bytes of new pages from the kernel: give back as much of
- * the cache, oldest first. The cache exists to be reused; when it cannot serve a request, the
- * memory it holds would only add to the new pages, and resident memory would grow past what
- * the program ever had live. */
-static void cache_make_room(size_t fresh) {
-    size_t dropped = 0;
-    while (cache_count > 0 && dropped < fresh) {
-        size_t oldest = 0;
-        for (size_t i = 1; i < cache_count; i++)
-            if (cache[i].freed_ms < cache[oldest].freed_ms)
-                oldest = i;
-        dropped += cache[oldest].size;
-        cache_drop(oldest);
-    }
-}
-
-/* Keeps a freed mapping for reuse if it fits the cache; false if the caller must unmap it. */
-static bool cache_put(char *map, size_t size, uint64_t now) {
-    if (size > pm_opt.large_cache)
+/* A piece of at most `want` bytes, the best the cache has for filling that gap (a small leftover
+ * of the piece stays cached); false if the cache is empty. */
+static bool take_at_most(size_t want, range *r, uint32_t *vma) {
+    size_t i = cache_best(want);
+    if (i == CACHE_SLOTS)
         return false;
-    while (cache_count > 0 && (cache_count == CACHE_SLOTS || cache_bytes + size > pm_opt.large_cache)) {
-        size_t oldest = 0;
-        for (size_t i = 1; i < cache_count; i++)
-            if (cache[i].freed_ms < cache[oldest].freed_ms)
-                oldest = i;
-        cache_drop(oldest);
+    *vma = cache[i].vma;
+    *r = cache_take(i, want);
+    if (r->size > want) {
+        cache_insert(r->p + want, r->size - want, *vma, 0);
+        r->size = want;
     }
-    cache[cache_count++] = (cached_map){map, size, now};
-    cache_bytes += size;
+    return true;
+}
+
+/* ---- building a block from the cache -------------------------------------------------------- */
+
+/* What the cache gives for one request: a head piece and pieces to move in behind it. */
+typedef struct plan {
+    range head;
+    uint32_t head_vma;
+    range moved[LARGE_SEGS - 2];
+    uint32_t moved_vma[LARGE_SEGS - 2];
+    size_t nmoved;
+} plan;
+
+/* Chooses the pieces for a request of need bytes and takes them out of the cache (so that the
+ * system calls run outside the lock). False if the cache is empty. */
+static bool plan_take(size_t need, plan *pl) {
+    size_t i = cache_best(need);
+    if (i == CACHE_SLOTS)
+        return false;
+    pl->head_vma = cache[i].vma;
+    pl->head = cache_take(i, need);
+    pl->nmoved = 0;
+    size_t have = pl->head.size;
+    while (have < need && pl->nmoved < LARGE_SEGS - 2 &&
+           take_at_most(need - have, &pl->moved[pl->nmoved], &pl->moved_vma[pl->nmoved]))
+        have += pl->moved[pl->nmoved++].size;
+    stats.cache_hits++;
+    return true;
+}
+
+/* Puts back what a plan took when its growth failed. */
+static void plan_return(const plan *pl, uint64_t now) {
+    pm_lock(&large_lock);
+    cache_insert(pl->head.p, pl->head.size, pl->head_vma, now);
+    for (size_t i = 0; i < pl->nmoved; i++)
+        cache_insert(pl->moved[i].p, pl->moved[i].size, pl->moved_vma[i], now);
+    pm_unlock(&large_lock);
+}
+
+static void add_segment(large_block *b, size_t size, uint32_t vma) {
+    if (size == 0)
+        return;
+    b->seg[b->nseg++] = (segment){size, vma};
+    b->size += size;
+}
+
+/* Carries out a plan outside the lock: grows the head to need bytes (mremap), then moves the
+ * other pieces into the grown part. A move the kernel refuses leaves fresh zero pages there
+ * and its piece goes back to the cache. *reused: the length of the prefix that may hold old
+ * data. False (everything returned to the cache) if the growth fails. */
+static bool plan_build(const plan *pl, size_t need, large_block *b, size_t *reused) {
+    *b = (large_block){0};
+    if (pl->head.size >= need) { /* best fit: no system call at all */
+        b->p = pl->head.p;
+        add_segment(b, pl->head.size, pl->head_vma);
+        *reused = pl->head.size;
+        return true;
+    }
+    char *q = pm_os_remap(pl->head.p, pl->head.size, need, true);
+    if (q == NULL) {
+        plan_return(pl, pm_os_now_ms());
+        return false;
+    }
+    b->p = q;
+    /* Grown in place, the head is still part of its old mapping; moved, it is a new one. */
+    add_segment(b, pl->head.size, q == pl->head.p ? pl->head_vma : 0);
+    size_t off = pl->head.size;
+    bool any_moved = false;
+    for (size_t i = 0; i < pl->nmoved; i++) {
+        range r = pl->moved[i];
+        if (pm_os_move(r.p, r.size, q + off, r.size)) {
+            any_moved = true;
+        } else {
+            pm_lock(&large_lock);
+            cache_insert(r.p, r.size, pl->moved_vma[i], pm_os_now_ms());
+            pm_unlock(&large_lock);
+        }
+        add_segment(b, r.size, 0); /* split off the grown mapping either way */
+        off += r.size;
+    }
+    add_segment(b, need - off, 0); /* the fresh tail */
+    *reused = off;
+    if (any_moved)
+        __atomic_add_fetch(&stats.stitched, 1, __ATOMIC_RELAXED);
+    return true;
+}
+
+/* A block from cached pieces; false if the cache is empty or cannot grow one. */
+static bool take_from_cache(size_t need, large_block *b, size_t *reused) {
+    plan pl;
+    pm_lock(&large_lock);
+    bool planned = plan_take(need, &pl);
+    pm_unlock(&large_lock);
+    return planned && plan_build(&pl, need, b, reused);
+}
+
+static char *map_fresh(size_t size, size_t align) {
+    return align == PM_PAGE_SIZE ? pm_os_map(size) : pm_os_map_aligned(size, align);
+}
+
+/* Records a built block as live; false (the block given back) if the table cannot grow. */
+static bool register_block(large_block *b, uint64_t now) {
+    for (uint32_t i = 0; i < b->nseg; i++)
+        if (b->seg[i].vma == 0)
+            b->seg[i].vma = fresh_vma_id();
+    pm_lock(&large_lock);
+    if (!table_reserve()) {
+        size_t off = 0;
+        for (uint32_t i = 0; i < b->nseg; off += b->seg[i++].size)
+            cache_insert(b->p + off, b->seg[i].size, b->seg[i].vma, now);
+        cache_trim(cache_budget());
+        pm_unlock(&large_lock);
+        return false;
+    }
+    table_insert(b);
+    forget_freed(b->p);
+    stats.nalloc++;
+    live_bytes += b->size;
+    if (live_bytes > peak_live)
+        peak_live = live_bytes;
+    cache_trim(cache_budget());
+    pm_unlock(&large_lock);
     return true;
 }
 
@@ -198,41 +460,24 @@ void *pm_large_alloc(size_t size, size_t align, bool zero) {
     size_t need = page_round(size ? size : 1); /* even 0 bytes get a unique block */
     if (need < size || need + align < need)
         return NULL;
-    char *map = NULL, *p;
-    size_t map_size = need, reused = 0; /* bytes of the block that hold old data */
-    if (align == PM_PAGE_SIZE && pm_opt.large_cache > 0) {
-        pm_lock(&large_lock);
-        map = cache_take(need, &map_size);
-        if (map != NULL && map_size < need)
-            cache_make_room(need - map_size);
-        pm_unlock(&large_lock);
-        if (map != NULL) {
-            reused = map_size < need ? map_size : need;
-            map = cache_fit(map, &map_size, need);
-        }
-    }
-    if (map == NULL) {
-        reused = 0;
-        map_size = need;
-        map = align == PM_PAGE_SIZE ? pm_os_map(need) : pm_os_map_aligned(need, align);
-        if (map == NULL)
+    large_block b;
+    size_t reused = 0; /* bytes at the start of the block that hold old data */
+    int saved = errno; /* a refused mremap on the way to success must not show */
+    if (align != PM_PAGE_SIZE || !take_from_cache(need, &b, &reused)) {
+        char *p = map_fresh(need, align);
+        if (p == NULL && pm_large_release_cache() > 0) /* the cache held what the OS lacks */
+            p = map_fresh(need, align);
+        if (p == NULL)
             return NULL;
+        b = (large_block){.p = p};
+        add_segment(&b, need, 0);
     }
-    p = map;
     if (zero && reused)
-        memset(p, 0, reused < size ? reused : size); /* grown pages are fresh, hence zero */
-    pm_lock(&large_lock);
-    bool ok = table_insert((uintptr_t)p, map, map_size);
-    if (ok) {
-        stats.nalloc++;
-        stats.live_bytes += map_size;
-    }
-    pm_unlock(&large_lock);
-    if (!ok) {
-        pm_os_unmap(map, map_size);
+        memset(b.p, 0, min_size(reused, size)); /* the rest is fresh, hence zero */
+    if (!register_block(&b, pm_os_now_ms()))
         return NULL;
-    }
-    return p;
+    errno = saved;
+    return b.p;
 }
 
 bool pm_large_free(void *p) {
@@ -243,113 +488,188 @@ bool pm_large_free(void *p) {
         pm_unlock(&large_lock);
         return false;
     }
-    char *map = e->map;
-    size_t size = e->map_size;
+    large_block b = e->b;
     table_remove(e);
+    remember_freed(p);
     stats.nfree++;
-    stats.live_bytes -= size;
-    cache_expire(now, false);
-    bool kept = map == (char *)p && pm_opt.large_cache > 0 && cache_put(map, size, now);
+    cache_expire(now, false); /* before live shrinks: the peak then keeps this block's bytes */
+    live_bytes -= b.size;
+    size_t off = 0;
+    for (uint32_t i = 0; i < b.nseg; off += b.seg[i++].size)
+        cache_insert(b.p + off, b.seg[i].size, b.seg[i].vma, now);
+    cache_trim(cache_budget());
     pm_unlock(&large_lock);
-    if (!kept)
-        pm_os_unmap(map, size);
     return true;
+}
+
+bool pm_large_was_freed(const void *p) {
+    if (p == NULL)
+        return false;
+    pm_lock(&large_lock);
+    bool freed = false;
+    for (size_t i = 0; i < FREED_RING && !freed; i++)
+        freed = freed_ring[i] == (uintptr_t)p;
+    freed = freed && table_find((uintptr_t)p) == NULL;
+    pm_unlock(&large_lock);
+    return freed;
 }
 
 size_t pm_large_usable(const void *p) {
     pm_lock(&large_lock);
     large_entry *e = table_find((uintptr_t)p);
-    size_t n = e ? (size_t)(e->map + e->map_size - (const char *)p) : 0;
+    size_t n = e ? e->b.size : 0;
     pm_unlock(&large_lock);
     return n;
 }
 
-/* A growing block whose mapping is followed by a cached piece (the tail of a mapping split by
- * cache_take, typically) takes from that piece what it needs: memory already mapped and
- * faulted in, so the block grows in place with no system call. Under large_lock. */
-static bool absorb_cached_neighbour(large_entry *e, size_t need) {
-    char *next = e->map + e->map_size;
-    for (size_t i = 0; i < cache_count; i++) {
-        if (cache[i].map != next)
+/* A growing block takes the cached pieces that follow it in memory (the rest of a piece split
+ * by an earlier request, typically): pages already mapped and faulted in, so it grows in place
+ * with no system call. Under large_lock. */
+static void absorb_cached_neighbours(large_block *b, size_t need) {
+    for (size_t i = 0; i < cache_count && b->size < need;) {
+        segment *last = &b->seg[b->nseg - 1];
+        if (cache[i].p != b->p + b->size || (cache[i].vma != last->vma && b->nseg == LARGE_SEGS)) {
+            i++;
             continue;
-        size_t take = need - e->map_size;
-        if (take > cache[i].size)
-            take = cache[i].size;
-        cache[i].map += take;
-        cache[i].size -= take;
-        cache_bytes -= take;
-        if (cache[i].size == 0)
-            cache[i] = cache[--cache_count];
-        e->map_size += take;
-        stats.live_bytes += take;
-        return true;
+        }
+        uint32_t vma = cache[i].vma;
+        range r = cache_take(i, need - b->size);
+        live_bytes += r.size;
+        if (vma == last->vma) { /* one mapping: the segment grows */
+            last->size += r.size;
+            b->size += r.size;
+        } else {
+            add_segment(b, r.size, vma);
+        }
+        i = 0; /* the cache was reordered */
     }
-    return false;
+}
+
+/* The block's pages from byte `keep` on go to the cache (a shrink). Under large_lock. */
+static void release_tail(large_block *b, size_t keep, uint64_t now) {
+    size_t off = 0;
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < b->nseg; i++) {
+        segment s = b->seg[i];
+        if (off + s.size <= keep) {
+            kept = i + 1;
+        } else if (off < keep) { /* this segment is cut */
+            cache_insert(b->p + keep, off + s.size - keep, s.vma, now);
+            b->seg[i].size = keep - off;
+            kept = i + 1;
+        } else {
+            cache_insert(b->p + off, s.size, s.vma, now);
+        }
+        off += s.size;
+    }
+    live_bytes -= b->size - keep;
+    b->nseg = kept;
+    b->size = keep;
+}
+
+/* Grows a block of several segments (mremap needs one VMA): a new mapping of need bytes is
+ * reserved, the segments move into it (no copy) and the last one is extended there to the new
+ * size, so the block keeps its number of segments. A segment the kernel will not move is
+ * copied. NULL if there is no new mapping. Under large_lock. */
+static char *grow_by_moving(large_block *b, size_t need) {
+    char *q = pm_os_map(need);
+    if (q == NULL)
+        return NULL;
+    size_t off = 0;
+    for (uint32_t i = 0; i < b->nseg; off += b->seg[i++].size) {
+        bool last = i + 1 == b->nseg;
+        size_t size = b->seg[i].size, moved_size = last ? need - off : size;
+        if (pm_os_move(b->p + off, size, q + off, moved_size)) {
+            b->seg[i].vma = fresh_vma_id();
+        } else { /* copied into the new mapping: its VMA now (the ids only guide merging) */
+            memcpy(q + off, b->p + off, size);
+            give_back(b->p + off, size);
+            b->seg[i].vma = fresh_vma_id();
+        }
+        b->seg[i].size = moved_size;
+    }
+    return q;
 }
 
 /* Resizes a large block in place or by moving its pages (mremap): no copy. NULL with the block
- * untouched if the kernel refuses; the caller then falls back to malloc + copy. */
+ * untouched if it cannot; the caller then falls back to malloc + copy. */
 void *pm_large_realloc(void *p, size_t size) {
     size_t need = page_round(size);
     if (need < size)
         return NULL;
+    uint64_t now = pm_os_now_ms();
+    int saved = errno;
     pm_lock(&large_lock);
-    /* Grow first (it moves entries), so that the insert below cannot fail or need to. */
-    if ((table_used + 1) * 2 > table_cap && !table_grow()) {
+    /* Grow first (it moves entries), so that the insert below cannot fail. */
+    large_entry *e = table_reserve() ? table_find((uintptr_t)p) : NULL;
+    if (e == NULL) {
         pm_unlock(&large_lock);
         return NULL;
     }
-    large_entry *e = table_find((uintptr_t)p);
-    if (e == NULL || e->map != (char *)p) { /* aligned blocks are not remapped */
-        pm_unlock(&large_lock);
-        return NULL;
+    large_block b = e->b;
+    if (need > b.size)
+        absorb_cached_neighbours(&b, need);
+    char *q = p;
+    if (need < b.size / 2) {
+        release_tail(&b, need, now); /* shrinks a lot: the rest serves other requests */
+    } else if (need > b.size) {
+        /* mremap needs one VMA: a stitched block moves segment by segment */
+        q = b.nseg == 1 ? pm_os_remap(p, b.size, need, true) : grow_by_moving(&b, need);
+        if (q != NULL) {
+            stats.nremap++;
+            live_bytes += need - b.size;
+            if (b.nseg == 1)
+                b.seg[0] = (segment){need, q == p ? b.seg[0].vma : fresh_vma_id()};
+            b.size = need;
+            b.p = q;
+        }
     }
-    size_t old = e->map_size;
-    if (need > old && absorb_cached_neighbour(e, need))
-        old = e->map_size;
-    if (need <= old && need >= old / 2) { /* fits, or shrinks a little: keep the pages */
-        pm_unlock(&large_lock);
-        return p;
+    if (q != NULL && q != p) {
+        table_remove(e);
+        table_insert(&b);
+        remember_freed(p); /* a free of the old address is a double free */
+        forget_freed(q);
+    } else {
+        e->b = b; /* it may have absorbed neighbours even when it could not grow */
     }
-    if (need > old)
-        cache_make_room(need - old);
-    char *q = pm_os_remap(p, old, need, true);
-    if (q == NULL) {
-        pm_unlock(&large_lock);
-        return NULL;
-    }
-    table_remove(e);
-    table_insert((uintptr_t)q, q, need);
-    stats.nremap++;
-    stats.live_bytes += need - old;
+    if (live_bytes > peak_live)
+        peak_live = live_bytes;
+    cache_trim(cache_budget());
     pm_unlock(&large_lock);
+    errno = saved;
     return q;
 }
 
-/* Drops cached mappings older than the purge delay: called from the pools' purge too, so that
- * a program that stops allocating large blocks does not keep the cache resident. */
+/* Drops cached pieces older than the purge delay and retries failed unmaps. Called from
+ * outside every other allocator lock. */
 void pm_large_expire(uint64_t now) {
-    if (__atomic_load_n(&cache_count, __ATOMIC_RELAXED) == 0) /* unlocked peek: a hint */
+    if (__atomic_load_n(&cache_count, __ATOMIC_RELAXED) == 0 &&
+        __atomic_load_n(&pending_count, __ATOMIC_RELAXED) == 0) /* unlocked peek: a hint */
         return;
     pm_lock(&large_lock);
     cache_expire(now, false);
+    retry_pending();
     pm_unlock(&large_lock);
 }
 
-size_t pm_large_trim(void) {
+size_t pm_large_release_cache(void) {
     pm_lock(&large_lock);
-    size_t bytes = cache_bytes;
-    cache_expire(0, true);
+    size_t bytes = cache_expire(0, true) + retry_pending();
     pm_unlock(&large_lock);
     return bytes;
 }
+
+size_t pm_large_trim(void) { return pm_large_release_cache(); }
 
 void pm_large_get_stats(pm_large_stats *out) {
     pm_lock(&large_lock);
     *out = stats;
     out->live_blocks = live_count;
+    out->live_bytes = live_bytes;
     out->cached_bytes = cache_bytes;
-    out->mapped_bytes = stats.live_bytes + cache_bytes;
+    out->mapped_bytes = live_bytes + cache_bytes + stats.pending_bytes;
+    out->peak_live = peak_live;
+    out->budget = cache_budget();
     pm_unlock(&large_lock);
 }
 

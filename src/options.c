@@ -28,7 +28,7 @@ extern char **environ;
 #define PM_OPTIONS_DEFAULTS                                                                    \
     {                                                                                          \
         .mmap_threshold = 128 << 10, .arena_size = 4 << 20, .purge_delay_ms = 50,              \
-        .large_cache = (size_t)128 << 20, .arena_retain = 1, .stats = false, .stats_file = "",  \
+        .large_cache = (size_t)1 << 30, .arena_retain = 1, .stats = false, .stats_file = "",    \
         .verbose = false, .poison = false, .strict = false,                                    \
     }
 
@@ -59,7 +59,7 @@ static const pm_option_desc core_options[] = {
      "50", "milliseconds free pool memory waits before going back to the OS (-1 never, 0 at once)",
      NULL},
     /* Read at each large free. */
-    {"LARGE_CACHE", PM_KIND_SIZE, SECURE_OK | LATE_OK, &pm_opt.large_cache, 0, 4 * GIB, "128M",
+    {"LARGE_CACHE", PM_KIND_SIZE, SECURE_OK | LATE_OK, &pm_opt.large_cache, 0, 4 * GIB, "1G",
      "bytes of freed large-block mappings kept for reuse (0: unmap at once)", NULL},
     /* Read when an arena empties. */
     {"ARENA_RETAIN", PM_KIND_INT, SECURE_OK | LATE_OK, &pm_opt.arena_retain, 0, 1024, "1",

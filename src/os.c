@@ -60,6 +60,13 @@ bool pm_os_unmap(void *p, size_t size) {
     return ok;
 }
 
+/* Moves size bytes of mapped pages from `from` to `to` (replacing what was mapped there),
+ * extended to new_size bytes of the same mapping: the page-table entries move, the data is
+ * neither copied nor faulted in again. */
+bool pm_os_move(void *from, size_t size, void *to, size_t new_size) {
+    return mremap(from, size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, to) != MAP_FAILED;
+}
+
 void *pm_os_remap(void *p, size_t old_size, size_t new_size, bool may_move) {
     void *q = mremap(p, old_size, new_size, may_move ? MREMAP_MAYMOVE : 0);
     return q == MAP_FAILED ? NULL : q;

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/wait.h>
@@ -368,9 +369,16 @@ Test(object, misuse_message) {
 
 /* ---- the one-thread rule, checked in every build ---- */
 
+static pthread_barrier_t hammer_start;
+static _Atomic int hammer_stop;
+
+/* Both threads start together and keep calling until the check fires (the process aborts) or
+ * 30 s pass: on a loaded machine two threads may take a while to be inside the library at
+ * the same moment, but they will be. */
 static void *hammer(void *arg) {
     (void)arg;
-    for (int i = 0; i < 2000000; i++) {
+    pthread_barrier_wait(&hammer_start);
+    while (!atomic_load(&hammer_stop)) {
         node *n = (node *)pm_new(&node_type);
         n->canary = CANARY_LIVE;
         pm_decref(&n->base);
@@ -381,8 +389,12 @@ static void *hammer(void *arg) {
 /* The one-thread rule is checked in every build (a thread-id compare per call). */
 Test(object, two_threads_at_once_detected, .signal = SIGABRT, .timeout = 60) {
     pthread_t a, b;
+    pthread_barrier_init(&hammer_start, NULL, 2);
     pthread_create(&a, NULL, hammer, NULL);
     pthread_create(&b, NULL, hammer, NULL);
+    for (int i = 0; i < 300; i++)
+        usleep(100 * 1000);
+    atomic_store(&hammer_stop, 1);
     pthread_join(a, NULL);
     pthread_join(b, NULL);
     cr_skip_test("the two threads never overlapped inside the library");

@@ -56,7 +56,7 @@ Test(options, documented_defaults) {
     cr_assert_eq(o.mmap_threshold, 128 * 1024);
     cr_assert_eq(o.arena_size, 4 * 1024 * 1024);
     cr_assert_eq(o.purge_delay_ms, 50);
-    cr_assert_eq(o.large_cache, (size_t)128 << 20);
+    cr_assert_eq(o.large_cache, (size_t)1 << 30);
     cr_assert_eq(o.arena_retain, 1);
     cr_assert(!o.stats && !o.verbose && !o.poison && !o.strict);
     cr_assert_str_empty(o.stats_file);

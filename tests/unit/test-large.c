@@ -1,0 +1,326 @@
+/*
+ * test-large.c: white-box tests of src/large.c, the blocks above the mmap threshold.
+ *
+ * The cache of freed large mappings: best fit with a split, pieces of one mapping merging
+ * again, a block stitched from several pieces by moving their pages (their contents arrive,
+ * so nothing was faulted anew), the resident budget (cache <= peak live - live), its decay.
+ * The limits: an unmap the kernel refuses is survived (purged, retried later), a request mmap
+ * refuses under RLIMIT_AS succeeds once the cache was given back, and a second free of a large
+ * block is reported as a double free.
+ *
+ * Each Criterion test runs in its own process, so large.c's state starts empty in each; the
+ * tests call pm_large_* directly and set pm_opt (no pm_init, which would reread it).
+ */
+#define _GNU_SOURCE /* internal.h needs the GNU pthread initializers */
+#include <criterion/criterion.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "poolmalloc.h"
+
+#define MiB ((size_t)1 << 20)
+
+static pm_large_stats large_stats(void) {
+    pm_large_stats s;
+    pm_large_get_stats(&s);
+    return s;
+}
+
+/* Deterministic settings: no expiry by age, a cache cap far above what the tests use. */
+static void settle_options(void) {
+    pm_opt.purge_delay_ms = -1;
+    pm_opt.large_cache = (size_t)1 << 30;
+}
+
+static char *alloc_filled(size_t size, int byte) {
+    char *p = pm_large_alloc(size, 0, false);
+    cr_assert_not_null(p, "pm_large_alloc(%zu) failed", size);
+    memset(p, byte, size);
+    return p;
+}
+
+static bool all_bytes(const char *p, size_t n, int byte) {
+    for (size_t i = 0; i < n; i += 512)
+        if ((unsigned char)p[i] != (unsigned char)byte)
+            return false;
+    return (unsigned char)p[n - 1] == (unsigned char)byte;
+}
+
+/* Pages of [p, p+n) that are resident; -1 if part of the range is not mapped. */
+static long resident_pages(void *p, size_t n) {
+    size_t pages = n / 4096;
+    unsigned char vec[4096];
+    cr_assert_leq(pages, sizeof vec);
+    if (mincore(p, n, vec) != 0)
+        return -1;
+    long count = 0;
+    for (size_t i = 0; i < pages; i++)
+        count += vec[i] & 1;
+    return count;
+}
+
+Test(large, best_fit_splits_and_the_pieces_merge_again) {
+    settle_options();
+    char *a = alloc_filled(8 * MiB, 0x11);
+    cr_assert(pm_large_free(a));
+    cr_assert_eq(large_stats().cached_bytes, 8 * MiB);
+
+    char *head = pm_large_alloc(2 * MiB, 0, false); /* the head of the cached 8 MiB */
+    cr_assert_eq(head, a, "best fit should reuse the freed mapping: %p, not %p", head, a);
+    cr_assert_eq(pm_large_usable(head), 2 * MiB, "a split hands out only what was asked");
+    cr_assert_eq(large_stats().cached_bytes, 6 * MiB, "the rest of the split stays cached");
+    char *tail = pm_large_alloc(6 * MiB, 0, false);
+    cr_assert_eq(tail, a + 2 * MiB, "the cached rest should serve the next request");
+    cr_assert(all_bytes(tail, 6 * MiB, 0x11), "reused pages keep their contents (no fault)");
+
+    cr_assert(pm_large_free(head));
+    cr_assert(pm_large_free(tail));
+    uint64_t remaps = large_stats().nremap, stitched = large_stats().stitched;
+    char *whole = pm_large_alloc(8 * MiB, 0, false);
+    cr_assert_eq(whole, a, "the two pieces of one mapping should have merged back");
+    cr_assert_eq(large_stats().stitched, stitched, "a merged piece needs no stitching");
+    cr_assert_eq(large_stats().nremap, remaps);
+    cr_assert_eq(large_stats().cached_bytes, 0);
+    cr_assert(pm_large_free(whole));
+}
+
+/* Two separate mappings (a live block between them) serve one request twice their size: the
+ * second's pages are moved behind the first's, so both patterns are found in the new block. */
+/* Caches two 4 MiB pieces (0xaa, 0xbb) of separate mappings, a live block between them. */
+static char *cache_two_separate_pieces(void) {
+    char *a = alloc_filled(4 * MiB, 0xaa);
+    char *guard = alloc_filled(1 * MiB, 0x00);
+    char *b = alloc_filled(4 * MiB, 0xbb);
+    cr_assert(pm_large_free(a));
+    cr_assert(pm_large_free(b));
+    cr_assert_eq(large_stats().cached_bytes, 8 * MiB);
+    return guard;
+}
+
+Test(large, a_block_is_stitched_from_separate_pieces_without_new_faults) {
+    settle_options();
+    char *guard = cache_two_separate_pieces();
+
+    uint64_t stitched = large_stats().stitched;
+    char *p = pm_large_alloc(8 * MiB, 0, false);
+    cr_assert_not_null(p);
+    cr_assert_eq(large_stats().stitched, stitched + 1, "the block was not stitched");
+    cr_assert_eq(large_stats().cached_bytes, 0, "both pieces should have been used");
+    bool ab = all_bytes(p, 4 * MiB, 0xaa) && all_bytes(p + 4 * MiB, 4 * MiB, 0xbb);
+    bool ba = all_bytes(p, 4 * MiB, 0xbb) && all_bytes(p + 4 * MiB, 4 * MiB, 0xaa);
+    cr_assert(ab || ba, "the moved pages lost their contents: they were faulted anew");
+    memset(p, 0x5c, 8 * MiB); /* the whole block is writable memory */
+    cr_assert(pm_large_free(p));
+
+    /* zeroed memory from the same pieces: old contents must not show */
+    char *z = pm_large_alloc(8 * MiB, 0, true);
+    cr_assert_not_null(z);
+    cr_assert(all_bytes(z, 8 * MiB, 0), "calloc-style block from the cache is not zeroed");
+    cr_assert(pm_large_free(z));
+    cr_assert(pm_large_free(guard));
+}
+
+/* A block from stitched pieces spans several kernel mappings: realloc must still work. */
+Test(large, a_stitched_block_shrinks_and_grows) {
+    settle_options();
+    char *guard = cache_two_separate_pieces();
+    char *p = pm_large_alloc(8 * MiB, 0, false);
+    memset(p, 0x77, 8 * MiB);
+    char *q = pm_large_realloc(p, 2 * MiB);
+    cr_assert_eq(q, p, "a shrink stays in place");
+    cr_assert_eq(pm_large_usable(q), 2 * MiB);
+    cr_assert(all_bytes(q, 2 * MiB, 0x77));
+    char *r = pm_large_realloc(q, 6 * MiB); /* takes back the pieces that follow it */
+    cr_assert_eq(r, q, "the cached rest right behind the block should be absorbed");
+    cr_assert_geq(pm_large_usable(r), 6 * MiB);
+    cr_assert(all_bytes(r, 6 * MiB, 0x77));
+    /* growing past the cache: the segments move (no copy) into a larger mapping, each time */
+    size_t size = 6 * MiB;
+    for (int i = 0; i < 10; i++) {
+        memset(r, 0x30 + i, size);
+        size += MiB + (size_t)i * 4096;
+        r = pm_large_realloc(r, size);
+        cr_assert_not_null(r, "growth %d of a stitched block failed", i);
+        cr_assert_geq(pm_large_usable(r), size);
+        cr_assert(all_bytes(r, size - MiB - (size_t)i * 4096, 0x30 + i), "growth %d lost data", i);
+    }
+    cr_assert(pm_large_free(r));
+    cr_assert(pm_large_free(guard));
+}
+
+/* Cached bytes never exceed what the program had live and gave up: live + cached <= peak. */
+Test(large, the_cache_stays_within_the_resident_budget) {
+    settle_options();
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    char *live[12] = {0};
+    for (int step = 0; step < 400; step++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        int slot = (int)((seed >> 33) % 12);
+        if (live[slot] != NULL) {
+            cr_assert(pm_large_free(live[slot]));
+            live[slot] = NULL;
+        } else {
+            size_t size = (size_t)(1 + (seed >> 40) % 6) * MiB + (size_t)((seed >> 20) % 4096) * 64;
+            live[slot] = pm_large_alloc(size, 0, false);
+            cr_assert_not_null(live[slot]);
+            memset(live[slot], step & 0xff, size);
+        }
+        pm_large_stats s = large_stats();
+        cr_assert_leq(s.live_bytes + s.cached_bytes, s.peak_live,
+                      "step %d: live %llu + cached %llu > peak %llu", step,
+                      (unsigned long long)s.live_bytes, (unsigned long long)s.cached_bytes,
+                      (unsigned long long)s.peak_live);
+        cr_assert_leq(s.cached_bytes, s.budget);
+    }
+    for (int i = 0; i < 12; i++)
+        if (live[i] != NULL)
+            cr_assert(pm_large_free(live[i]));
+
+    /* the option caps the budget */
+    pm_opt.large_cache = 3 * MiB;
+    char *big = alloc_filled(8 * MiB, 1);
+    cr_assert(pm_large_free(big));
+    cr_assert_leq(large_stats().cached_bytes, 3 * MiB);
+    cr_assert_eq(resident_pages(big + 3 * MiB, 5 * MiB), -1, "what exceeds the cap is unmapped");
+}
+
+Test(large, cached_memory_expires_and_the_budget_decays) {
+    settle_options();
+    char *p = alloc_filled(6 * MiB, 3);
+    cr_assert(pm_large_free(p));
+    cr_assert_eq(large_stats().cached_bytes, 6 * MiB);
+    pm_opt.purge_delay_ms = 0; /* everything is old now */
+    pm_large_expire(pm_os_now_ms() + 1);
+    pm_large_stats s = large_stats();
+    cr_assert_eq(s.cached_bytes, 0);
+    cr_assert_eq(s.peak_live, 0, "the peak should decay to what is still held");
+    cr_assert_eq(resident_pages(p, 6 * MiB), -1, "an expired piece is unmapped");
+}
+
+/* munmap refused (as at vm.max_map_count): no abort; the pages are purged and kept on a retry
+ * list, and a later release unmaps them. */
+Test(large, an_unmap_failure_is_survived_and_retried) {
+    settle_options();
+    pm_opt.large_cache = 0; /* every free unmaps at once */
+    char *p = alloc_filled(4 * MiB, 0x42);
+    cr_assert_gt(resident_pages(p, 4 * MiB), 0);
+    pm_large_fail_unmaps = 1;
+    cr_assert(pm_large_free(p));
+    pm_large_stats s = large_stats();
+    cr_assert_eq(s.unmap_failures, 1);
+    cr_assert_eq(s.pending_bytes, 4 * MiB);
+    cr_assert_eq(resident_pages(p, 4 * MiB), 0, "the kept range should have been purged");
+
+    char *q = alloc_filled(4 * MiB, 0x43); /* the allocator goes on */
+    cr_assert(pm_large_free(q));
+
+    cr_assert_geq(pm_large_release_cache(), 4 * MiB);
+    cr_assert_eq(large_stats().pending_bytes, 0);
+    cr_assert_eq(resident_pages(p, 4 * MiB), -1, "the retry should have unmapped the range");
+}
+
+/* The process's address-space size, from /proc/self/statm. */
+static size_t mapped_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0;
+    cr_assert(f != NULL && fscanf(f, "%lu", &pages) == 1);
+    fclose(f);
+    return pages * 4096;
+}
+
+/* In a child under RLIMIT_AS: 256 MiB of freed blocks sit in the cache, and a 200 MiB request
+ * fits only once they are given back. Exit status 0 when it succeeds, else a code. */
+static int enomem_child(void) {
+    char *blocks[8];
+    for (int i = 0; i < 8; i++)
+        if ((blocks[i] = pm_large_alloc(32 * MiB, 0, false)) == NULL)
+            return 10;
+    for (int i = 0; i < 8; i++)
+        memset(blocks[i], i, 32 * MiB);
+    for (int i = 0; i < 8; i++)
+        pm_large_free(blocks[i]);
+    if (large_stats().cached_bytes != 256 * MiB)
+        return 11;
+    struct rlimit lim = {mapped_bytes() + 64 * MiB, RLIM_INFINITY};
+    lim.rlim_max = lim.rlim_cur;
+    if (setrlimit(RLIMIT_AS, &lim) != 0)
+        return 12;
+    void *probe = mmap(NULL, 200 * MiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (probe != MAP_FAILED)
+        return 13; /* the limit does not bite: the test would prove nothing */
+    char *p = pm_large_alloc(200 * MiB, 0, false);
+    if (p == NULL)
+        return 14;
+    memset(p, 1, 200 * MiB);
+    if (large_stats().cached_bytes != 0)
+        return 15;
+    return 0;
+}
+
+Test(large, a_refused_mapping_is_retried_after_the_cache_is_given_back) {
+    settle_options();
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0)
+        _exit(enomem_child());
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status), "the child died (status %#x)", status);
+    cr_assert_eq(WEXITSTATUS(status), 0,
+                 "child step failed with code %d (10-12 setup, 13 limit ineffective, 14 the "
+                 "allocation failed, 15 the cache was not released)",
+                 WEXITSTATUS(status));
+}
+
+Test(large, a_recently_freed_block_is_known_as_freed) {
+    settle_options();
+    char *p = pm_large_alloc(1 * MiB, 0, false);
+    cr_assert_not(pm_large_was_freed(p), "a live block is not freed");
+    cr_assert(pm_large_free(p));
+    cr_assert(pm_large_was_freed(p));
+    cr_assert_not(pm_large_free(p), "a second free must not succeed");
+    char *foreign = mmap(NULL, 1 * MiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    cr_assert_not(pm_large_was_freed(foreign), "a pointer never handed out is not 'freed'");
+    munmap(foreign, 1 * MiB);
+    char *again = pm_large_alloc(1 * MiB, 0, false); /* the cached mapping, same address */
+    cr_assert_eq(again, p);
+    cr_assert_not(pm_large_was_freed(again), "a block handed out again is live");
+    cr_assert(pm_large_free(again));
+}
+
+/* The public free: a second free of a 1 MiB block ends the process with the double-free line.
+ * The child's stderr goes to a file, read once the child is gone. */
+Test(large, a_double_free_of_a_large_block_says_so) {
+    char path[] = "/tmp/test-large-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    unlink(path);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        dup2(fd, 2);
+        void *p = pm_malloc(1 * MiB);
+        pm_free(p);
+        pm_free(p);
+        _exit(0);
+    }
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    char out[1024] = {0};
+    ssize_t n = pread(fd, out, sizeof out - 1, 0);
+    close(fd);
+    cr_assert_gt(n, 0, "the child wrote nothing on stderr");
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
+              "the second free did not abort (status %#x): %s", status, out);
+    cr_assert(strstr(out, "free(): double free of large block 0x") != NULL,
+              "the message does not say double free: %s", out);
+}
