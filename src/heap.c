@@ -13,7 +13,7 @@
 #define HEAP_CHUNK (64 * 1024) /* heaps are carved from chunks of this size */
 
 pm_heap pm_sentinel_heap = {.cls = {[0 ... PM_NUM_CLASSES - 1] = {.current = &pm_empty_pool}}};
-PM_TLS pm_heap *pm_fast_heap = &pm_sentinel_heap;
+PM_TLS uintptr_t pm_fast_heap_x; /* zero: the sentinel */
 PM_TLS pm_heap *pm_thread_heap;
 pm_heap *_Atomic pm_all_heaps;
 
@@ -76,7 +76,7 @@ static pm_heap *heap_take(void) {
  * forces every call through the slow paths (which poison, or call the hooks). */
 void pm_heap_install(pm_heap *h) {
     pm_thread_heap = h;
-    pm_fast_heap = (h && !pm_opt.poison && !pm_instrument_on) ? h : &pm_sentinel_heap;
+    pm_fast_heap_set((h && !pm_opt.poison && !pm_instrument_on) ? h : &pm_sentinel_heap);
 }
 
 pm_heap *pm_heap_take(void) { return heap_take(); }
@@ -86,7 +86,8 @@ pm_heap *pm_heap_take(void) { return heap_take(); }
 static void *pool_pop(pm_pool *pool) {
     pm_block *b = pool->free;
     pm_block *next = pm_link_decode(b);
-    if (PM_UNLIKELY(next != NULL && !pm_pool_is_carved_block(pool, next)))
+    if (PM_UNLIKELY((next != NULL && !pm_pool_is_carved_block(pool, next)) ||
+                    b->key != pm_free_key(b)))
         pm_heap_corrupt(b, "pool free list");
     pool->free = next;
     b->key = 0;

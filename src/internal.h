@@ -308,12 +308,23 @@ PM_HIDDEN extern uint8_t pm_arena_map[];
 PM_HIDDEN extern pm_pool pm_empty_pool;          /* current[] sentinel: free == NULL */
 PM_HIDDEN extern pm_pool pm_dead_pool;           /* unit_pool[] sentinel: owner == NULL */
 PM_HIDDEN extern pm_heap pm_sentinel_heap;       /* fast heap before init and in checked mode */
-PM_HIDDEN extern PM_TLS pm_heap *pm_fast_heap;   /* what the fast paths use */
+/* What the fast paths use, stored XOR &pm_sentinel_heap so that zero means the sentinel: a
+ * malloc from an IFUNC resolver runs before libc has copied the initial values of thread-local
+ * variables (they read zero then), and must find the sentinel, not NULL (issue 7.11). The XOR
+ * folds into the TLS load: one instruction. */
+PM_HIDDEN extern PM_TLS uintptr_t pm_fast_heap_x;
 PM_HIDDEN extern PM_TLS pm_heap *pm_thread_heap; /* this thread's real heap, or NULL */
 PM_HIDDEN extern pthread_mutex_t pm_arena_lock;
 PM_HIDDEN extern pm_arena *pm_arenas;            /* all arenas, under pm_arena_lock */
 PM_HIDDEN extern pm_heap *_Atomic pm_all_heaps;  /* registry, push-only */
 PM_HIDDEN extern _Atomic int pm_initialized;
+
+PM_INLINE pm_heap *pm_fast_heap_get(void) {
+    return (pm_heap *)(pm_fast_heap_x ^ (uintptr_t)&pm_sentinel_heap);
+}
+PM_INLINE void pm_fast_heap_set(pm_heap *h) {
+    pm_fast_heap_x = (uintptr_t)h ^ (uintptr_t)&pm_sentinel_heap;
+}
 
 /* ---- locks: slow paths only ------------------------------------------------------------------ */
 /* Error-checking mutexes: a thread that re-enters the allocator while holding one of its locks
@@ -627,12 +638,14 @@ PM_INLINE void pm_pool_fold_stats(pm_heap *heap, pm_pool *pool) {
  * has none (or the thread has no heap yet: the sentinel heap's pools are all empty). Every
  * link is checked before it is followed (I8). */
 PM_INLINE void *pm_pop_current(unsigned cls, size_t size) {
-    pm_heap *heap = pm_fast_heap;
+    pm_heap *heap = pm_fast_heap_get();
     pm_class_state *cs = &heap->cls[cls];
     pm_block *c = cs->cache;
     if (PM_LIKELY(c != NULL)) { /* the block this thread freed last: warm */
         pm_block *next = pm_link_decode(c);
-        if (PM_UNLIKELY(next != NULL && !pm_in_arena(next)))
+        /* c must still carry its free key: a block freed twice (its key zeroed in between,
+         * say) is on the list twice, and its second pop finds the key cleared by the first. */
+        if (PM_UNLIKELY((next != NULL && !pm_in_arena(next)) || c->key != pm_free_key(c)))
             return pm_heap_corrupt_jump(c, "thread cache");
         cs->cache = next;
         PM_OWN_ADD(cs->cache_room, 1);
@@ -645,7 +658,8 @@ PM_INLINE void *pm_pop_current(unsigned cls, size_t size) {
     if (PM_UNLIKELY(b == NULL))
         return NULL;
     pm_block *next = pm_link_decode(b);
-    if (PM_UNLIKELY(next != NULL && !pm_pool_is_carved_block(pool, next)))
+    if (PM_UNLIKELY((next != NULL && !pm_pool_is_carved_block(pool, next)) ||
+                    b->key != pm_free_key(b)))
         return pm_heap_corrupt_jump(b, "pool free list");
     pool->free = next;
     /* The next malloc of this class will load next's link: start fetching it now, while the
@@ -671,7 +685,7 @@ PM_INLINE void *pm_malloc_inline(size_t size) {
 PM_INLINE void pm_free_inline(void *p) {
     if (PM_LIKELY(pm_in_arena(p))) {
         pm_pool *pool = pm_pool_of(p);
-        pm_heap *heap = pm_fast_heap;
+        pm_heap *heap = pm_fast_heap_get();
         pm_block *b = (pm_block *)p;
         uintptr_t owner = (uintptr_t)pool->owner;
         if (PM_LIKELY((owner & ~PM_OWNER_DETACHED) == (uintptr_t)heap &&

@@ -315,8 +315,8 @@ void pm_writer_pad(pm_writer *w, size_t column) {
 
 /* Reported by the fast paths and pool.c when a decoded link is no block it could be (I8). */
 void pm_heap_corrupt(const void *block, const char *where) {
-    pm_fatal("heap corruption detected in %s at block %p: a write after free or an overflow "
-             "changed a free block's link", where, block);
+    pm_fatal("heap corruption detected in %s at block %p: a free block's link or key was "
+             "changed (a double free, a write after free or an overflow)", where, block);
 }
 
 void *pm_heap_corrupt_jump(const void *block, const char *where) { pm_heap_corrupt(block, where); }

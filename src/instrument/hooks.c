@@ -23,9 +23,9 @@ static bool header_mode; /* DEBUG or LEAKS: every block carries a header */
         pm_heap *own_heap_ = pm_thread_heap;                                                   \
         pm_instr_bypass = true;                                                                \
         if (PM_LIKELY(own_heap_ != NULL))                                                      \
-            pm_fast_heap = own_heap_;                                                          \
+            pm_fast_heap_set(own_heap_);                                                          \
         expr;                                                                                  \
-        pm_fast_heap = &pm_sentinel_heap;                                                      \
+        pm_fast_heap_set(&pm_sentinel_heap);                                                      \
         pm_instr_bypass = false;                                                               \
     } while (0)
 
@@ -83,9 +83,9 @@ static void *pop_own_heap(size_t size) {
     pm_heap *own = pm_thread_heap;
     if (PM_UNLIKELY(own == NULL || size > PM_SMALL_LOOKUP_MAX))
         return NULL;
-    pm_fast_heap = own;
+    pm_fast_heap_set(own);
     void *p = pm_pop_current(pm_class_of_small[(size + 15) >> 4], size);
-    pm_fast_heap = &pm_sentinel_heap;
+    pm_fast_heap_set(&pm_sentinel_heap);
     return p;
 }
 
