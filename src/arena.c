@@ -219,7 +219,7 @@ static size_t purge_locked(uint64_t now, bool force) {
         pm_gstats.purged_bytes += bytes;
         pm_gstats.purges++;
     }
-    last_purge_ms = now;
+    __atomic_store_n(&last_purge_ms, now, __ATOMIC_RELAXED);
     return bytes;
 }
 

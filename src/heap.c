@@ -30,8 +30,7 @@ static void heap_reset(pm_heap *h) {
         h->cls[c].current = &pm_empty_pool;
         h->pending[c] = NULL;
     }
-    pthread_mutex_t fresh = PM_LOCK_INITIALIZER;
-    memcpy(&h->xlock, &fresh, sizeof fresh);
+    pm_lock_reinit(&h->xlock); /* a new heap's lock; an error-checking mutex as all ours */
 }
 
 /* Under heap_lock. */

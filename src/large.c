@@ -642,10 +642,9 @@ void *pm_large_realloc(void *p, size_t size) {
 
 /* Drops cached pieces older than the purge delay and retries failed unmaps. Called from
  * outside every other allocator lock. */
+/* Called only when the purge delay has passed (heap.c), so it simply takes the lock: no
+ * unlocked peek at counts that other threads change under it. */
 void pm_large_expire(uint64_t now) {
-    if (__atomic_load_n(&cache_count, __ATOMIC_RELAXED) == 0 &&
-        __atomic_load_n(&pending_count, __ATOMIC_RELAXED) == 0) /* unlocked peek: a hint */
-        return;
     pm_lock(&large_lock);
     cache_expire(now, false);
     retry_pending();

@@ -31,7 +31,7 @@ static void pool_init(pm_pool *pool, pm_arena *a, unsigned u, unsigned n, unsign
     pool->nmalloc = pool->requested = 0;
     pool->block_size = bs;
     pool->capacity = (uint32_t)(bytes / bs);
-    pool->carved = 0;
+    PM_OWN_SET(pool->carved, 0);
     pool->end = pool->start + (size_t)pool->capacity * bs;
     pool->cls = (uint8_t)cls;
     pool->state = PM_POOL_CURRENT;
@@ -104,7 +104,7 @@ bool pm_pool_carve(pm_pool *pool) {
     }
     prev->link = pm_link_encode(prev, pool->free);
     pool->free = head;
-    pool->carved = (uint32_t)(b - pool->start);
+    PM_OWN_SET(pool->carved, (uint32_t)(b - pool->start));
     return true;
 }
 
@@ -122,7 +122,7 @@ static void link_pending(pm_heap *owner, pm_pool *pool) {
         pool->next = owner->pending[c];
         if (pool->next)
             pool->next->prev = pool;
-        owner->pending[c] = pool;
+        __atomic_store_n(&owner->pending[c], pool, __ATOMIC_RELAXED);
         __atomic_store_n(&pool->pending, true, __ATOMIC_RELAXED);
     }
     pm_unlock(&owner->xlock);
@@ -132,7 +132,7 @@ static void unlink_locked(pm_heap *owner, pm_pool *pool) {
     if (pool->prev)
         pool->prev->next = pool->next;
     else
-        owner->pending[pool->cls] = pool->next;
+        __atomic_store_n(&owner->pending[pool->cls], pool->next, __ATOMIC_RELAXED);
     if (pool->next)
         pool->next->prev = pool->prev;
     pool->next = pool->prev = NULL;

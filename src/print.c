@@ -320,3 +320,14 @@ void pm_heap_corrupt(const void *block, const char *where) {
 }
 
 void *pm_heap_corrupt_jump(const void *block, const char *where) { pm_heap_corrupt(block, where); }
+
+/* In a fork child: the lock the parent's prepare handler took is held by a thread id that no
+ * longer exists, so it is made anew rather than unlocked. pthread_mutex_init (not a copy of
+ * an initialiser) so that tools that track locks, ThreadSanitizer among them, see a new lock. */
+void pm_lock_reinit(pthread_mutex_t *m) {
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
+    pthread_mutex_init(m, &attr);
+    pthread_mutexattr_destroy(&attr);
+}
