@@ -96,8 +96,24 @@ static void *pool_pop(pm_pool *pool) {
 
 static void check_heap(const pm_heap *heap);
 
+/* Every 16 slow-path allocations, a look at the clock: once the purge delay has passed, the
+ * cache goes back to its pools (each cached block pins a whole pool, which then cannot be
+ * released: up to 32 pools a class), free units are purged and old large mappings expire.
+ * So memory freed by a busy thread comes back within about a purge delay without pm_trim. */
+static void heap_tick(pm_heap *heap) {
+    heap->tick = 16;
+    uint64_t now = pm_os_now_ms();
+    if (!pm_arena_purge_due(now))
+        return;
+    pm_heap_flush_cache(heap);
+    pm_arena_purge(false);
+    pm_large_expire(now); /* outside every lock: large.c is a leaf (I7) */
+}
+
 void *pm_heap_alloc(pm_heap *heap, unsigned cls) {
     pm_class_state *cs = &heap->cls[cls];
+    if (PM_UNLIKELY(heap->tick-- == 0))
+        heap_tick(heap);
     for (;;) {
         pm_pool *pool = cs->current;
         if (pool->free != NULL)
@@ -124,9 +140,6 @@ void *pm_heap_alloc(pm_heap *heap, unsigned cls) {
         if (pool != NULL) {
             pm_pool_carve(pool);
             cs->current = pool;
-            uint64_t now = pm_os_now_ms();
-            if (pm_arena_purge_due(now))
-                pm_large_expire(now); /* outside every lock: large.c is a leaf (I7) */
             return pool_pop(pool);
         }
         return NULL; /* the OS refused memory */

@@ -301,6 +301,7 @@ typedef struct pm_heap {
      * current pool comes from here. Under xlock: freeing threads link pools here. */
     _Alignas(64) pthread_mutex_t xlock;
     pm_pool *pending[PM_NUM_CLASSES];
+    uint32_t tick;                   /* slow-path calls until the next look at the clock */
     struct pm_heap *next_all;        /* registry of every heap ever made (never freed) */
     struct pm_heap *next_abandoned;  /* under heap_lock */
     _Atomic int abandoned;
@@ -495,7 +496,8 @@ PM_HIDDEN void pm_pool_release(pm_pool *pool);
 /* Threads up to a page's worth of never-used blocks onto the free list; false if none left. */
 PM_HIDDEN bool pm_pool_carve(pm_pool *pool);
 /* Any thread, any pool state but FREE: puts a checked block on the pool's atomic list. The
- * pool may be released by this call (the last block of a detached pool came back). */
+ * pool may be released by this call (the last block of a detached pool came back). errno is
+ * kept: the free fast path calls it directly for the thread's own detached pools. */
 PM_HIDDEN void pm_pool_free_atomic(pm_pool *pool, pm_block *block);
 /* Owner only: moves the atomic list onto the local free list; false if it was empty. */
 PM_HIDDEN bool pm_pool_collect(pm_pool *pool);
@@ -607,6 +609,7 @@ PM_HIDDEN size_t pm_release_all(void);
 /* ---- alloc.c / free.c: the slow paths behind the inline fast paths ------------------------ */
 PM_HIDDEN PM_NOINLINE void *pm_malloc_slow(size_t size);
 PM_HIDDEN PM_NOINLINE void pm_free_slow(void *p);
+
 PM_HIDDEN void *pm_alloc_class(unsigned cls, size_t size);
 /* Checks p (inside an arena) as free does and returns its block size; fn names the caller. */
 PM_HIDDEN size_t pm_block_usable(const void *p, const char *fn);
@@ -719,6 +722,8 @@ PM_INLINE void pm_free_inline(void *p) {
                 PM_OWN_ADD(pool->used, -1);
                 return;
             }
+            pm_pool_free_atomic(pool, b); /* one of our detached pools: checked already */
+            return;
         }
     }
     pm_free_slow(p);

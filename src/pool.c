@@ -110,10 +110,9 @@ bool pm_pool_carve(pm_pool *pool) {
 
 /* ---- the owner's pending lists (any thread, under the owner's xlock) --------------------- */
 
-static void link_pending(pm_heap *owner, pm_pool *pool) {
-    pm_lock(&owner->xlock);
+/* Under owner->xlock. Rechecks: the pool may have been reattached or released meanwhile. */
+static void link_locked(pm_heap *owner, pm_pool *pool) {
     uintptr_t w = atomic_load_explicit(&pool->xfree, memory_order_acquire);
-    /* Recheck under the lock: the pool may have been reattached or released meanwhile. */
     if (!pool->pending && (w & PM_XF_DETACHED) && !(w & PM_XF_RELEASING) &&
         (uintptr_t)__atomic_load_n(&pool->owner, __ATOMIC_RELAXED) ==
             ((uintptr_t)owner | PM_OWNER_DETACHED)) {
@@ -125,6 +124,11 @@ static void link_pending(pm_heap *owner, pm_pool *pool) {
         __atomic_store_n(&owner->pending[c], pool, __ATOMIC_RELAXED);
         __atomic_store_n(&pool->pending, true, __ATOMIC_RELAXED);
     }
+}
+
+static void link_pending(pm_heap *owner, pm_pool *pool) {
+    pm_lock(&owner->xlock);
+    link_locked(owner, pool);
     pm_unlock(&owner->xlock);
 }
 
@@ -172,9 +176,11 @@ static void release_detached(pm_pool *pool, uintptr_t seen) {
     if (!atomic_compare_exchange_strong_explicit(&pool->xfree, &seen, seen | PM_XF_RELEASING,
                                                  memory_order_acq_rel, memory_order_relaxed))
         return; /* the owner reattached it first: it is the owner's again */
+    int saved = errno; /* a purge may follow the release: errno is the program's */
     pm_heap *owner = pm_pool_owner(pool);
     unlink_pending(owner, pool);
     pm_pool_release(pool);
+    errno = saved;
 }
 
 void pm_pool_free_atomic(pm_pool *pool, pm_block *block) {
@@ -190,13 +196,14 @@ void pm_pool_free_atomic(pm_pool *pool, pm_block *block) {
             link_pending(pm_pool_owner(pool), pool);
         block->link = pm_link_encode(block, xf_head(w));
         uintptr_t next = xf_make(block, xf_count(w) + 1, w & PM_XF_FLAGS);
-        if (atomic_compare_exchange_weak_explicit(&pool->xfree, &w, next, memory_order_release,
+        if (atomic_compare_exchange_weak_explicit(&pool->xfree, &w, next, memory_order_acq_rel,
                                                   memory_order_relaxed)) {
             w = next;
             break;
         }
     }
-    if ((w & PM_XF_DETACHED) && xf_count(w) == pool->detached_used)
+    if ((w & PM_XF_DETACHED) &&
+        xf_count(w) == __atomic_load_n(&pool->detached_used, __ATOMIC_RELAXED))
         release_detached(pool, w);
 }
 
@@ -227,19 +234,27 @@ bool pm_pool_collect(pm_pool *pool) {
     return true;
 }
 
+/* The moment DETACHED is published a freeing thread may bring the last block back and release
+ * the pool, so everything the owner needs is read first, and the pending link is made under
+ * the owner's xlock: a releaser must take that lock (to unlink) before the pool goes back to
+ * its arena, so the pool stays valid until we let go. */
 void pm_pool_detach(pm_heap *heap, pm_pool *pool) {
     pm_pool_fold_stats(heap, pool);
+    bool has_room = pool->free != NULL || pool->start + pool->carved < pool->end;
+    uint32_t used = pool->used;
     PM_OWN_SET(pool->state, PM_POOL_DETACHED);
-    PM_OWN_SET(pool->detached_used, pool->used);
+    PM_OWN_SET(pool->detached_used, used);
     pm_pool_set_owner(pool, heap, true);
+    pm_lock(&heap->xlock);
     uintptr_t w = atomic_fetch_or_explicit(&pool->xfree, PM_XF_DETACHED, memory_order_acq_rel);
-    if (xf_count(w) == pool->detached_used) { /* every block handed out is back: all free */
+    if (xf_count(w) == used) { /* every block handed out is back: all free */
+        pm_unlock(&heap->xlock);
         release_detached(pool, w | PM_XF_DETACHED);
         return;
     }
-    bool has_room = pool->free != NULL || pool->start + pool->carved < pool->end;
     if (has_room || xf_count(w) > 0)
-        link_pending(heap, pool);
+        link_locked(heap, pool);
+    pm_unlock(&heap->xlock);
 }
 
 bool pm_pool_reattach(pm_heap *heap, pm_pool *pool) {
