@@ -188,9 +188,9 @@ void pm_heap_flush_cache(pm_heap *heap) {
 
 /* ---- thread exit ------------------------------------------------------------------------------ */
 
-/* Gives back what the heap can, then puts it on the abandoned stack for the next new thread.
- * Its pools are all detached, so the last free of each releases it, whoever makes it. */
-void pm_heap_abandon(pm_heap *heap) {
+/* Flushes the heap's cache and detaches its current pools: afterwards its pools are all
+ * detached, so the last free of each releases it, whoever makes it. */
+static void heap_let_go(pm_heap *heap) {
     pm_heap_flush_cache(heap);
     for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
         pm_pool *pool = heap->cls[c].current;
@@ -199,6 +199,11 @@ void pm_heap_abandon(pm_heap *heap) {
         heap->cls[c].current = &pm_empty_pool;
         pm_pool_detach(heap, pool);
     }
+}
+
+/* Gives back what the heap can, then puts it on the abandoned stack for the next new thread. */
+void pm_heap_abandon(pm_heap *heap) {
+    heap_let_go(heap);
     pm_lock(&heap_lock);
     atomic_store(&heap->abandoned, 1);
     heap->next_abandoned = abandoned;
@@ -208,19 +213,11 @@ void pm_heap_abandon(pm_heap *heap) {
 }
 
 /* Heaps orphaned by fork keep their caches and current pools (the child's handler may do no
- * work): flush and detach them here, under heap_lock so that no adopter takes them meanwhile. */
+ * work): let them go here, under heap_lock so that no adopter takes them meanwhile. */
 void pm_heap_service_abandoned(void) {
     pm_lock(&heap_lock);
-    for (pm_heap *h = abandoned; h; h = h->next_abandoned) {
-        pm_heap_flush_cache(h);
-        for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
-            pm_pool *pool = h->cls[c].current;
-            if (pool == &pm_empty_pool)
-                continue;
-            h->cls[c].current = &pm_empty_pool;
-            pm_pool_detach(h, pool);
-        }
-    }
+    for (pm_heap *h = abandoned; h; h = h->next_abandoned)
+        heap_let_go(h);
     pm_unlock(&heap_lock);
 }
 

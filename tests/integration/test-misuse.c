@@ -210,25 +210,22 @@ static void check_message(const char *what, misuse_fn fn, const char *call, cons
     cr_assert(strchr(out, '\n') != NULL, "%s: the message is not a whole line: %s", what, out);
 }
 
-Test(misuse, messages_are_clear, .timeout = 30) {
-    check_message("double free (small)", double_free_small, "free()", "double free");
-    check_message("double free (medium)", double_free_medium, "free()", "double free");
-    check_message("double free (large)", double_free_large, "free()",
-                  "double free|invalid pointer");
-    /* The first free may have emptied the exited owner's pool and released it: then the
-     * second free finds no pool at all, and "invalid pointer" is all that can be said. */
-    check_message("double free (remote)", double_free_remote, "free()",
-                  "double free|invalid pointer");
-    check_message("stack pointer", free_stack_pointer, "free()", "invalid pointer");
-    check_message("glibc pointer", free_glibc_small, "free()", "not allocated by poolmalloc");
-    check_message("glibc mmapped pointer", free_glibc_large, "free()",
-                  "not allocated by poolmalloc");
-    check_message("interior pointer (small)", free_interior_small, "free()",
-                  "not the start of a block");
-    check_message("interior pointer (large)", free_interior_large, "free()", "invalid pointer");
-    check_message("realloc of a foreign pointer", realloc_foreign, "realloc()",
-                  "invalid pointer");
-    check_message("usable size of a foreign pointer", usable_size_foreign,
-                  "malloc_usable_size()", "invalid pointer");
-    check_message("free_sized with a wrong size", free_sized_too_big, "free_sized()", "size");
-}
+/* One test per case, so that one failing message does not hide the others. */
+#define MESSAGE_TEST(name, fn, call, words)                                                    \
+    Test(misuse_message, name, .timeout = 30) { check_message(#name, fn, call, words); }
+
+MESSAGE_TEST(double_free_small, double_free_small, "free()", "double free")
+MESSAGE_TEST(double_free_medium, double_free_medium, "free()", "double free")
+MESSAGE_TEST(double_free_large, double_free_large, "free()", "double free")
+/* The first free may have emptied the exited owner's pool and released it: then the second
+ * free finds no pool at all, and "invalid pointer" is all that can be said. */
+MESSAGE_TEST(double_free_remote, double_free_remote, "free()", "double free|invalid pointer")
+MESSAGE_TEST(stack_pointer, free_stack_pointer, "free()", "invalid pointer")
+MESSAGE_TEST(glibc_pointer, free_glibc_small, "free()", "not allocated by poolmalloc")
+MESSAGE_TEST(glibc_mmapped_pointer, free_glibc_large, "free()", "not allocated by poolmalloc")
+MESSAGE_TEST(interior_pointer_small, free_interior_small, "free()", "not the start of a block")
+MESSAGE_TEST(interior_pointer_large, free_interior_large, "free()", "invalid pointer")
+MESSAGE_TEST(realloc_of_a_foreign_pointer, realloc_foreign, "realloc()", "invalid pointer")
+MESSAGE_TEST(usable_size_of_a_foreign_pointer, usable_size_foreign, "malloc_usable_size()",
+             "invalid pointer")
+MESSAGE_TEST(free_sized_with_a_wrong_size, free_sized_too_big, "free_sized()", "size")
