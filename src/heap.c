@@ -127,9 +127,7 @@ void *pm_heap_alloc(pm_heap *heap, unsigned cls) {
             cs->current = &pm_empty_pool;
             pm_pool_detach(heap, pool);
         }
-        while ((pool = pm_pool_pop_pending(heap, cls)) != NULL) {
-            if (!pm_pool_reattach(heap, pool))
-                continue; /* being released by the thread that freed its last block */
+        while ((pool = pm_pool_take_pending(heap, cls)) != NULL) {
             if (pool->free != NULL || pm_pool_carve(pool)) {
                 cs->current = pool;
                 return pool_pop(pool);

@@ -94,7 +94,7 @@
  *    |                         |                                             |  xfree, counted)
  *    |                         +---- reattach: taken off owner->pending -----+
  *    |                                                                       |
- *    +---- release: the free that brings xfree's count to detached_used -----+
+ *    +---- release: the free that takes xfree's count of blocks out to 0 ------+
  *          (any thread; every block is back)
  *
  * A current pool is never released while current: an alloc/free pair at a pool boundary must
@@ -122,8 +122,8 @@
  * Invariants (checked in debug builds; the cheap ones on every free)        file that keeps it
  * ===========================================================================================
  *  I1 pool->used counts blocks handed out and not on the local free list (blocks in a heap's
- *     cache and blocks on xfree included). A detached pool's count is frozen in
- *     detached_used; its blocks are all back exactly when xfree holds that many.    pool.c
+ *     cache and blocks on xfree included). Once the pool is detached, xfree's count holds the
+ *     blocks still out instead; the free that takes it to zero releases the pool.      pool.c
  *  I2 a free block's word 1 holds pm_free_key(block) (its address encoded with a secret);
  *     malloc clears it, so a free that finds the key is a double free.        free.c, heap.c
  *  I3 free(p) accepts p only if p's unit maps to an in-use pool, p is a block boundary in it
@@ -212,9 +212,10 @@ enum pm_pool_state {
     PM_POOL_DETACHED, /* owned but not current: every free goes to its atomic list */
 };
 
-/* pool->xfree packs the atomic free list of a pool with its length and two flags, so that one
+/* pool->xfree packs the atomic free list of a pool with a count and two flags, so that one
  * compare-and-swap pushes a block, counts it and sees whether the pool is detached:
- *   bits 63..48  blocks on the list (a pool never holds more than 1024)
+ *   bits 63..48  attached: blocks on the list; detached: blocks still out, counted down by
+ *                each free, so the free that reaches zero knows it (a pool holds <= 1024)
  *   bits 47..4   the first block's address (blocks are 16-aligned and below 2^47, I4)
  *   bit 0        DETACHED: the owner no longer allocates from the pool (I6)
  *   bit 1        RELEASING: the last block came back; the pool is on its way to the arena */
@@ -247,7 +248,7 @@ typedef struct __attribute__((aligned(64))) pm_pool {
     struct pm_pool *next, *prev; /* owner->pending[cls], under owner->xlock */
     struct pm_arena *arena;
     uint32_t capacity;      /* blocks in the pool */
-    uint32_t detached_used; /* used when the owner detached it: the count that frees it */
+    uint32_t detached_used; /* used when the owner detached it (blocks out then) */
     bool pending;           /* on owner->pending[cls] (under owner->xlock) */
     /* Written by every thread that frees into the pool: on the second line, so that those
      * frees do not steal the line the owner's fast path works on. */
@@ -503,12 +504,9 @@ PM_HIDDEN void pm_pool_free_atomic(pm_pool *pool, pm_block *block);
 PM_HIDDEN bool pm_pool_collect(pm_pool *pool);
 /* Owner only: the pool stops being current. Released here if every block is already back. */
 PM_HIDDEN void pm_pool_detach(pm_heap *heap, pm_pool *pool);
-/* Owner only, pool taken off heap->pending: makes it current again with the blocks freed
- * meanwhile; false if a freeing thread is releasing it (then it must not be touched). */
-PM_HIDDEN bool pm_pool_reattach(pm_heap *heap, pm_pool *pool);
-/* Owner only: a detached pool of class cls that has free blocks, taken off the pending list
- * (then pm_pool_reattach), or NULL. */
-PM_HIDDEN pm_pool *pm_pool_pop_pending(pm_heap *heap, unsigned cls);
+/* Owner only: a detached pool of class cls that may have free blocks, taken off the pending
+ * list and made current again (attached, with the blocks freed meanwhile), or NULL. */
+PM_HIDDEN pm_pool *pm_pool_take_pending(pm_heap *heap, unsigned cls);
 /* Blocks in use, for statistics (racy, clamped). */
 PM_HIDDEN uint32_t pm_pool_blocks_in_use(const pm_pool *pool);
 

@@ -6,9 +6,9 @@
  * and pushes onto the local list `free` with plain loads and stores. Every other free (another
  * thread's, or the owner's own into a pool that is not current) goes onto `xfree` with one
  * compare-and-swap that also counts the block. When the owner's current pool runs dry it
- * DETACHES it, noting how many blocks are out (detached_used). From then on the pool is
- * nobody's to touch but through xfree, so the thread whose free brings the count on xfree up
- * to detached_used knows that every block is back, and releases the pool to its arena itself:
+ * DETACHES it: xfree's count becomes the number of blocks still out. From then on the pool is
+ * nobody's to touch but through xfree, each free counts down, and the thread whose free takes
+ * the count to zero knows that every block is back and releases the pool to its arena itself:
  * memory comes back even if the owner never calls malloc again (an idle thread, issue 7.7).
  * A detached pool with blocks on xfree waits on its owner's pending list to be reattached.
  */
@@ -150,18 +150,12 @@ static void unlink_pending(pm_heap *owner, pm_pool *pool) {
     pm_unlock(&owner->xlock);
 }
 
-pm_pool *pm_pool_pop_pending(pm_heap *heap, unsigned cls) {
-    if (__atomic_load_n(&heap->pending[cls], __ATOMIC_RELAXED) == NULL)
-        return NULL; /* a hint: a pool linked right now is found next time */
-    pm_lock(&heap->xlock);
-    pm_pool *pool = heap->pending[cls];
-    if (pool != NULL)
-        unlink_locked(heap, pool);
-    pm_unlock(&heap->xlock);
-    return pool;
-}
-
 /* ---- the atomic list ---------------------------------------------------------------------- */
+/* The count field of xfree means two things (internal.h): while the pool is attached, the
+ * blocks on the list; once it is detached, the blocks still out (handed out and not on the
+ * list). A free into a detached pool therefore counts down, and the free that takes the count
+ * to zero sets RELEASING in the same compare-and-swap: the release is decided atomically with
+ * the last push, so no reattach, relink or second release can slip in between. */
 
 PM_INLINE pm_block *xf_head(uintptr_t w) { return (pm_block *)(w & PM_XF_PTR_MASK); }
 PM_INLINE uint32_t xf_count(uintptr_t w) { return (uint32_t)(w >> PM_XF_COUNT_SHIFT); }
@@ -169,13 +163,10 @@ PM_INLINE uintptr_t xf_make(pm_block *head, uint32_t count, uintptr_t flags) {
     return (uintptr_t)head | ((uintptr_t)count << PM_XF_COUNT_SHIFT) | flags;
 }
 
-/* The last block of a detached pool came back (we made the count reach detached_used): claim
- * the release, so that neither the owner's reattach nor a stale pending link can touch the
- * pool again, then take it off the pending list and give its units back. */
-static void release_detached(pm_pool *pool, uintptr_t seen) {
-    if (!atomic_compare_exchange_strong_explicit(&pool->xfree, &seen, seen | PM_XF_RELEASING,
-                                                 memory_order_acq_rel, memory_order_relaxed))
-        return; /* the owner reattached it first: it is the owner's again */
+/* Every block of a detached pool is back and we hold the release (RELEASING is set): take it
+ * off the owner's pending list (a releaser must, before the units go: see pm_pool_detach) and
+ * give its units back. */
+static void finish_release(pm_pool *pool) {
     int saved = errno; /* a purge may follow the release: errno is the program's */
     pm_heap *owner = pm_pool_owner(pool);
     unlink_pending(owner, pool);
@@ -185,35 +176,42 @@ static void release_detached(pm_pool *pool, uintptr_t seen) {
 
 void pm_pool_free_atomic(pm_pool *pool, pm_block *block) {
     block->key = pm_free_key(block); /* a second free of the block is now detectable (I2) */
-    uintptr_t w = atomic_load_explicit(&pool->xfree, memory_order_relaxed);
+    uintptr_t w = atomic_load_explicit(&pool->xfree, memory_order_relaxed), next;
     for (;;) {
-        if (PM_UNLIKELY(w & PM_XF_RELEASING))
-            pm_heap_corrupt(block, "free into a pool being released (double free?)");
+        bool detached = (w & PM_XF_DETACHED) != 0;
+        uint32_t count = xf_count(w);
+        if (PM_UNLIKELY((w & PM_XF_RELEASING) || (detached && count == 0)))
+            pm_heap_corrupt(block, "a pool's atomic list (more frees than blocks out: a double "
+                                   "free?)");
         /* The first block on a detached pool's list puts the pool on its owner's pending list,
          * before the block is published: until then the block is out, so the pool cannot be
-         * released under the link (pm_heap_link_pending rechecks under the owner's lock). */
-        if ((w & PM_XF_DETACHED) && xf_count(w) == 0 && !__atomic_load_n(&pool->pending, __ATOMIC_RELAXED))
+         * released under the link (link_locked rechecks under the owner's lock). */
+        if (detached && xf_head(w) == NULL && !__atomic_load_n(&pool->pending, __ATOMIC_RELAXED))
             link_pending(pm_pool_owner(pool), pool);
         block->link = pm_link_encode(block, xf_head(w));
-        uintptr_t next = xf_make(block, xf_count(w) + 1, w & PM_XF_FLAGS);
+        if (!detached)
+            next = xf_make(block, count + 1, w & PM_XF_FLAGS);
+        else if (count > 1)
+            next = xf_make(block, count - 1, w & PM_XF_FLAGS);
+        else /* the last block out comes back: the pool is ours to release */
+            next = xf_make(block, 0, (w & PM_XF_FLAGS) | PM_XF_RELEASING);
         if (atomic_compare_exchange_weak_explicit(&pool->xfree, &w, next, memory_order_acq_rel,
-                                                  memory_order_relaxed)) {
-            w = next;
+                                                  memory_order_relaxed))
             break;
-        }
     }
-    if ((w & PM_XF_DETACHED) &&
-        xf_count(w) == __atomic_load_n(&pool->detached_used, __ATOMIC_RELAXED))
-        release_detached(pool, w);
+    if (next & PM_XF_RELEASING)
+        finish_release(pool);
 }
 
-/* Moves a list taken from xfree onto the local free list. Its links are checked as they are
- * popped (I8), not here: walking a list of cold blocks costs a cache miss a block, so it is
- * walked only in the rare case that the local list is not empty and must be appended. */
-static void splice_local(pm_pool *pool, pm_block *head, uint32_t count) {
+/* Moves a list taken from xfree (length blocks) onto the local free list. Its links are
+ * checked as they are popped (I8), not here: walking a list of cold blocks costs a cache miss
+ * a block, so it is walked only in the rare case that the local list must be appended. */
+static void splice_local(pm_pool *pool, pm_block *head, uint32_t length) {
+    if (head == NULL)
+        return;
     if (pool->free != NULL) {
         pm_block *b = head;
-        for (uint32_t i = 1; i < count; i++) {
+        for (uint32_t i = 1; i < length; i++) {
             pm_block *next = pm_link_decode(b);
             if (PM_UNLIKELY(!pm_pool_is_carved_block(pool, next)))
                 pm_heap_corrupt(b, "a pool's atomic free list");
@@ -222,15 +220,15 @@ static void splice_local(pm_pool *pool, pm_block *head, uint32_t count) {
         b->link = pm_link_encode(b, pool->free);
     }
     pool->free = head;
-    PM_OWN_ADD(pool->used, -count);
 }
 
 bool pm_pool_collect(pm_pool *pool) {
     uintptr_t w = atomic_load_explicit(&pool->xfree, memory_order_relaxed);
-    if (xf_count(w) == 0)
+    if (xf_head(w) == NULL)
         return false;
-    w = atomic_exchange_explicit(&pool->xfree, w & PM_XF_FLAGS, memory_order_acquire);
+    w = atomic_exchange_explicit(&pool->xfree, 0, memory_order_acquire); /* attached: no flags */
     splice_local(pool, xf_head(w), xf_count(w));
+    PM_OWN_ADD(pool->used, -xf_count(w));
     return true;
 }
 
@@ -246,38 +244,71 @@ void pm_pool_detach(pm_heap *heap, pm_pool *pool) {
     PM_OWN_SET(pool->detached_used, used);
     pm_pool_set_owner(pool, heap, true);
     pm_lock(&heap->xlock);
-    uintptr_t w = atomic_fetch_or_explicit(&pool->xfree, PM_XF_DETACHED, memory_order_acq_rel);
-    if (xf_count(w) == used) { /* every block handed out is back: all free */
+    uintptr_t w = atomic_load_explicit(&pool->xfree, memory_order_relaxed), next;
+    do { /* from "blocks on the list" to "blocks still out" */
+        uint32_t out = used - xf_count(w);
+        next = out == 0 ? xf_make(xf_head(w), 0, PM_XF_DETACHED | PM_XF_RELEASING)
+                        : xf_make(xf_head(w), out, PM_XF_DETACHED);
+    } while (!atomic_compare_exchange_weak_explicit(&pool->xfree, &w, next, memory_order_acq_rel,
+                                                    memory_order_relaxed));
+    if (next & PM_XF_RELEASING) { /* every block handed out is back: all free */
         pm_unlock(&heap->xlock);
-        release_detached(pool, w | PM_XF_DETACHED);
+        finish_release(pool);
         return;
     }
-    if (has_room || xf_count(w) > 0)
+    if (has_room || xf_head(next) != NULL)
         link_locked(heap, pool);
     pm_unlock(&heap->xlock);
 }
 
-bool pm_pool_reattach(pm_heap *heap, pm_pool *pool) {
+/* Under heap->xlock, the pool just unlinked from heap->pending: claims it back (xfree to an
+ * empty, attached word), or false if the free that brought its last block back is releasing
+ * it. Claiming under the lock matters: a releaser must take this lock before the pool goes
+ * back to its arena, so the pool cannot be released, reused by another heap and its xfree
+ * reset (losing RELEASING) between our pop and our claim. */
+static bool claim_locked(pm_pool *pool, uintptr_t *taken) {
     uintptr_t w = atomic_load_explicit(&pool->xfree, memory_order_relaxed);
     do {
         if (w & PM_XF_RELEASING)
             return false;
     } while (!atomic_compare_exchange_weak_explicit(&pool->xfree, &w, 0, memory_order_acquire,
                                                     memory_order_relaxed));
-    PM_OWN_SET(pool->used, pool->detached_used);
-    if (xf_count(w) > 0)
-        splice_local(pool, xf_head(w), xf_count(w));
-    PM_OWN_SET(pool->state, PM_POOL_CURRENT);
-    pm_pool_set_owner(pool, heap, false);
+    *taken = w;
     return true;
 }
 
+pm_pool *pm_pool_take_pending(pm_heap *heap, unsigned cls) {
+    if (__atomic_load_n(&heap->pending[cls], __ATOMIC_RELAXED) == NULL)
+        return NULL; /* a hint: a pool linked right now is found next time */
+    uintptr_t w = 0;
+    pm_lock(&heap->xlock);
+    pm_pool *pool;
+    while ((pool = heap->pending[cls]) != NULL) {
+        unlink_locked(heap, pool);
+        if (claim_locked(pool, &w))
+            break; /* else its releaser gives it back: drop it */
+    }
+    pm_unlock(&heap->xlock);
+    if (pool == NULL)
+        return NULL;
+    /* Attached now (no release can happen to it): the list holds every block that came back
+     * since the detach; the count, those still out. */
+    uint32_t out = xf_count(w);
+    splice_local(pool, xf_head(w), pool->detached_used - out);
+    PM_OWN_SET(pool->used, out);
+    PM_OWN_SET(pool->state, PM_POOL_CURRENT);
+    pm_pool_set_owner(pool, heap, false);
+    return pool;
+}
+
 uint32_t pm_pool_blocks_in_use(const pm_pool *pool) {
-    uint8_t state = __atomic_load_n(&pool->state, __ATOMIC_RELAXED);
-    uint32_t used = __atomic_load_n(state == PM_POOL_DETACHED ? &pool->detached_used : &pool->used,
-                                    __ATOMIC_RELAXED);
-    uint32_t back = (uint32_t)(atomic_load_explicit(&((pm_pool *)pool)->xfree,
-                                                    memory_order_relaxed) >> PM_XF_COUNT_SHIFT);
-    used = used >= back ? used - back : 0;
+    uintptr_t w = atomic_load_explicit(&((pm_pool *)pool)->xfree, memory_order_relaxed);
+    uint32_t used;
+    if (w & PM_XF_DETACHED)
+        used = xf_count(w); /* blocks still out */
+    else {
+        used = __atomic_load_n(&pool->used, __ATOMIC_RELAXED);
+        used = used >= xf_count(w) ? used - xf_count(w) : 0;
+    }
     return used > pool->capacity ? pool->capacity : used;
 }
