@@ -116,8 +116,8 @@ static inline void pm_test_slurp(int fd, char *buf, size_t len) {
     close(fd);
 }
 
-/* The child's environment: no POOLMALLOC_* or LD_PRELOAD from ours, then spec's. */
-static inline void pm_test_child_env(const pm_spawn *spec) {
+/* In a child about to run a program: no POOLMALLOC_* and no LD_PRELOAD from ours. */
+static inline void pm_test_clear_env(void) {
     for (char **e = environ; *e != NULL;) {
         if (strncmp(*e, "POOLMALLOC_", 11) == 0 || strncmp(*e, "LD_PRELOAD=", 11) == 0) {
             char name[256];
@@ -127,8 +127,27 @@ static inline void pm_test_child_env(const pm_spawn *spec) {
             e++;
         }
     }
+}
+
+/* The child's environment: ours cleared (pm_test_clear_env), then spec's. */
+static inline void pm_test_child_env(const pm_spawn *spec) {
+    pm_test_clear_env();
     for (const char *const *e = spec->env; e != NULL && *e != NULL; e++)
         putenv((char *)*e);
+}
+
+/* A fresh directory under $TMPDIR, named pm-<what>-XXXXXX. */
+static inline void pm_test_make_temp_dir(char *out, size_t len, const char *what) {
+    const char *tmp = getenv("TMPDIR");
+    snprintf(out, len, "%s/pm-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", what);
+    cr_assert_not_null(mkdtemp(out), "mkdtemp(%s): %s", out, strerror(errno));
+}
+
+static inline void pm_test_remove_tree(const char *dir) {
+    char command[PATH_MAX + 32];
+    snprintf(command, sizeof command, "rm -rf '%s'", dir);
+    if (system(command) != 0)
+        cr_log_warn("could not remove %s", dir);
 }
 
 /* Runs spec in a child of its own process group and waits for it, up to the deadline. */

@@ -8,6 +8,8 @@
  */
 #include <criterion/criterion.h>
 
+#include "test-util.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -94,15 +96,7 @@ static int run(const char *const *argv, const char *const *env, const char *lib,
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0) {
-        unsetenv("LD_PRELOAD");
-        for (char **e = environ; *e != NULL;) { /* no POOLMALLOC_* from the caller */
-            if (strncmp(*e, "POOLMALLOC_", 11) == 0) {
-                char name[256];
-                snprintf(name, sizeof name, "%.*s", (int)strcspn(*e, "="), *e);
-                unsetenv(name);
-            } else
-                e++;
-        }
+        pm_test_clear_env(); /* no POOLMALLOC_* or LD_PRELOAD from the caller */
         for (const char *const *e = env; e && *e; e++)
             putenv((char *)*e);
         if (lib != NULL)

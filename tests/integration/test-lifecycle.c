@@ -38,19 +38,6 @@ static void expect_case(const char *what, const char *const *env, unsigned timeo
     pm_test_expect_exit0(&c, what);
 }
 
-static void make_temp_dir(char *out, size_t len, const char *what) {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(out, len, "%s/pm-lifecycle-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", what);
-    cr_assert_not_null(mkdtemp(out), "mkdtemp(%s): %s", out, strerror(errno));
-}
-
-static void remove_tree(const char *dir) {
-    char command[PATH_MAX + 32];
-    snprintf(command, sizeof command, "rm -rf '%s'", dir);
-    if (system(command) != 0)
-        cr_log_warn("could not remove %s", dir);
-}
-
 static size_t read_whole(const char *path, char *buf, size_t len) {
     int fd = open(path, O_RDONLY);
     if (fd < 0) {
@@ -137,10 +124,10 @@ static void run_setuid(pm_child *c, char *dir, size_t dir_len, const char *const
     struct passwd *nobody = getpwnam("nobody");
     if (nobody == NULL)
         cr_skip_test("no user nobody");
-    make_temp_dir(dir, dir_len, "setuid");
+    pm_test_make_temp_dir(dir, dir_len, "lifecycle-setuid");
     struct statvfs vfs;
     if (statvfs(dir, &vfs) == 0 && (vfs.f_flag & ST_NOSUID)) {
-        remove_tree(dir);
+        pm_test_remove_tree(dir);
         cr_skip_test("%s is on a nosuid filesystem", dir);
     }
     char src[PATH_MAX], dst[PATH_MAX + 32], command[4 * PATH_MAX + 256];
@@ -157,7 +144,7 @@ static void run_setuid(pm_child *c, char *dir, size_t dir_len, const char *const
     pm_spawn spec = {.argv = argv, .env = env, .timeout_s = 30};
     pm_test_spawn(&spec, c);
     if (strstr(c->out, "secure=1") == NULL && WIFEXITED(c->status) && WEXITSTATUS(c->status) == 0) {
-        remove_tree(dir);
+        pm_test_remove_tree(dir);
         cr_skip_test("the program did not run in secure mode (AT_SECURE): %s", c->out);
     }
 }
@@ -166,15 +153,15 @@ Test(lifecycle, setuid_program_ignores_stats_file, .timeout = 60) {
     char dir[PATH_MAX], target[PATH_MAX + 32], prog_dir[PATH_MAX];
     static char setting[PATH_MAX + 64];
     static pm_child c;
-    make_temp_dir(dir, sizeof dir, "setuid-target"); /* root-owned: nobody cannot write here */
+    pm_test_make_temp_dir(dir, sizeof dir, "lifecycle-setuid-target"); /* root-owned: nobody cannot write here */
     cr_assert_eq(chmod(dir, 0755), 0);
     snprintf(target, sizeof target, "%s/created-by-setuid", dir);
     snprintf(setting, sizeof setting, "POOLMALLOC_STATS_FILE=%s", target);
     const char *env[] = {"POOLMALLOC_STATS=1", setting, NULL};
     run_setuid(&c, prog_dir, sizeof prog_dir, env);
     bool created = access(target, F_OK) == 0;
-    remove_tree(dir);
-    remove_tree(prog_dir);
+    pm_test_remove_tree(dir);
+    pm_test_remove_tree(prog_dir);
     pm_test_expect_exit0(&c, "setuid program with POOLMALLOC_STATS_FILE");
     cr_assert(!created,
               "a setuid-root program run by nobody created %s, named by POOLMALLOC_STATS_FILE",
@@ -186,7 +173,7 @@ Test(lifecycle, setuid_program_ignores_strict, .timeout = 60) {
     static pm_child c;
     char dir[PATH_MAX];
     run_setuid(&c, dir, sizeof dir, env);
-    remove_tree(dir);
+    pm_test_remove_tree(dir);
     pm_test_expect_exit0(&c, "setuid program with POOLMALLOC_STRICT=1 and a bad option");
 }
 
@@ -223,7 +210,7 @@ static const char program_output[] = "the program's own output\n";
  * descriptor the report was kept on: the report must not land in it, nor vanish unsaid. */
 Test(lifecycle, stats_report_stays_out_of_the_programs_file, .timeout = 60) {
     char dir[PATH_MAX], out[PATH_MAX + 16], prog[PATH_MAX], content[4096];
-    make_temp_dir(dir, sizeof dir, "fd");
+    pm_test_make_temp_dir(dir, sizeof dir, "lifecycle-fd");
     snprintf(out, sizeof out, "%s/out.txt", dir);
     pm_test_build_path(prog, sizeof prog, PROG);
     const char *argv[] = {prog, "fd-identity", out, NULL};
@@ -233,7 +220,7 @@ Test(lifecycle, stats_report_stays_out_of_the_programs_file, .timeout = 60) {
                      .setup = low_fd_limit};
     pm_test_spawn(&spec, &c);
     read_whole(out, content, sizeof content);
-    remove_tree(dir);
+    pm_test_remove_tree(dir);
     pm_test_expect_exit0(&c, "fd-identity with POOLMALLOC_STATS=1");
     cr_expect_str_eq(content, program_output,
                      "the program's file holds more than the program wrote:\n%.1500s", content);
@@ -245,7 +232,7 @@ Test(lifecycle, stats_report_stays_out_of_the_programs_file, .timeout = 60) {
 Test(lifecycle, stats_file_report_stays_out_of_the_programs_file, .timeout = 60) {
     char dir[PATH_MAX], out[PATH_MAX + 16], stats[PATH_MAX + 16], prog[PATH_MAX];
     static char content[8192], report[8192], setting[PATH_MAX + 64];
-    make_temp_dir(dir, sizeof dir, "fd");
+    pm_test_make_temp_dir(dir, sizeof dir, "lifecycle-fd");
     snprintf(out, sizeof out, "%s/out.txt", dir);
     snprintf(stats, sizeof stats, "%s/stats.txt", dir);
     snprintf(setting, sizeof setting, "POOLMALLOC_STATS_FILE=%s", stats);
@@ -258,7 +245,7 @@ Test(lifecycle, stats_file_report_stays_out_of_the_programs_file, .timeout = 60)
     pm_test_spawn(&spec, &c);
     read_whole(out, content, sizeof content);
     read_whole(stats, report, sizeof report);
-    remove_tree(dir);
+    pm_test_remove_tree(dir);
     pm_test_expect_exit0(&c, "fd-identity with POOLMALLOC_STATS_FILE");
     cr_expect_str_eq(content, program_output, "the program's file was written to:\n%.1500s",
                      content);

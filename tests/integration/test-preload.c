@@ -12,6 +12,8 @@
  */
 #include <criterion/criterion.h>
 
+#include "test-util.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -62,20 +64,6 @@ static void preload_lib(char *out, size_t len) {
     find_file(out, len, "PM_PRELOAD_LIB", "", "../.libs/libpoolmalloc.so");
 }
 
-/* A fresh directory under $TMPDIR. */
-static void make_temp_dir(char *out, size_t len, const char *what) {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(out, len, "%s/pm-preload-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", what);
-    cr_assert_not_null(mkdtemp(out), "mkdtemp(%s): %s", out, strerror(errno));
-}
-
-static void remove_tree(const char *dir) {
-    char command[PATH_MAX + 32];
-    snprintf(command, sizeof command, "rm -rf '%s'", dir);
-    if (system(command) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
-}
-
 /* ---- running a program ------------------------------------------------------------------- */
 
 typedef struct run_spec {
@@ -106,16 +94,7 @@ static int run(const run_spec *spec) {
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0) {
-        unsetenv("LD_PRELOAD");
-        for (char **e = environ; *e != NULL;) { /* no POOLMALLOC_* from the caller */
-            if (strncmp(*e, "POOLMALLOC_", 11) == 0) {
-                char name[256];
-                snprintf(name, sizeof name, "%.*s", (int)(strcspn(*e, "=")), *e);
-                unsetenv(name);
-            } else {
-                e++;
-            }
-        }
+        pm_test_clear_env(); /* no POOLMALLOC_* or LD_PRELOAD from the caller */
         if (spec->stats_dir != NULL) {
             setenv("LD_PRELOAD", lib, 1);
             setenv("POOLMALLOC_STATS", "1", 1);
@@ -245,7 +224,7 @@ Test(preload, python_threads_millions_of_objects, .timeout = 120) {
         cr_skip_test("/usr/bin/python3 is not installed");
     find_file(script, sizeof script, "PM_TOP_SRCDIR", "/tests/integration/preload-workload.py",
               "preload-workload.py");
-    make_temp_dir(work, sizeof work, "python");
+    pm_test_make_temp_dir(work, sizeof work, "preload-python");
     snprintf(out1, sizeof out1, "%s/plain.out", work);
     snprintf(out2, sizeof out2, "%s/preload.out", work);
     snprintf(err, sizeof err, "%s/stderr", work);
@@ -259,7 +238,7 @@ Test(preload, python_threads_millions_of_objects, .timeout = 120) {
     expect_success(run(&preloaded), "python3 (preloaded)", err);
     expect_same_files(out1, out2, "python3");
     expect_preload_served(stats, "python3", 1, 1000000);
-    remove_tree(work);
+    pm_test_remove_tree(work);
 }
 
 /* A file of n pseudo-random lines: words, numbers, repeats and empty lines. */
@@ -286,7 +265,7 @@ static void generate_lines(const char *path, size_t n) {
 Test(preload, sort_large_file, .timeout = 120) {
     char work[PATH_MAX], in[PATH_MAX + 16], out1[PATH_MAX + 16], out2[PATH_MAX + 16],
         err[PATH_MAX + 16], stats[PATH_MAX + 16];
-    make_temp_dir(work, sizeof work, "sort");
+    pm_test_make_temp_dir(work, sizeof work, "preload-sort");
     snprintf(in, sizeof in, "%s/input", work);
     snprintf(out1, sizeof out1, "%s/plain.out", work);
     snprintf(out2, sizeof out2, "%s/preload.out", work);
@@ -311,7 +290,7 @@ Test(preload, sort_large_file, .timeout = 120) {
     expect_success(run(&plain_u), "sort -u (plain)", err);
     expect_success(run(&preloaded_u), "sort -u (preloaded)", err);
     expect_same_files(out1, out2, "sort -u");
-    remove_tree(work);
+    pm_test_remove_tree(work);
 }
 
 /* Writes a small source tree into dir: nested directories, text and binary files. */
@@ -383,7 +362,7 @@ Test(preload, git_init_add_commit, .timeout = 120) {
         cr_skip_test("git is not installed");
     char work[PATH_MAX], repo1[PATH_MAX + 16], repo2[PATH_MAX + 16], out1[PATH_MAX + 16],
         out2[PATH_MAX + 16], err[PATH_MAX + 16], stats[PATH_MAX + 16];
-    make_temp_dir(work, sizeof work, "git");
+    pm_test_make_temp_dir(work, sizeof work, "preload-git");
     snprintf(repo1, sizeof repo1, "%s/plain", work);
     snprintf(repo2, sizeof repo2, "%s/preload", work);
     snprintf(out1, sizeof out1, "%s/plain.out", work);
@@ -400,14 +379,14 @@ Test(preload, git_init_add_commit, .timeout = 120) {
     expect_same_files(out1, out2, "git");
     /* Every one of the 8 git commands (and any process it started) reported. */
     expect_preload_served(stats, "git", 8, 1000);
-    remove_tree(work);
+    pm_test_remove_tree(work);
 }
 
 Test(preload, cxx_program_new_delete_aligned_threads, .timeout = 120) {
     char work[PATH_MAX], program[PATH_MAX], out1[PATH_MAX + 16], out2[PATH_MAX + 16],
         err[PATH_MAX + 16], stats[PATH_MAX + 16];
     find_file(program, sizeof program, "PM_TOP_BUILDDIR", "/tests/integration/cxx-program", "cxx-program");
-    make_temp_dir(work, sizeof work, "cxx");
+    pm_test_make_temp_dir(work, sizeof work, "preload-cxx");
     snprintf(out1, sizeof out1, "%s/plain.out", work);
     snprintf(out2, sizeof out2, "%s/preload.out", work);
     snprintf(err, sizeof err, "%s/stderr", work);
@@ -422,7 +401,7 @@ Test(preload, cxx_program_new_delete_aligned_threads, .timeout = 120) {
     expect_success(run(&preloaded), "cxx-program --expect-preload (preloaded)", err);
     expect_same_files(out1, out2, "cxx-program");
     expect_preload_served(stats, "cxx-program", 1, 100000);
-    remove_tree(work);
+    pm_test_remove_tree(work);
 }
 
 /* A shell pipeline: many short processes that fork and exec, each starting up (and calling
@@ -430,7 +409,7 @@ Test(preload, cxx_program_new_delete_aligned_threads, .timeout = 120) {
 Test(preload, trivial_programs_and_shell_pipeline, .timeout = 60) {
     char work[PATH_MAX], out1[PATH_MAX + 16], out2[PATH_MAX + 16], err[PATH_MAX + 16],
         stats[PATH_MAX + 16];
-    make_temp_dir(work, sizeof work, "sh");
+    pm_test_make_temp_dir(work, sizeof work, "preload-sh");
     snprintf(out1, sizeof out1, "%s/plain.out", work);
     snprintf(out2, sizeof out2, "%s/preload.out", work);
     snprintf(err, sizeof err, "%s/stderr", work);
@@ -450,5 +429,5 @@ Test(preload, trivial_programs_and_shell_pipeline, .timeout = 60) {
     expect_success(run(&preloaded), "sh pipeline (preloaded)", err);
     expect_same_files(out1, out2, "sh pipeline");
     expect_preload_served(stats, "sh pipeline", 8, 50);
-    remove_tree(work);
+    pm_test_remove_tree(work);
 }
