@@ -21,8 +21,6 @@ static pthread_mutex_t heap_lock = PM_LOCK_INITIALIZER; /* abandoned stack, chun
 static pm_heap *abandoned;
 static char *chunk_next, *chunk_end;
 
-void pm_heap_init_global(void) {}
-
 static void heap_reset(pm_heap *h) {
     for (unsigned c = 0; c < PM_NUM_CLASSES; c++) {
         h->cls[c].cache = NULL;

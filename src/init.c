@@ -106,7 +106,6 @@ void pm_init(void) {
         pm_options_init();
         pm_instr_init(); /* before any heap is installed: it decides the fast heap */
         pm_arena_init();
-        pm_heap_init_global();
         if (pthread_key_create(&exit_key, on_thread_exit) != 0)
             pm_fatal("pthread_key_create failed: cannot track thread exit");
         /* Registered before any other thread of ours can exist to race with a fork. */

@@ -540,7 +540,6 @@ PM_INLINE void pm_pool_set_owner(pm_pool *pool, pm_heap *heap, bool detached) {
 }
 
 /* ---- heap.c: per-thread heaps ------------------------------------------------------------- */
-PM_HIDDEN void pm_heap_init_global(void);
 /* An abandoned heap to adopt, else a new one; NULL when out of memory. */
 PM_HIDDEN pm_heap *pm_heap_take(void);
 /* A block of class cls from heap: cache-less slow path (current pool, carving, the pool's

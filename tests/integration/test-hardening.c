@@ -72,14 +72,28 @@ static bool page_mapped(uintptr_t addr) {
  * starts. */
 static void free_arena_end(void *arg) {
     (void)arg;
-    uintptr_t base = 0, current = 0;
+    uintptr_t base = 0, current = 0, seen[64];
+    int nseen = 0;
     for (int i = 0; i < 40000 && base == 0; i++) {
         char *p = pm_malloc(2 * KiB);
         if (p == NULL)
             _exit(BAD_SETUP);
         uintptr_t b = (uintptr_t)p & ~(ARENA - 1);
-        if (b != current && current != 0 && !page_mapped(current + ARENA))
-            base = current;
+        if (b != current && current != 0) {
+            uintptr_t after = current + ARENA;
+            bool ours = false; /* the next slot is another of our arenas */
+            for (int k = 0; k < nseen; k++)
+                ours = ours || seen[k] == after;
+            /* This child dies at the free below: unmapping the first page of our own next
+             * arena harms nothing, and makes the page after `current` fault, as the case
+             * needs (arenas are often mapped back to back). */
+            if (ours && page_mapped(after))
+                munmap((void *)after, 4096);
+            if (!page_mapped(after))
+                base = current;
+        }
+        if (b != current && nseen < 64)
+            seen[nseen++] = b;
         current = b;
     }
     if (base == 0)
