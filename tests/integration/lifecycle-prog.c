@@ -32,14 +32,6 @@
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
 
-#define FAIL(...)                                                                             \
-    do {                                                                                      \
-        printf("FAIL: " __VA_ARGS__);                                                         \
-        printf("\n");                                                                         \
-        fflush(stdout);                                                                       \
-        _exit(1);                                                                             \
-    } while (0)
-
 static uint64_t rng(uint64_t *s) {
     *s ^= *s >> 12;
     *s ^= *s << 25;
@@ -62,7 +54,7 @@ static size_t resident(void) {
     long pages = 0, res = 0;
     FILE *f = fopen("/proc/self/statm", "r");
     if (f == NULL || fscanf(f, "%ld %ld", &pages, &res) != 2)
-        FAIL("cannot read /proc/self/statm");
+        PM_CHILD_FAIL("cannot read /proc/self/statm");
     fclose(f);
     return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
 }
@@ -77,7 +69,7 @@ static void need_poolmalloc(void) {
     class_stats_get = (int (*)(unsigned, pm_class_stats_t *))dlsym(RTLD_DEFAULT,
                                                                    "pm_stats_get_class");
     if (stats_get == NULL || class_stats_get == NULL)
-        FAIL("not running on poolmalloc (pm_stats_get not found): run under LD_PRELOAD");
+        PM_CHILD_FAIL("not running on poolmalloc (pm_stats_get not found): run under LD_PRELOAD");
 }
 
 /* The size class that holds `size`, by its index for pm_stats_get_class. */
@@ -86,13 +78,13 @@ static unsigned class_index_for(size_t size) {
     for (unsigned i = 1; class_stats_get(i, &c) == 0; i++)
         if (c.block_size >= size)
             return i;
-    FAIL("no size class holds %zu bytes", size);
+    PM_CHILD_FAIL("no size class holds %zu bytes", size);
 }
 
 static uint64_t class_blocks_in_use(unsigned index) {
     pm_class_stats_t c;
     if (class_stats_get(index, &c) != 0)
-        FAIL("pm_stats_get_class(%u) failed", index);
+        PM_CHILD_FAIL("pm_stats_get_class(%u) failed", index);
     return c.blocks_in_use;
 }
 
@@ -144,7 +136,7 @@ static const storm_alloc libc_pair = {malloc, free};
 static int fork_one(long timeout_ms) {
     int r = storm_fork_one(&libc_pair, timeout_ms);
     if (r < 0)
-        FAIL("fork: %s", strerror(errno));
+        PM_CHILD_FAIL("fork: %s", strerror(errno));
     return r;
 }
 
@@ -164,7 +156,7 @@ static int cmd_fork_cached(int argc, char **argv) {
     pthread_join(t, NULL);
     printf("fork-cached: %d forks, %d children hung, %d failed\n", forks, hung, failed);
     if (hung || failed)
-        FAIL("%d of %d children hung and %d failed after fork", hung, forks, failed);
+        PM_CHILD_FAIL("%d of %d children hung and %d failed after fork", hung, forks, failed);
     return 0;
 }
 
@@ -176,7 +168,7 @@ static int cmd_fork_storm(int argc, char **argv) {
     printf("fork-storm: %ld forks, %ld hung, %ld failed, %ld allocator operations\n", r.forks,
            r.hung, r.failed, r.ops);
     if (r.hung || r.failed)
-        FAIL("%ld of %ld children hung, %ld failed", r.hung, r.forks, r.failed);
+        PM_CHILD_FAIL("%ld of %ld children hung, %ld failed", r.hung, r.forks, r.failed);
     return 0;
 }
 
@@ -188,9 +180,9 @@ static void held_fill(held *h, size_t n, unsigned char tag) {
     errno = 0;
     h->p = malloc(n);
     if (h->p == NULL)
-        FAIL("malloc(%zu) returned NULL (errno %d)", n, errno);
+        PM_CHILD_FAIL("malloc(%zu) returned NULL (errno %d)", n, errno);
     if (malloc_usable_size(h->p) < n)
-        FAIL("malloc_usable_size %zu < %zu", malloc_usable_size(h->p), n);
+        PM_CHILD_FAIL("malloc_usable_size %zu < %zu", malloc_usable_size(h->p), n);
     h->n = n;
     h->tag = tag;
     memset(h->p, tag, n);
@@ -199,9 +191,9 @@ static void held_fill(held *h, size_t n, unsigned char tag) {
 static void held_check_free(held *h) {
     for (size_t i = 0; i < h->n; i += 997)
         if (h->p[i] != h->tag)
-            FAIL("block %p of %zu bytes overwritten at %zu", (void *)h->p, h->n, i);
+            PM_CHILD_FAIL("block %p of %zu bytes overwritten at %zu", (void *)h->p, h->n, i);
     if (h->p[h->n - 1] != h->tag)
-        FAIL("block %p of %zu bytes overwritten at its end", (void *)h->p, h->n);
+        PM_CHILD_FAIL("block %p of %zu bytes overwritten at its end", (void *)h->p, h->n);
     free(h->p);
     h->p = NULL;
 }
@@ -243,20 +235,20 @@ static int cmd_mapcount(void) {
     for (int i = 0; i < NLARGE; i++) {
         large[i] = malloc(256 * KiB + (size_t)(i % 5) * 64 * KiB);
         if (large[i] == NULL)
-            FAIL("large malloc failed before the limit");
+            PM_CHILD_FAIL("large malloc failed before the limit");
         memset(large[i], 3, 256 * KiB);
     }
     for (int i = 0; i < NSMALL; i++) { /* a few arenas of small blocks */
         small[i] = malloc(1000);
         if (small[i] == NULL)
-            FAIL("small malloc failed before the limit");
+            PM_CHILD_FAIL("small malloc failed before the limit");
         memset(small[i], 4, 1000);
     }
     char *region;
     size_t region_len;
     long splits = limits_exhaust_map_count(&region, &region_len);
     if (splits < 0)
-        FAIL("could not use up the map count: %s", strerror(errno));
+        PM_CHILD_FAIL("could not use up the map count: %s", strerror(errno));
     /* Now every munmap that splits a mapping fails with ENOMEM. None of this may abort. */
     for (int i = 1; i < NLARGE; i += 2) { /* holes in the merged large mappings */
         free(large[i]);
@@ -267,7 +259,7 @@ static int cmd_mapcount(void) {
         if (q != NULL)
             large[i] = q;
         if (large[i][0] != 3)
-            FAIL("a shrunk large block lost its contents");
+            PM_CHILD_FAIL("a shrunk large block lost its contents");
     }
     for (int i = 0; i < NSMALL; i++)
         free(small[i]);
@@ -281,7 +273,7 @@ static int cmd_mapcount(void) {
     for (int i = 0; i < 100; i++) {
         void *p = malloc(300 * KiB), *q = malloc(100);
         if (p == NULL || q == NULL)
-            FAIL("malloc failed after the map count was given back");
+            PM_CHILD_FAIL("malloc failed after the map count was given back");
         free(p);
         free(q);
     }
@@ -332,10 +324,10 @@ static int cmd_late_destructor(int argc, char **argv) {
     printf("late-destructor: %d threads, %ld destructor rounds, %llu heaps created, resident "
            "+%ld MB\n", threads, atomic_load(&late_rounds), (unsigned long long)heaps, grown_mb);
     if (heaps > 64)
-        FAIL("%llu heaps created for %d threads (at most 64 expected)", (unsigned long long)heaps,
+        PM_CHILD_FAIL("%llu heaps created for %d threads (at most 64 expected)", (unsigned long long)heaps,
              threads);
     if (grown_mb > 32)
-        FAIL("resident memory grew by %ld MB over %d threads", grown_mb, threads);
+        PM_CHILD_FAIL("resident memory grew by %ld MB over %d threads", grown_mb, threads);
     return 0;
 }
 
@@ -385,7 +377,7 @@ static int cmd_remote_exit(int argc, char **argv) {
         episodes += RACE_BATCH;
         uint64_t now = class_blocks_in_use(cls); /* no thread created since the joins */
         if (now != baseline)
-            FAIL("after %ld thread exits: %lld blocks of %d bytes stranded on exited threads' "
+            PM_CHILD_FAIL("after %ld thread exits: %lld blocks of %d bytes stranded on exited threads' "
                  "heaps (in use %llu, baseline %llu)", episodes, (long long)(now - baseline),
                  RACE_SIZE, (unsigned long long)now, (unsigned long long)baseline);
     }
@@ -411,7 +403,7 @@ static void idle_allocate_all(uint64_t seed) {
         size_t n = idle_size(rng(&seed));
         void *p = malloc(n);
         if (p == NULL)
-            FAIL("malloc(%zu) failed after %zu bytes", n, total);
+            PM_CHILD_FAIL("malloc(%zu) failed after %zu bytes", n, total);
         memset(p, 0x2B, n);
         idle_blocks[idle_count++] = p;
         total += n;
@@ -448,7 +440,7 @@ static int cmd_idle_thread(int argc, char **argv) {
     idle_blocks = mmap(NULL, max_blocks * sizeof(void *), PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (idle_blocks == MAP_FAILED)
-        FAIL("mmap of the pointer array");
+        PM_CHILD_FAIL("mmap of the pointer array");
     size_t base = resident();
     pthread_t loader, f[2];
     pthread_create(&loader, NULL, idle_loader, NULL);
@@ -471,10 +463,10 @@ static int cmd_idle_thread(int argc, char **argv) {
            "after the frees and malloc_trim(0), %ld MB after allocating it all again\n", mb,
            idle_count, mb_loaded, mb_trimmed, mb_reloaded);
     if (mb_trimmed > 60)
-        FAIL("%ld MB stay resident after every block was freed and trimmed (limit 60)",
+        PM_CHILD_FAIL("%ld MB stay resident after every block was freed and trimmed (limit 60)",
              mb_trimmed);
     if (mb_reloaded > mb_loaded + mb_loaded / 2)
-        FAIL("allocating the same again reached %ld MB (first time %ld MB): the freed memory "
+        PM_CHILD_FAIL("allocating the same again reached %ld MB (first time %ld MB): the freed memory "
              "was not reused", mb_reloaded, mb_loaded);
     for (size_t i = 0; i < idle_count; i++)
         free(idle_blocks[i]);
@@ -522,7 +514,7 @@ static int cmd_poison(int argc, char **argv) {
     printf("poison (%s free): poisoned when free returned: %d, after malloc_trim: %d\n",
            remote ? "remote" : "local", at_free, after_trim);
     if (!at_free && !after_trim)
-        FAIL("a block freed by %s was not filled with 0xDD (byte 16 is %#x)",
+        PM_CHILD_FAIL("a block freed by %s was not filled with 0xDD (byte 16 is %#x)",
              remote ? "another thread" : "its owner", p[16]);
     free(keep);
     free(keep2);
@@ -533,17 +525,17 @@ static int cmd_poison(int argc, char **argv) {
 
 static int cmd_fd_identity(int argc, char **argv) {
     if (argc < 1)
-        FAIL("usage: fd-identity OUTPUT");
+        PM_CHILD_FAIL("usage: fd-identity OUTPUT");
     for (int fd = 3; fd < 65536; fd++) /* as daemons do (closefrom) */
         close(fd);
     int out = open(argv[0], O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (out < 0)
-        FAIL("cannot open %s: %s", argv[0], strerror(errno));
+        PM_CHILD_FAIL("cannot open %s: %s", argv[0], strerror(errno));
     for (int i = 0; i < 1000; i++)
         free(malloc((size_t)i * 13 % 5000 + 1));
     const char line[] = "the program's own output\n";
     if (write(out, line, sizeof line - 1) != (ssize_t)(sizeof line - 1))
-        FAIL("write: %s", strerror(errno));
+        PM_CHILD_FAIL("write: %s", strerror(errno));
     return 0; /* the file stays open through exit, as a program's log would */
 }
 
@@ -552,7 +544,7 @@ static int cmd_fd_identity(int argc, char **argv) {
 static size_t address_space(void) {
     size_t bytes = limits_address_space();
     if (bytes == 0)
-        FAIL("no VmSize in /proc/self/status");
+        PM_CHILD_FAIL("no VmSize in /proc/self/status");
     return bytes;
 }
 
@@ -564,20 +556,20 @@ static int cmd_rlimit(int argc, char **argv) {
     struct rlimit lim = {address_space() + 330 * MiB, RLIM_INFINITY};
     lim.rlim_max = lim.rlim_cur;
     if (setrlimit(RLIMIT_AS, &lim) != 0)
-        FAIL("setrlimit(RLIMIT_AS): %s", strerror(errno));
+        PM_CHILD_FAIL("setrlimit(RLIMIT_AS): %s", strerror(errno));
     static void *large[80], *small[320 * 1024];
     if (nlarge < 0 || nlarge > 80)
-        FAIL("rlimit: the large part must be 0..320 MB");
+        PM_CHILD_FAIL("rlimit: the large part must be 0..320 MB");
     for (int i = 0; i < nlarge; i++) { /* in large blocks */
         large[i] = malloc(4 * MiB);
         if (large[i] == NULL)
-            FAIL("large block %d of 4 MB refused under the limit", i);
+            PM_CHILD_FAIL("large block %d of 4 MB refused under the limit", i);
         memset(large[i], 1, 4096);
     }
     for (int i = 0; i < nsmall; i++) { /* the rest in small blocks */
         small[i] = malloc(1000);
         if (small[i] == NULL)
-            FAIL("small block %d refused under the limit", i);
+            PM_CHILD_FAIL("small block %d refused under the limit", i);
         memset(small[i], 2, 16);
     }
     for (int i = 0; i < nlarge; i++)
@@ -587,7 +579,7 @@ static int cmd_rlimit(int argc, char **argv) {
     errno = 0;
     char *big = malloc(200 * MiB); /* no malloc_trim: the allocator must give back and retry */
     if (big == NULL)
-        FAIL("malloc(200 MB) returned NULL (errno %d) after 320 MB were freed under "
+        PM_CHILD_FAIL("malloc(200 MB) returned NULL (errno %d) after 320 MB were freed under "
              "RLIMIT_AS", errno);
     memset(big, 5, 200 * MiB);
     free(big);

@@ -10,6 +10,16 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+/* In a child that runs a scenario: one line "FAIL: ..." on stdout, then exit status 1 (no
+ * Criterion assertion may run there). */
+#define PM_CHILD_FAIL(...)                                                                    \
+    do {                                                                                      \
+        printf("FAIL: " __VA_ARGS__);                                                         \
+        printf("\n");                                                                         \
+        fflush(stdout);                                                                       \
+        _exit(1);                                                                             \
+    } while (0)
+
 /* The process's address space now (VmSize), in bytes; 0 if unknown. */
 static inline size_t limits_address_space(void) {
     FILE *f = fopen("/proc/self/status", "r");

@@ -48,14 +48,6 @@ static void run_torture(void (*fn)(void *), const char *what) {
     pm_test_expect_exit0(&c, what);
 }
 
-#define CHILD_FAIL(...)                                                                       \
-    do {                                                                                      \
-        printf("FAIL: " __VA_ARGS__);                                                         \
-        printf("\n");                                                                         \
-        fflush(stdout);                                                                       \
-        _exit(1);                                                                             \
-    } while (0)
-
 /* ---- fork storm (fork-storm.h) ------------------------------------------------------------ */
 
 static void fork_storm(void *arg) {
@@ -65,7 +57,7 @@ static void fork_storm(void *arg) {
     printf("fork storm: %ld forks (%ld hung, %ld failed), %ld allocator operations\n", r.forks,
            r.hung, r.failed, r.ops);
     if (r.hung || r.failed)
-        CHILD_FAIL("%ld of %ld fork children hung and %ld failed", r.hung, r.forks, r.failed);
+        PM_CHILD_FAIL("%ld of %ld fork children hung and %ld failed", r.hung, r.forks, r.failed);
 }
 
 Test(torture, fork_storm) {
@@ -136,9 +128,9 @@ static void thread_churn(void *arg) {
            (unsigned long long)heaps, (unsigned long long)after.small_blocks_in_use,
            (unsigned long long)before.small_blocks_in_use);
     if (heaps > 64)
-        CHILD_FAIL("%llu heaps created for at most 8 live threads", (unsigned long long)heaps);
+        PM_CHILD_FAIL("%llu heaps created for at most 8 live threads", (unsigned long long)heaps);
     if (after.small_blocks_in_use > before.small_blocks_in_use + 64)
-        CHILD_FAIL("%llu small blocks still in use after every one was freed",
+        PM_CHILD_FAIL("%llu small blocks still in use after every one was freed",
                    (unsigned long long)(after.small_blocks_in_use - before.small_blocks_in_use));
 }
 
@@ -155,10 +147,10 @@ static void rlimit_as(void *arg) {
     void **held = mmap(NULL, MAX * sizeof(void *), PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (held == MAP_FAILED)
-        CHILD_FAIL("mmap");
+        PM_CHILD_FAIL("mmap");
     struct rlimit lim = {limits_address_space() + 256 * MiB, RLIM_INFINITY};
     if (setrlimit(RLIMIT_AS, &lim) != 0)
-        CHILD_FAIL("setrlimit");
+        PM_CHILD_FAIL("setrlimit");
     uint64_t s = 11 + pm_test_seed();
     long rounds = 0, refusals = 0, ops = 0;
     double end = pm_test_now() + budget;
@@ -171,7 +163,7 @@ static void rlimit_as(void *arg) {
             ops++;
             if (p == NULL) {
                 if (errno != ENOMEM)
-                    CHILD_FAIL("malloc(%zu) failed with errno %d, not ENOMEM", size, errno);
+                    PM_CHILD_FAIL("malloc(%zu) failed with errno %d, not ENOMEM", size, errno);
                 if (++refusals % 4 == 0 || n >= MAX)
                     break;
                 continue;
@@ -188,7 +180,7 @@ static void rlimit_as(void *arg) {
         for (size_t i = 0; i < 150; i++) {
             held[i] = pm_malloc(MiB);
             if (held[i] == NULL)
-                CHILD_FAIL("round %ld: malloc(1 MiB) number %zu failed after %zu blocks were "
+                PM_CHILD_FAIL("round %ld: malloc(1 MiB) number %zu failed after %zu blocks were "
                            "freed under RLIMIT_AS", rounds, i, before_free);
         }
         for (size_t i = 0; i < 150; i++)
@@ -217,7 +209,7 @@ static void map_count(void *arg) {
     size_t region_len;
     long splits = limits_exhaust_map_count(&region, &region_len);
     if (splits < 0)
-        CHILD_FAIL("could not use up the map count: %s", strerror(errno));
+        PM_CHILD_FAIL("could not use up the map count: %s", strerror(errno));
     long ops = 0, refused = 0;
     double end = pm_test_now() + budget;
     while (pm_test_now() < end) {
@@ -241,7 +233,7 @@ static void map_count(void *arg) {
     munmap(region, region_len);
     void *p = pm_malloc(MiB);
     if (p == NULL)
-        CHILD_FAIL("malloc failed after the map count was given back");
+        PM_CHILD_FAIL("malloc failed after the map count was given back");
     pm_free(p);
     printf("map count: %ld splits used it up; %ld operations at the limit, %ld refused\n",
            splits, ops, refused);
