@@ -143,9 +143,11 @@
  *     large lock is a leaf (large.c calls nothing that locks). The fork prepare handler takes
  *     them all in that order; the child remakes them all before anything else.  init.c, heap.c
  *  I8 every free-list link is stored encoded with the block's address and a per-process
- *     secret, and checked when decoded: a pool's links must be carved block boundaries of
- *     that pool, a cache's links blocks of an arena; anything else is reported as heap
- *     corruption. A blind write into a freed block cannot steer malloc.  internal.h, pool.c
+ *     secret, and checked when decoded: on the fast paths a link must stay in its block's
+ *     4 MiB slot (a cache's may also name another arena), and the block it names must carry
+ *     its free key when popped; the slow paths require carved block boundaries of the same
+ *     pool. Anything else is reported as heap corruption. A blind write into a freed block
+ *     cannot steer malloc.                                                 internal.h, pool.c
  */
 #ifndef PM_INTERNAL_H
 #define PM_INTERNAL_H
