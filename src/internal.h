@@ -201,6 +201,7 @@
 #define PM_CLASSES_PER_DOUBLING 8                  /* above 512 bytes (sizeclass.c) */
 #define PM_NUM_CLASSES 97                          /* 1..96; 0 unused */
 #define PM_SMALL_LOOKUP_MAX 1024                   /* sizes up to here: one table load */
+#define PM_MEDIUM_LOOKUP_MAX (32 << 10)            /* and up to here, a second table (128 B) */
 #define PM_MAX_CLASS_SIZE ((size_t)128 << 10)
 #define PM_MIN_ALIGN 16
 #define PM_PAGE_SIZE 4096
@@ -422,6 +423,9 @@ PM_HIDDEN PM_NORETURN void pm_fatal(const char *fmt, ...) __attribute__((format(
 
 /* ---- sizeclass.c -------------------------------------------------------------------------- */
 PM_HIDDEN extern uint8_t pm_class_of_small[PM_SMALL_LOOKUP_MAX / 16 + 1];
+/* Above 1 KiB every class boundary is a multiple of 128 bytes, so up to 32 KiB a table indexed
+ * in steps of 128 is exact: three instructions where the clz formula takes thirteen. */
+PM_HIDDEN extern uint8_t pm_class_of_medium[PM_MEDIUM_LOOKUP_MAX / 128 + 1];
 PM_HIDDEN extern uint32_t pm_class_size[PM_NUM_CLASSES];
 PM_HIDDEN extern uint8_t pm_class_units[PM_NUM_CLASSES];
 PM_HIDDEN extern uint32_t pm_class_cache_limit[PM_NUM_CLASSES]; /* heap cache size, blocks */
@@ -431,6 +435,8 @@ PM_HIDDEN void pm_sizeclass_init(void);
 PM_INLINE unsigned pm_size_class(size_t n) {
     if (PM_LIKELY(n <= PM_SMALL_LOOKUP_MAX))
         return pm_class_of_small[(n + 15) >> 4];
+    if (PM_LIKELY(n <= PM_MEDIUM_LOOKUP_MAX))
+        return pm_class_of_medium[(n + 127) >> 7];
     size_t m = n - 1;
     unsigned k = 63u - (unsigned)__builtin_clzl(m); /* 2^k <= m < 2^(k+1), k >= 10 */
     unsigned sub = (unsigned)(m >> (k - 3)) & (PM_CLASSES_PER_DOUBLING - 1);
@@ -781,8 +787,10 @@ PM_INLINE void pm_free_inline(void *p) {
         pm_pool *pool = pm_pool_of(p);
         pm_heap *heap = pm_fast_heap_get();
         pm_block *b = (pm_block *)p;
-        uintptr_t owner = (uintptr_t)__atomic_load_n(&pool->owner, __ATOMIC_RELAXED);
-        if (PM_LIKELY((owner & ~PM_OWNER_DETACHED) == (uintptr_t)heap &&
+        /* 0: our current pool; PM_OWNER_DETACHED: one of our detached pools (I6) */
+        uintptr_t theirs = (uintptr_t)__atomic_load_n(&pool->owner, __ATOMIC_RELAXED) ^
+                           (uintptr_t)heap;
+        if (PM_LIKELY(theirs <= PM_OWNER_DETACHED &&
                       pm_pool_is_carved_block(pool, p) && b->key != pm_free_key(b))) {
             pm_class_state *cs = (pm_class_state *)((char *)heap + pool->cls_offset);
             if (PM_LIKELY(pm_cache_room_take(cs))) {
@@ -791,7 +799,7 @@ PM_INLINE void pm_free_inline(void *p) {
                 cs->cache = b;
                 return;
             }
-            if (PM_LIKELY(owner == (uintptr_t)heap)) { /* the cache is full: the current pool */
+            if (PM_LIKELY(theirs == 0)) { /* the cache is full: the current pool */
                 b->key = pm_free_key(b);
                 b->link = pm_link_encode(b, pool->free);
                 pool->free = b;

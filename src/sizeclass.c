@@ -4,6 +4,7 @@
 #include "internal.h"
 
 uint8_t pm_class_of_small[PM_SMALL_LOOKUP_MAX / 16 + 1];
+uint8_t pm_class_of_medium[PM_MEDIUM_LOOKUP_MAX / 128 + 1];
 uint32_t pm_class_size[PM_NUM_CLASSES];
 uint8_t pm_class_units[PM_NUM_CLASSES];
 uint32_t pm_class_cache_limit[PM_NUM_CLASSES];
@@ -38,18 +39,26 @@ static uint8_t class_pool_units(uint32_t block) {
     return 64;
 }
 
+/* table[(n + step - 1) >> shift] = the smallest class that holds n, for n up to max; exact
+ * because every class boundary up to max is a multiple of the step (2^shift). */
+static void fill_lookup(uint8_t *table, size_t max, unsigned shift) {
+    size_t step = (size_t)1 << shift;
+    unsigned cls = 1;
+    for (size_t n = 0; n <= max; n += step) {
+        while (pm_class_size[cls] < (n ? n : 1))
+            cls++;
+        table[n >> shift] = (uint8_t)cls;
+    }
+}
+
 void pm_sizeclass_init(void) {
     for (unsigned i = 1; i < PM_NUM_CLASSES; i++) {
         pm_class_size[i] = class_block_size(i);
         pm_class_units[i] = class_pool_units(pm_class_size[i]);
         pm_class_cache_limit[i] = class_cache_limit(pm_class_size[i]);
     }
-    for (size_t n = 0; n <= PM_SMALL_LOOKUP_MAX; n += 16) {
-        unsigned cls = 1;
-        while (pm_class_size[cls] < (n ? n : 1))
-            cls++;
-        pm_class_of_small[(n + 15) >> 4] = (uint8_t)cls;
-    }
+    fill_lookup(pm_class_of_small, PM_SMALL_LOOKUP_MAX, 4);
+    fill_lookup(pm_class_of_medium, PM_MEDIUM_LOOKUP_MAX, 7);
     if (PM_DEBUG) /* the computed and the tabled mapping must agree at every boundary */
         for (size_t n = 1; n <= PM_MAX_CLASS_SIZE; n++) {
             unsigned c = pm_size_class(n);

@@ -32,6 +32,18 @@ Test(sizeclass, pools_hold_eight_blocks_and_waste_a_sixteenth_at_most) {
     }
 }
 
+/* Both lookup tables and the clz formula above them give, for every size, the smallest class
+ * that holds it. */
+Test(sizeclass, every_size_maps_to_the_smallest_class_that_holds_it) {
+    pm_free(pm_malloc(1));
+    unsigned expected = 1;
+    for (size_t n = 1; n <= PM_MAX_CLASS_SIZE; n++) {
+        while (pm_class_size[expected] < n)
+            expected++;
+        cr_assert_eq(pm_size_class(n), expected, "size %zu", n);
+    }
+}
+
 /* I3: the multiply-and-compare test agrees with % for every offset of a real pool, including
  * the tail in front of start (negative offsets). */
 Test(pool, divisibility_test_agrees_with_modulo) {
