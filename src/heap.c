@@ -94,17 +94,19 @@ static void *pool_pop(pm_pool *pool) {
 }
 
 static void check_heap(const pm_heap *heap);
+static void flush_idle_caches(pm_heap *heap);
 
 /* Every 16 slow-path allocations, a look at the clock: once the purge delay has passed, the
- * cache goes back to its pools (each cached block pins a whole pool, which then cannot be
- * released: up to 32 pools a class), free units are purged and old large mappings expire.
- * So memory freed by a busy thread comes back within about a purge delay without pm_trim. */
+ * caches of classes left idle since the last look go back to their pools (each cached block
+ * pins a whole pool, which then cannot be released: up to 32 pools a class), free units are
+ * purged and old large mappings expire. So memory freed by a busy thread comes back within
+ * about two purge delays without pm_trim. */
 static void heap_tick(pm_heap *heap) {
     heap->tick = 16;
     uint64_t now = pm_os_now_ms();
     if (!pm_arena_purge_due(now))
         return;
-    pm_heap_flush_cache(heap);
+    flush_idle_caches(heap);
     pm_arena_purge(false);
     pm_large_expire(now); /* outside every lock: large.c is a leaf (I7) */
 }
@@ -167,19 +169,36 @@ void pm_heap_free_local(pm_heap *heap, pm_pool *pool, pm_block *b) {
     pm_pool_free_atomic(pool, b);
 }
 
+static void flush_class_cache(pm_heap *heap, unsigned c) {
+    pm_class_state *cs = &heap->cls[c];
+    pm_block *b = cs->cache;
+    cs->cache = NULL;
+    PM_OWN_SET(cs->cache_room, pm_class_cache_limit[c]);
+    while (b != NULL) {
+        pm_block *next = pm_link_decode(b);
+        if (PM_UNLIKELY(next != NULL && !pm_in_arena(next)))
+            pm_heap_corrupt(b, "thread cache");
+        pm_heap_free_local(heap, pm_pool_of(b), b);
+        b = next;
+    }
+}
+
 void pm_heap_flush_cache(pm_heap *heap) {
+    for (unsigned c = 1; c < PM_NUM_CLASSES; c++)
+        flush_class_cache(heap, c);
+}
+
+/* The tick's flush: only the caches of classes this thread has not allocated from since the
+ * last tick (their countdown has not moved). A class in use keeps its cache, at most 32 blocks
+ * or 64 KiB: flushing it would turn its next mallocs into slow paths and its blocks in
+ * detached pools into atomic pushes, every purge delay, for memory it is about to reuse. */
+static void flush_idle_caches(pm_heap *heap) {
     for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
         pm_class_state *cs = &heap->cls[c];
-        pm_block *b = cs->cache;
-        cs->cache = NULL;
-        PM_OWN_SET(cs->cache_room, pm_class_cache_limit[c]);
-        while (b != NULL) {
-            pm_block *next = pm_link_decode(b);
-            if (PM_UNLIKELY(next != NULL && !pm_in_arena(next)))
-                pm_heap_corrupt(b, "thread cache");
-            pm_heap_free_local(heap, pm_pool_of(b), b);
-            b = next;
-        }
+        uint32_t mark = (uint32_t)cs->countdown;
+        if (cs->cache != NULL && mark == cs->tick_mark)
+            flush_class_cache(heap, c);
+        cs->tick_mark = mark;
     }
 }
 

@@ -299,6 +299,7 @@ typedef struct __attribute__((aligned(64))) pm_class_state {
     uint64_t requested;      /* PM_STATS: bytes asked for before the last expiry */
     uint64_t nmalloc;        /* PM_STATS: allocations (frees are allocs - blocks in use) */
     uint32_t cache_room;     /* how many more the cache may take */
+    uint32_t tick_mark;      /* countdown's low half at the last tick: unchanged = class idle */
 } pm_class_state;
 _Static_assert(sizeof(pm_class_state) == 64, "one class, one cache line");
 
