@@ -129,7 +129,7 @@ void *pm_calloc(size_t n, size_t size) {
     size_t total;
     if (__builtin_mul_overflow(n, size, &total))
         return fail_enomem();
-    pm_init();
+    pm_init_once();
     if (PM_INSTRUMENTED())
         return pm_instr_calloc(total, __builtin_return_address(0));
     if (total > pm_opt.mmap_threshold)
@@ -147,7 +147,7 @@ void *pm_calloc(size_t n, size_t size) {
 static void *alloc_aligned(size_t align, size_t size) {
     if (align <= PM_MIN_ALIGN)
         return pm_malloc(size);
-    pm_init();
+    pm_init_once();
     if (PM_INSTRUMENTED())
         return pm_instr_aligned(align, size, __builtin_return_address(0));
     if (align <= PM_UNIT_SIZE) {

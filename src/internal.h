@@ -604,6 +604,11 @@ PM_HIDDEN void pm_large_get_stats(pm_large_stats *out);
 
 /* ---- init.c: start-up, fork, the thread lifecycle ----------------------------------------- */
 PM_HIDDEN void pm_init(void);                 /* idempotent, thread-safe, never allocates */
+/* pm_init's first test, inline: the entry points that must see options pay a load, not a call. */
+PM_INLINE void pm_init_once(void) {
+    if (PM_UNLIKELY(atomic_load_explicit(&pm_initialized, memory_order_acquire) != 2))
+        pm_init();
+}
 /* The calling thread's place in its lifecycle (init.c keeps the state machine). */
 enum pm_thread_state { PM_THREAD_NEW = 0, PM_THREAD_LIVE, PM_THREAD_EXITED };
 PM_HIDDEN extern PM_TLS uint8_t pm_thread_state;
