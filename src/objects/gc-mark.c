@@ -268,7 +268,7 @@ static PM_COLD void refcount_too_small(const pm_object *x, int64_t internal) {
     pm_object_misuse(x, "collection: object %p (type %s) has reference count %lld but %lld "
                      "references to it come from other tracked objects: a missing pm_incref",
                      (const void *)x, pm_obj_type(x)->name ? pm_obj_type(x)->name : "?",
-                     (long long)x->pm_refcnt_, (long long)internal);
+                     (long long)pm_obj_refcount(x), (long long)internal);
 }
 
 /* Step 1 over table slots [from, to). */
@@ -305,6 +305,10 @@ PM_INLINE void mark_range(const pm_gc_table *tb, size_t from, size_t to, mark_ct
         if ((v >> 3) != reachable) {
             int64_t internal = internal_count(m, x, v >> 3);
             int64_t rc = x->pm_refcnt_;
+            /* a shared domain's object keeps its count in its prefix (never for others:
+             * their count is positive, and this compare runs for tentative objects only) */
+            if (rc <= internal && PM_UNLIKELY(rc == PM_REFCNT_SHARED))
+                rc = pm_shared_total(x);
             if (rc <= internal) {
                 if (PM_UNLIKELY(rc < internal))
                     refcount_too_small(x, internal);
@@ -406,7 +410,7 @@ static void check_counts(const mark_ctx *m) {
             if (x == NULL)
                 continue;
             int64_t internal = internal_count(m, x, *pm_side_of(x) >> 3);
-            if (internal >= 0 && x->pm_refcnt_ < internal)
+            if (internal >= 0 && pm_obj_refcount(x) < internal)
                 refcount_too_small(x, internal);
         }
     }

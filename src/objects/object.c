@@ -39,13 +39,13 @@ static void check_not_freed(const pm_object *o, const char *fn) {
 
 static void check_alive(const pm_object *o, const char *fn) {
     check_not_freed(o, fn);
-    if (PM_UNLIKELY(o->pm_refcnt_ <= 0))
+    if (PM_UNLIKELY(!pm_obj_alive(o)))
         pm_object_misuse(o, "%s(): object %p (type %s) is being destroyed (reference count %lld)",
-                         fn, (const void *)o, type_name(o), (long long)o->pm_refcnt_);
+                         fn, (const void *)o, type_name(o), (long long)pm_obj_refcount(o));
 }
 
 void pm_object_check_ref(const pm_object *from, const pm_object *ref, const char *when) {
-    if (PM_UNLIKELY(refcnt_says_freed(ref->pm_refcnt_) || ref->pm_refcnt_ <= 0))
+    if (PM_UNLIKELY(refcnt_says_freed(ref->pm_refcnt_) || !pm_obj_alive(ref)))
         pm_object_misuse(from, "%s: object %p (type %s) refers to %p, which was freed "
                          "(a missing pm_incref, or a stale field)",
                          when, (const void *)from, type_name(from), (const void *)ref);
@@ -108,8 +108,8 @@ void pm_object_clear(pm_object *o, const pm_type *t) {
 /* ---- creation -------------------------------------------------------------------------------- */
 
 /* Gives back an object that could not be completed (out of memory). */
-static pm_object *new_failed(pm_gc_domain *d, pm_object *o, uintptr_t ready) {
-    pm_free(o);
+static pm_object *new_failed(pm_gc_domain *d, void *block, uintptr_t ready) {
+    pm_free(block);
     if ((ready & PM_TYPE_CONTAINER) && d->count[0] > 0)
         d->count[0]--;
     errno = ENOMEM;
@@ -123,21 +123,28 @@ static pm_object *new_object(pm_gc_domain *d, const pm_type *t, uintptr_t ready,
         if (PM_UNLIKELY(++d->count[0] > d->trigger))
             pm_gc_maybe_collect();
     }
-    pm_object *o = pm_malloc(size);
+    /* a shared domain's objects have their biased counts in a prefix */
+    size_t prefix = PM_UNLIKELY(d->shared != NULL) ? PM_SHARED_PREFIX : 0;
+    char *block = pm_malloc(size + prefix);
+    pm_object *o = (pm_object *)(void *)(block + prefix);
     /* Every object's region gets its side-table chunk now, tracked or not: the collector
      * then looks up any referent's byte with no check. */
-    if (PM_UNLIKELY(o == NULL) ||
+    if (PM_UNLIKELY(block == NULL) ||
         (PM_UNLIKELY(pm_side_top[(uintptr_t)o >> PM_SIDE_REGION_SHIFT] == 0) &&
          !pm_side_ensure(o)))
-        return new_failed(d, o, ready);
+        return new_failed(d, block, ready);
     o->pm_typebits_ = (uintptr_t)t;
     o->pm_gcword_ = d->id_bits;
     o->pm_refcnt_ = 1;
+    if (PM_UNLIKELY(prefix != 0))
+        pm_shared_init_object(d, o);
     d->live++;
     memset(o + 1, 0, size - sizeof(pm_object));
     /* zeroed fields are valid references (none): the object can be walked at once */
-    if ((ready & PM_TYPE_AUTOTRACK) && PM_UNLIKELY(!pm_table_append(d, PM_ST_GEN0, o)))
-        return new_failed(d, o, ready);
+    if ((ready & PM_TYPE_AUTOTRACK) && PM_UNLIKELY(!pm_table_append(d, PM_ST_GEN0, o))) {
+        d->live--;
+        return new_failed(d, block, ready);
+    }
     return o;
 }
 
@@ -159,7 +166,7 @@ pm_object *pm_new(const pm_type *type) {
     const pm_type_rt *rt = type_ready(type);
     if (PM_UNLIKELY(rt == NULL))
         return NULL;
-    PM_GC_ENTER();
+    PM_GC_ENTER_SAFEPOINT();
     pm_object *o = new_object(pm_entered_domain_, &rt->t, rt->ready, rt->t.size);
     PM_GC_LEAVE();
     return o;
@@ -175,7 +182,7 @@ pm_object *pm_new_var(const pm_type *type, size_t n) {
         errno = ENOMEM;
         return NULL;
     }
-    PM_GC_ENTER();
+    PM_GC_ENTER_SAFEPOINT();
     pm_object *o = new_object(pm_entered_domain_, &rt->t, rt->ready, extra);
     if (o != NULL && (rt->ready & PM_TYPE_ITEMS) && !(rt->t.flags & PM_TYPE_ITEMS_POINTER))
         *(size_t *)((char *)o + rt->t.length_offset) = n;
@@ -189,7 +196,11 @@ pm_object *pm_new_var(const pm_type *type, size_t n) {
  * after it is a resurrection, and the object lives on (finalize never runs again). */
 static bool finalize_dying(pm_object *o, const pm_type *t) {
     o->pm_typebits_ |= PM_OF_FINALIZED;
-    o->pm_refcnt_ = 1;
+    bool shared = o->pm_refcnt_ == PM_REFCNT_SHARED;
+    if (shared)
+        pm_shared_hold_for_finalizer(o);
+    else
+        o->pm_refcnt_ = 1;
     if (o->pm_typebits_ & PM_OF_WAS_TRACKED) {
         /* it waited on the dealloc list untracked; as CPython, a finalizer sees it tracked */
         o->pm_typebits_ &= ~PM_OF_WAS_TRACKED;
@@ -197,6 +208,8 @@ static bool finalize_dying(pm_object *o, const pm_type *t) {
             (void)pm_table_append(&pm_gc, PM_ST_GEN0, o);
     }
     t->finalize(o);
+    if (shared)
+        return pm_shared_release_finalizer_ref(o);
     int64_t rc = --o->pm_refcnt_;
     if (PM_LIKELY(rc == 0))
         return true;
@@ -220,8 +233,9 @@ static void destroy(pm_gc_domain *d, pm_object *o) {
         d->count[0]--;
     d->live--;
     pm_object_release_refs(o, t);
+    void *block = pm_obj_block(o);
     o->pm_refcnt_ = PM_REFCNT_FREED;
-    pm_free(o);
+    pm_free(block);
 }
 
 /* The trashcan, in the core: a death found while another object is being released waits on
@@ -249,15 +263,9 @@ static void dealloc(pm_gc_domain *d, pm_object *o) {
     d->releasing = 0;
 }
 
-void pm__object_zero(pm_object *o) {
-    int64_t rc = o->pm_refcnt_;
-    if (PM_UNLIKELY(rc < 0)) {
-        if (refcnt_says_freed(rc))
-            pm_object_misuse(o, "pm_decref(): object %p was already freed (use after free: its "
-                             "reference count went below zero)", (const void *)o);
-        pm_object_misuse(o, "pm_decref(): the reference count of %p (type %s) went below zero",
-                         (const void *)o, type_name(o));
-    }
+/* The last reference of an object of a thread's own domain, or of a shared domain's
+ * object whose merged count reached zero. */
+void pm_object_dealloc(pm_object *o) {
     PM_GC_ENTER();
     pm_gc_domain *d = pm_entered_domain_;
     if (PM_UNLIKELY((o->pm_gcword_ & PM_GCW_DOMAIN_MASK) != d->id_bits))
@@ -266,13 +274,37 @@ void pm__object_zero(pm_object *o) {
     PM_GC_LEAVE();
 }
 
-void pm__object_revive(pm_object *o) {
-    int64_t rc = --o->pm_refcnt_; /* undo, for the message */
+void pm__object_decref_slow(pm_object *o) {
+    int64_t rc = o->pm_refcnt_;
+    if (PM_LIKELY(rc == 1)) {
+        o->pm_refcnt_ = 0;
+        pm_object_dealloc(o);
+        return;
+    }
+    if (rc == PM_REFCNT_SHARED) {
+        pm_shared_decref(o);
+        return;
+    }
+    if (refcnt_says_freed(rc))
+        pm_object_misuse(o, "pm_decref(): object %p was already freed (use after free: its "
+                         "reference count went below zero)", (const void *)o);
+    pm_object_misuse(o, "pm_decref(): the reference count of %p (type %s) went below zero",
+                     (const void *)o, type_name(o));
+}
+
+void pm__object_incref_slow(pm_object *o) {
+    int64_t rc = o->pm_refcnt_;
+    if (PM_LIKELY(rc == PM_REFCNT_SHARED)) {
+        pm_shared_incref(o);
+        return;
+    }
     if (refcnt_says_freed(rc))
         pm_object_misuse(o, "pm_incref(): object %p was freed (use after free)", (const void *)o);
     pm_object_misuse(o, "pm_incref(): object %p (type %s) is being destroyed (reference count "
                      "%lld)", (const void *)o, type_name(o), (long long)rc);
 }
+
+int64_t pm__object_refcount_slow(const pm_object *o) { return pm_obj_refcount(o); }
 
 /* ---- tracking --------------------------------------------------------------------------------- */
 

@@ -97,7 +97,7 @@ static void weakref_release(pm_object *self) { pm_weakref_forget_referent(self);
 
 static pm_object *weakref_new(pm_object *target, pm_weakref_callback callback, void *data,
                               pm_object *data_object) {
-    if (target == NULL || target->pm_refcnt_ <= 0)
+    if (target == NULL || !pm_obj_alive(target))
         pm_object_misuse(target, "pm_weakref_new(): referent %p is NULL, freed or being "
                          "destroyed", (void *)target);
     pm_check_domain(target, "pm_weakref_new");
@@ -152,10 +152,14 @@ static weakref *as_weakref(pm_object *o, const char *fn) {
 
 pm_object *pm_weakref_get(pm_object *ref) {
     weakref *w = as_weakref(ref, "pm_weakref_get");
+    PM_GC_ENTER(); /* in a shared domain: no death completes meanwhile */
     pm_object *t = w->target;
-    if (t == NULL || t->pm_refcnt_ <= 0)
-        return NULL;
-    return pm_newref(t);
+    if (t == NULL || !pm_obj_alive(t))
+        t = NULL;
+    else
+        pm_incref(t);
+    PM_GC_LEAVE();
+    return t;
 }
 
 size_t pm_weakref_count(const pm_object *o) {
