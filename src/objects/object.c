@@ -282,7 +282,8 @@ void pm__object_decref_slow(pm_object *o) {
         return;
     }
     if (rc == PM_REFCNT_SHARED) {
-        pm_shared_decref(o);
+        if (!pm_shared_owner_add(o, -1))
+            pm_shared_decref(o);
         return;
     }
     if (refcnt_says_freed(rc))
@@ -295,7 +296,8 @@ void pm__object_decref_slow(pm_object *o) {
 void pm__object_incref_slow(pm_object *o) {
     int64_t rc = o->pm_refcnt_;
     if (PM_LIKELY(rc == PM_REFCNT_SHARED)) {
-        pm_shared_incref(o);
+        if (!pm_shared_owner_add(o, 1))
+            pm_shared_incref(o);
         return;
     }
     if (refcnt_says_freed(rc))

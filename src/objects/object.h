@@ -508,6 +508,22 @@ PM_INLINE bool pm_obj_alive(const pm_object *o) {
     return atomic_load_explicit(&h->owner, memory_order_relaxed) != 0 ||
            pm_rc_count(atomic_load_explicit(&h->shared, memory_order_relaxed)) > 0;
 }
+/* The attachment of this thread to a shared domain (shared.c), NULL when detached: the
+ * owner recorded in the objects it creates. */
+PM_HIDDEN extern PM_TLS struct pm_shared_thread *pm_shared_self;
+/* The owner's side of biased counting, inline in the slow paths of pm_incref/pm_decref:
+ * true when done (this thread owns o and the count stays above 0 and below the limit). */
+PM_INLINE bool pm_shared_owner_add(pm_object *o, int delta) {
+    pm_shared_rc *h = pm_shared_rc_of(o);
+    uintptr_t me = (uintptr_t)pm_shared_self;
+    if (atomic_load_explicit(&h->owner, memory_order_relaxed) != me || me == 0)
+        return false;
+    uint32_t n = atomic_load_explicit(&h->local, memory_order_relaxed);
+    if (delta > 0 ? n == UINT32_MAX : n <= 1)
+        return false; /* the out-of-line path says why, or merges */
+    atomic_store_explicit(&h->local, n + (uint32_t)delta, memory_order_relaxed);
+    return true;
+}
 /* A new object of shared domain d: its prefix (owner: this thread) and count field. */
 PM_HIDDEN void pm_shared_init_object(pm_gc_domain *d, pm_object *o);
 PM_HIDDEN void pm_shared_incref(pm_object *o);

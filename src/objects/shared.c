@@ -69,7 +69,8 @@ typedef struct pm_shared {
 #define SF_STOP 1u
 #define SF_WANT_GC 2u
 
-static PM_TLS pm_shared_thread *self; /* this thread's attachment; NULL when detached */
+PM_TLS struct pm_shared_thread *pm_shared_self; /* this thread's attachment, or NULL */
+#define self pm_shared_self
 
 PM_INLINE uintptr_t my_token(void) { return (uintptr_t)&pm_thread_token; }
 

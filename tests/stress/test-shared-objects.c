@@ -321,7 +321,7 @@ static long model_steps(void) {
     const char *env = getenv("PM_SHARED_STEPS");
     if (env != NULL && atol(env) > 0)
         return atol(env);
-    return getenv("PM_SANITIZER") != NULL ? 20000 : 150000;
+    return getenv("PM_SANITIZER") != NULL ? 50000 : 150000;
 }
 
 Test(shared, model_seed_1, .timeout = 120) { run_model(1, model_steps(), 200); }
