@@ -116,16 +116,10 @@ static pm_object *new_failed(pm_gc_domain *d, void *block, uintptr_t ready) {
     return NULL;
 }
 
-static pm_object *new_object(pm_gc_domain *d, const pm_type *t, uintptr_t ready, size_t size) {
-    if (ready & PM_TYPE_CONTAINER) {
-        /* CPython counts container allocations, not trackings: an object allocated and
-         * dropped without ever being tracked still moves the collector forward. */
-        if (PM_UNLIKELY(++d->count[0] > d->trigger))
-            pm_gc_maybe_collect();
-    }
-    /* a shared domain's objects have their biased counts in a prefix */
-    size_t prefix = PM_UNLIKELY(d->shared != NULL) ? PM_SHARED_PREFIX : 0;
-    char *block = pm_malloc(size + prefix);
+/* The rest of a creation once the block is allocated: the object starts `prefix` bytes in
+ * (a shared domain's biased counts come first). */
+PM_INLINE pm_object *finish_object(pm_gc_domain *d, const pm_type *t, uintptr_t ready,
+                                   size_t size, char *block, size_t prefix) {
     pm_object *o = (pm_object *)(void *)(block + prefix);
     /* Every object's region gets its side-table chunk now, tracked or not: the collector
      * then looks up any referent's byte with no check. */
@@ -136,7 +130,7 @@ static pm_object *new_object(pm_gc_domain *d, const pm_type *t, uintptr_t ready,
     o->pm_typebits_ = (uintptr_t)t;
     o->pm_gcword_ = d->id_bits;
     o->pm_refcnt_ = 1;
-    if (PM_UNLIKELY(prefix != 0))
+    if (prefix != 0)
         pm_shared_init_object(d, o);
     d->live++;
     memset(o + 1, 0, size - sizeof(pm_object));
@@ -145,6 +139,50 @@ static pm_object *new_object(pm_gc_domain *d, const pm_type *t, uintptr_t ready,
         d->live--;
         return new_failed(d, block, ready);
     }
+    return o;
+}
+
+static PM_NOINLINE pm_object *new_shared_object(pm_gc_domain *d, const pm_type *t,
+                                                uintptr_t ready, size_t size) {
+    return finish_object(d, t, ready, size, pm_malloc(size + PM_SHARED_PREFIX),
+                         PM_SHARED_PREFIX);
+}
+
+static pm_object *new_object(pm_gc_domain *d, const pm_type *t, uintptr_t ready, size_t size) {
+    if (ready & PM_TYPE_CONTAINER) {
+        /* CPython counts container allocations, not trackings: an object allocated and
+         * dropped without ever being tracked still moves the collector forward. */
+        if (PM_UNLIKELY(++d->count[0] > d->trigger))
+            pm_gc_maybe_collect();
+    }
+    if (PM_UNLIKELY(d->shared != NULL))
+        return new_shared_object(d, t, ready, size);
+    return finish_object(d, t, ready, size, pm_malloc(size), 0);
+}
+
+/* pm_new in a domain another thread is inside (a misuse that aborts) or in a shared domain
+ * (a safepoint, then its lock): out of line, so that pm_new's own path keeps its registers. */
+static PM_NOINLINE pm_object *new_object_slow(pm_gc_domain *d, const pm_type_rt *rt,
+                                              size_t size) {
+    int how = pm_gc_enter_slow(d, true);
+    pm_object *o = new_object(d, &rt->t, rt->ready, size);
+    pm_gc_leave(d, how);
+    return o;
+}
+
+/* PM_GC_ENTER + new_object + PM_GC_LEAVE, with the unusual entries (and a shared domain's
+ * safepoint) out of line. */
+PM_INLINE pm_object *create(const pm_type_rt *rt, size_t size) {
+    pm_gc_domain *d = pm_cur_domain;
+    uintptr_t me = (uintptr_t)&pm_thread_token;
+    uintptr_t user = atomic_load_explicit(&d->user, memory_order_relaxed);
+    if (user == me)
+        return new_object(d, &rt->t, rt->ready, size); /* nested (a finalizer's pm_new) */
+    if (PM_UNLIKELY(user != 0))
+        return new_object_slow(d, rt, size);
+    atomic_store_explicit(&d->user, me, memory_order_relaxed);
+    pm_object *o = new_object(d, &rt->t, rt->ready, size);
+    atomic_store_explicit(&d->user, (uintptr_t)0, memory_order_relaxed);
     return o;
 }
 
@@ -166,10 +204,7 @@ pm_object *pm_new(const pm_type *type) {
     const pm_type_rt *rt = type_ready(type);
     if (PM_UNLIKELY(rt == NULL))
         return NULL;
-    PM_GC_ENTER_SAFEPOINT();
-    pm_object *o = new_object(pm_entered_domain_, &rt->t, rt->ready, rt->t.size);
-    PM_GC_LEAVE();
-    return o;
+    return create(rt, rt->t.size);
 }
 
 pm_object *pm_new_var(const pm_type *type, size_t n) {
@@ -182,11 +217,11 @@ pm_object *pm_new_var(const pm_type *type, size_t n) {
         errno = ENOMEM;
         return NULL;
     }
-    PM_GC_ENTER_SAFEPOINT();
-    pm_object *o = new_object(pm_entered_domain_, &rt->t, rt->ready, extra);
+    pm_object *o = create(rt, extra);
+    /* after the domain is left: no other thread sees o before this thread's next call (in
+     * a shared domain, no collection runs before this thread reaches a safepoint) */
     if (o != NULL && (rt->ready & PM_TYPE_ITEMS) && !(rt->t.flags & PM_TYPE_ITEMS_POINTER))
         *(size_t *)((char *)o + rt->t.length_offset) = n;
-    PM_GC_LEAVE();
     return o;
 }
 
@@ -219,7 +254,7 @@ static bool finalize_dying(pm_object *o, const pm_type *t) {
     return false;
 }
 
-static void destroy(pm_gc_domain *d, pm_object *o) {
+PM_INLINE void destroy(pm_gc_domain *d, pm_object *o) {
     const pm_type *t = pm_obj_type(o);
     if (t->finalize != NULL && !(o->pm_typebits_ & PM_OF_FINALIZED) && !finalize_dying(o, t))
         return; /* resurrected */
@@ -241,7 +276,7 @@ static void destroy(pm_gc_domain *d, pm_object *o) {
 /* The trashcan, in the core: a death found while another object is being released waits on
  * a list (linked through its collector word, after untracking) and the outermost call frees
  * the list. Nothing recurses, whatever the shape of the graph. */
-static void dealloc(pm_gc_domain *d, pm_object *o) {
+PM_INLINE void dealloc(pm_gc_domain *d, pm_object *o) {
     if (d->releasing) {
         if (pm_obj_state(o) != PM_ST_UNTRACKED) {
             pm_table_remove(d, o);
@@ -265,7 +300,7 @@ static void dealloc(pm_gc_domain *d, pm_object *o) {
 
 /* The last reference of an object of a thread's own domain, or of a shared domain's
  * object whose merged count reached zero. */
-void pm_object_dealloc(pm_object *o) {
+PM_INLINE void dealloc_here(pm_object *o) {
     PM_GC_ENTER();
     pm_gc_domain *d = pm_entered_domain_;
     if (PM_UNLIKELY((o->pm_gcword_ & PM_GCW_DOMAIN_MASK) != d->id_bits))
@@ -274,11 +309,13 @@ void pm_object_dealloc(pm_object *o) {
     PM_GC_LEAVE();
 }
 
+void pm_object_dealloc(pm_object *o) { dealloc_here(o); }
+
 void pm__object_decref_slow(pm_object *o) {
     int64_t rc = o->pm_refcnt_;
     if (PM_LIKELY(rc == 1)) {
         o->pm_refcnt_ = 0;
-        pm_object_dealloc(o);
+        dealloc_here(o); /* inline: the common death of a one-thread domain's object */
         return;
     }
     if (rc == PM_REFCNT_SHARED) {

@@ -421,17 +421,17 @@ PM_HIDDEN extern PM_TLS char pm_thread_token;
 PM_HIDDEN PM_COLD PM_NORETURN void pm_domain_two_threads(const pm_gc_domain *d);
 /* How a call entered its domain: PM_GC_LEAVE undoes exactly that. */
 enum { PM_ENTERED = 0, PM_ENTERED_NESTED = 1, PM_ENTERED_LOCKED = 2 };
-/* The slow entry (shared.c): a shared domain is locked (after a safepoint, if asked and the
- * call is not nested); any other domain found in use by another thread aborts. */
+/* The slow entry (shared.c): a shared domain is locked (after a safepoint if asked: pm_new);
+ * any other domain found in use by another thread aborts. */
 PM_HIDDEN int pm_gc_enter_slow(pm_gc_domain *d, bool safepoint);
 PM_HIDDEN void pm_gc_leave_locked(pm_gc_domain *d);
-PM_INLINE int pm_gc_enter(pm_gc_domain *d, bool safepoint) {
+PM_INLINE int pm_gc_enter(pm_gc_domain *d) {
     uintptr_t me = (uintptr_t)&pm_thread_token;
     uintptr_t user = atomic_load_explicit(&d->user, memory_order_relaxed);
     if (user == me)
         return PM_ENTERED_NESTED;
     if (PM_UNLIKELY(user != 0))
-        return pm_gc_enter_slow(d, safepoint);
+        return pm_gc_enter_slow(d, false);
     atomic_store_explicit(&d->user, me, memory_order_relaxed);
     return PM_ENTERED;
 }
@@ -443,11 +443,7 @@ PM_INLINE void pm_gc_leave(pm_gc_domain *d, int how) {
 }
 #define PM_GC_ENTER()                                                                          \
     pm_gc_domain *const pm_entered_domain_ = pm_cur_domain;                                    \
-    const int pm_entered_how_ = pm_gc_enter(pm_entered_domain_, false)
-/* The same, and a safepoint first in a shared domain (pm_new). */
-#define PM_GC_ENTER_SAFEPOINT()                                                                \
-    pm_gc_domain *const pm_entered_domain_ = pm_cur_domain;                                    \
-    const int pm_entered_how_ = pm_gc_enter(pm_entered_domain_, true)
+    const int pm_entered_how_ = pm_gc_enter(pm_entered_domain_)
 #define PM_GC_LEAVE() pm_gc_leave(pm_entered_domain_, pm_entered_how_)
 /* An object of another domain given to this thread's domain: aborts with a message. */
 PM_HIDDEN PM_COLD PM_NORETURN void pm_domain_foreign(const pm_object *o, const char *fn);
