@@ -89,7 +89,8 @@ static int decref_visit(pm_object *ref, void *arg) {
     return 0;
 }
 
-void pm_object_release_refs(pm_object *o, const pm_type *t) {
+/* inline in destroy, the path of every death */
+PM_INLINE void release_refs(pm_object *o, const pm_type *t) {
     if (pm_ready(t) & PM_TYPE_LAYOUT)
         clear_layout(o, t);
     else if (t->traverse != NULL && t->release == NULL)
@@ -97,6 +98,8 @@ void pm_object_release_refs(pm_object *o, const pm_type *t) {
     if (t->release != NULL)
         t->release(o);
 }
+
+void pm_object_release_refs(pm_object *o, const pm_type *t) { release_refs(o, t); }
 
 void pm_object_clear(pm_object *o, const pm_type *t) {
     if (t->clear != NULL)
@@ -267,7 +270,7 @@ PM_INLINE void destroy(pm_gc_domain *d, pm_object *o) {
     if ((pm_ready(t) & PM_TYPE_CONTAINER) && d->count[0] > 0)
         d->count[0]--;
     d->live--;
-    pm_object_release_refs(o, t);
+    release_refs(o, t);
     void *block = pm_obj_block(o);
     o->pm_refcnt_ = PM_REFCNT_FREED;
     pm_free(block);
