@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench-time.h"
 #include "poolmalloc.h"
 
 typedef struct node {
@@ -32,16 +33,6 @@ static const pm_ref_offset node_refs[] = {offsetof(node, a), offsetof(node, b), 
 static const pm_type node_type = {.name = "node", .size = sizeof(node),
                                   .ref_offsets = PM_REFS(node_refs)};
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 static void check(int ok, const char *what) {
     if (!ok) {

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -459,4 +460,65 @@ Test(shared, api_refuses_bad_input) {
     cr_assert_eq(pm_domain_free(dom), 0);
     cr_assert_eq(pm_domain_free(other), 0);
     cr_assert_eq(pm_domain_free(plain), 0);
+}
+
+static atomic_int finalized;
+static void count_finalize(pm_object *self) {
+    (void)self;
+    atomic_fetch_add(&finalized, 1);
+}
+static const pm_type fnode_type = {.name = "fnode", .size = sizeof(gnode),
+                                   .ref_offsets = PM_REFS(gnode_refs),
+                                   .finalize = count_finalize};
+
+static void *drop_handed_attached(void *arg) {
+    (void)arg;
+    cr_assert_eq(pm_domain_attach(dom), 0);
+    pm_decref(handed); /* the owner's reference, given away: queued for the owner */
+    cr_assert_eq(pm_domain_detach(), 0);
+    return NULL;
+}
+
+Test(shared, finalizers_and_weak_references) {
+    dom = pm_domain_new_shared();
+    cr_assert_eq(pm_domain_attach(dom), 0);
+    handed = pm_new(&fnode_type);
+    pm_object *w = pm_weakref_new(handed, NULL, NULL);
+    cr_assert_not_null(w);
+    pm_object *got = pm_weakref_get(w);
+    cr_assert_eq(got, handed);
+    pm_decref(got);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, drop_handed_attached, NULL), 0);
+    pthread_join(th, NULL);
+    cr_assert_eq(atomic_load(&finalized), 0, "queued, not yet merged");
+    pm_gc_safepoint(); /* the owner merges: the count is 0, the object dies here */
+    cr_assert_eq(atomic_load(&finalized), 1);
+    cr_assert_null(pm_weakref_get(w), "the weak reference was cleared");
+    pm_decref(w);
+    /* a cycle of objects with finalizers, collected with the world stopped */
+    gnode *a = (gnode *)pm_new(&fnode_type), *b = (gnode *)pm_new(&fnode_type);
+    a->edge[0] = pm_newref(&b->base);
+    b->edge[0] = pm_newref(&a->base);
+    pm_decref(&a->base);
+    pm_decref(&b->base);
+    cr_assert_eq(pm_gc_collect(2).collected, 2);
+    cr_assert_eq(atomic_load(&finalized), 3);
+    cr_assert_eq(pm_domain_live_objects(dom), 0);
+    cr_assert_eq(pm_domain_detach(), 0);
+    cr_assert_eq(pm_domain_free(dom), 0);
+}
+
+static void *incref_unattached(void *arg) {
+    pm_incref(arg); /* this thread never attached: aborts with a message */
+    return NULL;
+}
+
+Test(shared, an_unattached_thread_touching_a_shared_object_aborts, .signal = SIGABRT) {
+    dom = pm_domain_new_shared();
+    cr_assert_eq(pm_domain_attach(dom), 0);
+    pm_object *o = pm_new(&gnode_type);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, incref_unattached, o), 0);
+    pthread_join(th, NULL);
 }
