@@ -314,11 +314,17 @@ PM_INLINE void dealloc_here(pm_object *o) {
 
 void pm_object_dealloc(pm_object *o) { dealloc_here(o); }
 
+/* Its own function, reached by a tail call: pm__object_decref_slow then saves no registers,
+ * which the shared domain's reference counting (also through it) would pay for. */
+static PM_NOINLINE void last_reference(pm_object *o) {
+    o->pm_refcnt_ = 0;
+    dealloc_here(o);
+}
+
 void pm__object_decref_slow(pm_object *o) {
     int64_t rc = o->pm_refcnt_;
     if (PM_LIKELY(rc == 1)) {
-        o->pm_refcnt_ = 0;
-        dealloc_here(o); /* inline: the common death of a one-thread domain's object */
+        last_reference(o);
         return;
     }
     if (rc == PM_REFCNT_SHARED) {
