@@ -208,6 +208,8 @@ PM_API void pm_options_help(int fd);
  * runs, and a call from a second thread meanwhile aborts with a message; a call given an
  * object of another domain aborts with a message. The check is a thread-id compare, no lock
  * or atomic read-modify-write, so an overlap is caught when the calls meet, not always.
+ * Objects that several threads use at once live in a shared domain (pm_domain_new_shared,
+ * below).
  */
 typedef struct pm_object_fields_ {
     uintptr_t pm_typebits_;
