@@ -361,7 +361,34 @@ static int check_ref_visit(pm_object *ref, void *arg) {
     return 0;
 }
 
+/* Tracks o (a container, domain checked) with the domain entered; 0 or -1 and ENOMEM. */
+static int track_entered(pm_object *o, const pm_type *t) {
+    if (pm_gc.debug & PM_GC_DEBUG_CHECKS)
+        pm_walk(o, t, check_ref_visit, o);
+    if (!pm_side_ensure(o) || !pm_table_append(&pm_gc, PM_ST_GEN0, o)) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return 0;
+}
+
+/* A shared domain's object: its collector word may change under another thread's call
+ * (tables are compacted), so everything is looked at with the domain locked. */
+static PM_NOINLINE int track_shared(pm_object *o) {
+    check_alive(o, "pm_track");
+    PM_GC_ENTER();
+    pm_check_domain(o, "pm_track");
+    const pm_type *t = pm_obj_type(o);
+    int rc = 0;
+    if ((pm_ready(t) & PM_TYPE_CONTAINER) && pm_obj_state(o) == PM_ST_UNTRACKED)
+        rc = track_entered(o, t);
+    PM_GC_LEAVE();
+    return rc;
+}
+
 int pm_track(pm_object *o) {
+    if (PM_UNLIKELY(o != NULL && o->pm_refcnt_ == PM_REFCNT_SHARED))
+        return track_shared(o);
     check_alive(o, "pm_track");
     pm_check_domain(o, "pm_track");
     const pm_type *t = pm_obj_type(o);
@@ -370,30 +397,35 @@ int pm_track(pm_object *o) {
     if (pm_obj_state(o) != PM_ST_UNTRACKED)
         return 0; /* pm_new tracked it, or a second call: tracking is idempotent */
     PM_GC_ENTER();
-    if (pm_gc.debug & PM_GC_DEBUG_CHECKS)
-        pm_walk(o, t, check_ref_visit, o);
-    int rc = 0;
-    if (!pm_side_ensure(o) || !pm_table_append(&pm_gc, PM_ST_GEN0, o)) {
-        errno = ENOMEM;
-        rc = -1;
-    }
+    int rc = track_entered(o, t);
     PM_GC_LEAVE();
     return rc;
 }
 
 void pm_untrack(pm_object *o) {
     check_not_freed(o, "pm_untrack");
-    pm_check_domain(o, "pm_untrack");
-    if (pm_obj_state(o) == PM_ST_UNTRACKED)
-        return;
+    bool shared = o->pm_refcnt_ == PM_REFCNT_SHARED;
+    if (!shared) {
+        pm_check_domain(o, "pm_untrack");
+        if (pm_obj_state(o) == PM_ST_UNTRACKED)
+            return;
+    }
     PM_GC_ENTER();
-    pm_table_remove(pm_entered_domain_, o);
+    if (shared)
+        pm_check_domain(o, "pm_untrack");
+    if (pm_obj_state(o) != PM_ST_UNTRACKED)
+        pm_table_remove(pm_entered_domain_, o);
     PM_GC_LEAVE();
 }
 
 int pm_is_tracked(const pm_object *o) {
     check_not_freed(o, "pm_is_tracked");
-    return pm_obj_state(o) != PM_ST_UNTRACKED;
+    if (PM_LIKELY(o->pm_refcnt_ != PM_REFCNT_SHARED))
+        return pm_obj_state(o) != PM_ST_UNTRACKED;
+    PM_GC_ENTER(); /* a shared domain's collector word may be changing */
+    int tracked = pm_obj_state(o) != PM_ST_UNTRACKED;
+    PM_GC_LEAVE();
+    return tracked;
 }
 
 int pm_is_finalized(const pm_object *o) {
