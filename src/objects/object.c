@@ -372,9 +372,10 @@ static int track_entered(pm_object *o, const pm_type *t) {
     return 0;
 }
 
-/* A shared domain's object: its collector word may change under another thread's call
- * (tables are compacted), so everything is looked at with the domain locked. */
-static PM_NOINLINE int track_shared(pm_object *o) {
+/* A count field not above 0: a misuse (NULL, freed, dying: aborts), or a shared domain's
+ * object, whose collector word may change under another thread's call (tables are
+ * compacted), so that everything is looked at with the domain locked. */
+static PM_NOINLINE int track_unusual(pm_object *o) {
     check_alive(o, "pm_track");
     PM_GC_ENTER();
     pm_check_domain(o, "pm_track");
@@ -387,9 +388,8 @@ static PM_NOINLINE int track_shared(pm_object *o) {
 }
 
 int pm_track(pm_object *o) {
-    if (PM_UNLIKELY(o != NULL && o->pm_refcnt_ == PM_REFCNT_SHARED))
-        return track_shared(o);
-    check_alive(o, "pm_track");
+    if (PM_UNLIKELY(o == NULL || o->pm_refcnt_ <= 0))
+        return track_unusual(o);
     pm_check_domain(o, "pm_track");
     const pm_type *t = pm_obj_type(o);
     if (!(pm_ready(t) & PM_TYPE_CONTAINER))
