@@ -114,23 +114,26 @@ void pm_shared_init_object(pm_gc_domain *d, pm_object *o) {
     o->pm_refcnt_ = PM_REFCNT_SHARED;
 }
 
-/* Folds the owner's count (and `extra`) into `shared`, marks it merged; returns the total.
- * Only by the owner, or by another thread while the owner cannot run (state lock held). */
-static int64_t merge(pm_object *o, int64_t extra) {
+/* Folds the owner's count (and `extra`) into `shared` and marks it merged; true when the
+ * total is zero (the caller frees the object). Only by the owner, or by another thread while
+ * the owner cannot run (state lock held). The merged count includes one reference of ours
+ * until the owner's fields are cleared: once `shared` says merged, another thread's decref
+ * could otherwise free the object under those last two stores. */
+static bool merge(pm_object *o, int64_t extra) {
     pm_shared_rc *h = pm_shared_rc_of(o);
     int64_t local = atomic_load_explicit(&h->local, memory_order_relaxed);
     int32_t old = atomic_load_explicit(&h->shared, memory_order_relaxed), new;
-    int64_t total;
     do {
-        total = local + pm_rc_count(old) + extra;
+        int64_t total = local + pm_rc_count(old) + extra;
         if (PM_UNLIKELY(total < 0))
             count_misuse(o, "pm_decref(): reference count below zero");
-        new = rc_word(o, total, PM_RC_MERGED);
+        new = rc_word(o, total + 1, PM_RC_MERGED);
     } while (!atomic_compare_exchange_weak_explicit(&h->shared, &old, new, memory_order_acq_rel,
                                                     memory_order_relaxed));
     atomic_store_explicit(&h->local, 0u, memory_order_relaxed);
     atomic_store_explicit(&h->owner, (uintptr_t)0, memory_order_release);
-    return total;
+    old = atomic_fetch_sub_explicit(&h->shared, 1 << PM_RC_SHIFT, memory_order_acq_rel);
+    return pm_rc_count(old) == 1;
 }
 
 static void queue_or_merge(pm_object *o);
@@ -183,7 +186,7 @@ void pm_shared_decref(pm_object *o) {
         atomic_store_explicit(&h->local, n - 1, memory_order_relaxed);
         if (n > 1)
             return;
-        if (merge(o, 0) == 0)
+        if (merge(o, 0))
             pm_object_dealloc(o);
         return;
     }
@@ -214,7 +217,7 @@ static void process_queued(pm_object *o) {
         decref_other(o); /* the owner merged meanwhile: an ordinary reference now */
         return;
     }
-    if (merge(o, -1) == 0)
+    if (merge(o, -1))
         pm_object_dealloc(o);
 }
 
@@ -250,9 +253,9 @@ static void queue_or_merge(pm_object *o) {
         pthread_mutex_unlock(&s->lock);
         return;
     }
-    int64_t total = merge(o, -1); /* the owner is parked or detached */
+    bool dead = merge(o, -1); /* the owner is parked or detached */
     pthread_mutex_unlock(&s->lock);
-    if (total == 0)
+    if (dead)
         pm_object_dealloc(o);
 }
 
