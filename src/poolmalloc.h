@@ -208,6 +208,8 @@ PM_API void pm_options_help(int fd);
  * runs, and a call from a second thread meanwhile aborts with a message; a call given an
  * object of another domain aborts with a message. The check is a thread-id compare, no lock
  * or atomic read-modify-write, so an overlap is caught when the calls meet, not always.
+ * Objects that several threads use at once live in a shared domain (pm_domain_new_shared,
+ * below).
  */
 typedef struct pm_object_fields_ {
     uintptr_t pm_typebits_;
@@ -290,24 +292,40 @@ PM_API pm_object *pm_new_var(const pm_type *type, size_t n);
 #define PM_NEW(ctype, type) ((ctype *)pm_new(type))
 #define PM_NEW_VAR(ctype, type, n) ((ctype *)pm_new_var((type), (n)))
 
-/* Out-of-line parts of pm_incref/pm_decref: a count that went to zero, or a misuse. */
-PM_API void pm__object_zero(pm_object *o);
-PM_API void pm__object_revive(pm_object *o);
+/* Out-of-line parts of pm_incref/pm_decref: the last reference dropped, an object of a
+ * shared domain (biased counting), or a misuse (which aborts with a message). */
+PM_API void pm__object_incref_slow(pm_object *o);
+PM_API void pm__object_decref_slow(pm_object *o);
+PM_API int64_t pm__object_refcount_slow(const pm_object *o);
 
+/* A load, a compare, a branch and a store: the count is written only when it is positive
+ * (incref) or above 1 (decref), so an object whose count field is not positive (freed,
+ * dying, or of a shared domain) takes the slow path without the field being written. */
 static inline void pm_incref(pm_object *o) {
-    if (__builtin_expect(o->pm_refcnt_++ <= 0, 0))
-        pm__object_revive(o); /* incref of a freed object: aborts */
+    int64_t rc = o->pm_refcnt_;
+    if (__builtin_expect(rc <= 0, 0))
+        pm__object_incref_slow(o);
+    else
+        o->pm_refcnt_ = rc + 1;
 }
 static inline void pm_decref(pm_object *o) {
-    if (__builtin_expect(--o->pm_refcnt_ <= 0, 0))
-        pm__object_zero(o); /* frees it, or aborts if it went below zero */
+    int64_t rc = o->pm_refcnt_;
+    if (__builtin_expect(rc <= 1, 0))
+        pm__object_decref_slow(o); /* frees it, shared counting, or a misuse */
+    else
+        o->pm_refcnt_ = rc - 1;
 }
 static inline void pm_xincref(pm_object *o) { if (o != NULL) pm_incref(o); }
 static inline void pm_xdecref(pm_object *o) { if (o != NULL) pm_decref(o); }
 /* pm_incref that returns its argument (CPython's Py_NewRef / Py_XNewRef). */
 static inline pm_object *pm_newref(pm_object *o) { pm_incref(o); return o; }
 static inline pm_object *pm_xnewref(pm_object *o) { pm_xincref(o); return o; }
-static inline int64_t pm_refcount(const pm_object *o) { return o->pm_refcnt_; }
+/* The reference count. For an object of a shared domain, exact in its owner thread or while
+ * the world is stopped (a collection's callbacks); a snapshot elsewhere. */
+static inline int64_t pm_refcount(const pm_object *o) {
+    int64_t rc = o->pm_refcnt_;
+    return rc > 0 ? rc : pm__object_refcount_slow(o);
+}
 /* The type given to pm_new. */
 PM_API const pm_type *pm_type_of(const pm_object *o);
 #define PM_OBJ(p) ((pm_object *)(p))
@@ -473,6 +491,48 @@ PM_API pm_domain *pm_domain_current(void);
 PM_API pm_domain *pm_domain_default(void);
 /* Objects of the domain allocated and not yet freed. */
 PM_API size_t pm_domain_live_objects(const pm_domain *domain);
+
+/* ---- shared domains: objects that several threads use at once ----
+ *
+ * pm_domain_new_shared() makes a domain that threads use at the same time, each between
+ * pm_domain_attach(domain) and pm_domain_detach() (as CPython's PyThreadState attach and
+ * detach); while attached, the domain is the thread's current one.
+ *
+ * Reference counts are biased (as CPython 3.13's free-threaded build): the thread that
+ * created an object counts its references with a plain load and store, other threads with
+ * an atomic operation on a second field; when the creator's count reaches zero the two are
+ * merged and the object is freed when the merged count is zero. pm_incref/pm_decref work on
+ * every object; a shared domain's object takes their out-of-line path (a call: see
+ * docs/objects.md for the costs measured). Each object has a 16-byte prefix for its counts.
+ *
+ * Library calls into a shared domain (pm_new, pm_track, deaths, weak references, the
+ * collector) take the domain's lock; finalizers, clear and release callbacks run with it
+ * held and must not wait for other threads. Cycle collection stops the world: the
+ * collecting thread waits until every other attached thread is parked at a safepoint or
+ * detached, collects, and restarts them. Safepoints are pm_gc_safepoint() and the start of
+ * pm_new; an attached thread must reach one regularly, and detach around anything that
+ * blocks (a lock another attached thread may hold while it waits for a collection, I/O,
+ * joining a thread). A detached thread never delays a collection and may not touch the
+ * domain's objects. Automatic collections run at the next safepoint of any attached thread.
+ * The pm_gc_* settings functions (thresholds, enable, debug, callbacks) are for set-up, not
+ * for use while other threads run in the domain.
+ */
+/* A new shared domain (up to 31 domains besides the default one); NULL and ENOMEM or
+ * EAGAIN. pm_domain_free frees it once no thread is attached (EBUSY otherwise). */
+PM_API pm_domain *pm_domain_new_shared(void);
+PM_API int pm_domain_is_shared(const pm_domain *domain);
+/* Attaches this thread to a shared domain, which becomes its current domain; waits while a
+ * collection has the world stopped. Nests (each attach needs a detach). Returns 0, or -1
+ * with errno EINVAL (not a shared domain), EBUSY (attached to another shared domain) or
+ * ENOMEM. A thread that exits attached is detached. */
+PM_API int pm_domain_attach(pm_domain *domain);
+/* Detaches (the outermost call): merges what other threads queued for this thread, and the
+ * thread's previous domain becomes current again. -1 and EINVAL when not attached. */
+PM_API int pm_domain_detach(void);
+/* Parks here while another thread collects a shared domain this thread is attached to,
+ * runs an automatic collection that is due, merges queued objects. Does nothing outside a
+ * shared domain, or inside a library call (a finalizer). */
+PM_API void pm_gc_safepoint(void);
 
 /* ---- weak references ---- */
 /* Called when the referent of weakref dies, with the weak reference (alive for the call) and

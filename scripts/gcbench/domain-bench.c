@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench-time.h"
 #include "poolmalloc.h"
 
 typedef struct node {
@@ -29,16 +30,6 @@ typedef struct node {
 static const uint16_t node_refs[] = {offsetof(node, a), offsetof(node, b), 0};
 static pm_type node_type = {.name = "node", .size = sizeof(node), .ref_offsets = node_refs};
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 /* The fastest of 5 batches of n pairs: the least disturbed by other processes. */
 static double newfree_ns(long n) {

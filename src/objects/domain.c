@@ -91,6 +91,9 @@ pm_domain *pm_domain_current(void) {
 pm_domain *pm_domain_enter(pm_domain *domain) {
     pm_gc_ready();
     pm_gc_domain *prev = pm_cur_domain;
+    if (PM_UNLIKELY(domain != NULL && ((pm_gc_domain *)domain)->shared != NULL))
+        pm_fatal("pm_domain_enter(): domain %u is shared: threads use it through "
+                 "pm_domain_attach/pm_domain_detach", ((pm_gc_domain *)domain)->id);
     if (PM_UNLIKELY(atomic_load_explicit(&prev->user, memory_order_relaxed) ==
                     (uintptr_t)&pm_thread_token))
         pm_fatal("pm_domain_enter(): called from inside a call of domain %u (a finalizer, "
@@ -115,6 +118,8 @@ int pm_domain_free(pm_domain *domain) {
         errno = EINVAL;
         return -1;
     }
+    if (d->shared != NULL)
+        return pm_shared_domain_free(d);
     /* its last garbage goes now, collected in the domain itself */
     pm_gc_domain *prev = pm_cur_domain;
     pm_cur_domain = d;
@@ -126,13 +131,17 @@ int pm_domain_free(pm_domain *domain) {
         errno = EBUSY;
         return -1;
     }
+    pm_domain_destroy(d);
+    return 0;
+}
+
+void pm_domain_destroy(pm_gc_domain *d) {
     free_tables(d);
     unsigned id = d->id;
     pm_free(d);
     pthread_mutex_lock(&ids_lock);
     __atomic_store_n(&ids_used, ids_used & ~(UINT32_C(1) << id), __ATOMIC_RELAXED);
     pthread_mutex_unlock(&ids_lock);
-    return 0;
 }
 
 size_t pm_domain_live_objects(const pm_domain *domain) {

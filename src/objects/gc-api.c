@@ -13,6 +13,8 @@ pm_gc_result pm_gc_collect(int generation) {
         errno = EINVAL;
         return res;
     }
+    if (pm_gc.shared != NULL)
+        return pm_shared_collect(&pm_gc, generation);
     if (pm_gc.collecting)
         return res;
     PM_GC_ENTER();

@@ -243,6 +243,14 @@ pm_gc_result pm_gc_collect_now(int g) {
 /* CPython's collect_generations: the oldest generation over its threshold, with the
  * long-lived heuristic holding full collections back until enough has been promoted. */
 void pm_gc_maybe_collect(void) {
+    if (PM_UNLIKELY(pm_gc.shared != NULL)) {
+        pm_shared_want_collect(&pm_gc); /* at the next safepoint, with the world stopped */
+        return;
+    }
+    pm_gc_collect_due();
+}
+
+void pm_gc_collect_due(void) {
     pm_gc_domain *d = &pm_gc;
     if (!d->enabled || d->threshold[0] <= 0 || d->collecting ||
         d->count[0] <= d->threshold[0])

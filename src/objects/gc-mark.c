@@ -264,11 +264,19 @@ PM_INLINE void prefetch_ahead(enum walk_kind kind, pm_object **items, size_t i, 
         prefetch_targets(top, items[i + PREFETCH_AHEAD]);
 }
 
-static PM_COLD void refcount_too_small(const pm_object *x, int64_t internal) {
+static PM_COLD PM_NORETURN void refcount_too_small(const pm_object *x, int64_t internal) {
     pm_object_misuse(x, "collection: object %p (type %s) has reference count %lld but %lld "
                      "references to it come from other tracked objects: a missing pm_incref",
                      (const void *)x, pm_obj_type(x)->name ? pm_obj_type(x)->name : "?",
-                     (long long)x->pm_refcnt_, (long long)internal);
+                     (long long)pm_obj_refcount(x), (long long)internal);
+}
+
+/* An object whose count field is below its internal references: a shared domain's object
+ * (true when its real count makes it a root), else a misuse, which aborts. */
+static PM_COLD bool count_below(const pm_object *x, int64_t rc, int64_t internal) {
+    if (rc == PM_REFCNT_SHARED && (rc = pm_shared_total(x)) >= internal)
+        return rc > internal;
+    refcount_too_small(x, internal);
 }
 
 /* Step 1 over table slots [from, to). */
@@ -305,9 +313,9 @@ PM_INLINE void mark_range(const pm_gc_table *tb, size_t from, size_t to, mark_ct
         if ((v >> 3) != reachable) {
             int64_t internal = internal_count(m, x, v >> 3);
             int64_t rc = x->pm_refcnt_;
-            if (rc <= internal) {
-                if (PM_UNLIKELY(rc < internal))
-                    refcount_too_small(x, internal);
+            /* rc == internal, the common garbage, costs one compare; a count below it is a
+             * shared domain's object (its count is in its prefix) or a misuse */
+            if (rc <= internal && (PM_LIKELY(rc == internal) || !count_below(x, rc, internal))) {
                 *b = with_scratch(v, m->sc.tentative);
                 m->tentative++;
                 continue;
@@ -406,7 +414,7 @@ static void check_counts(const mark_ctx *m) {
             if (x == NULL)
                 continue;
             int64_t internal = internal_count(m, x, *pm_side_of(x) >> 3);
-            if (internal >= 0 && x->pm_refcnt_ < internal)
+            if (internal >= 0 && pm_obj_refcount(x) < internal)
                 refcount_too_small(x, internal);
         }
     }

@@ -39,13 +39,13 @@ static void check_not_freed(const pm_object *o, const char *fn) {
 
 static void check_alive(const pm_object *o, const char *fn) {
     check_not_freed(o, fn);
-    if (PM_UNLIKELY(o->pm_refcnt_ <= 0))
+    if (PM_UNLIKELY(!pm_obj_alive(o)))
         pm_object_misuse(o, "%s(): object %p (type %s) is being destroyed (reference count %lld)",
-                         fn, (const void *)o, type_name(o), (long long)o->pm_refcnt_);
+                         fn, (const void *)o, type_name(o), (long long)pm_obj_refcount(o));
 }
 
 void pm_object_check_ref(const pm_object *from, const pm_object *ref, const char *when) {
-    if (PM_UNLIKELY(refcnt_says_freed(ref->pm_refcnt_) || ref->pm_refcnt_ <= 0))
+    if (PM_UNLIKELY(refcnt_says_freed(ref->pm_refcnt_) || !pm_obj_alive(ref)))
         pm_object_misuse(from, "%s: object %p (type %s) refers to %p, which was freed "
                          "(a missing pm_incref, or a stale field)",
                          when, (const void *)from, type_name(from), (const void *)ref);
@@ -89,7 +89,8 @@ static int decref_visit(pm_object *ref, void *arg) {
     return 0;
 }
 
-void pm_object_release_refs(pm_object *o, const pm_type *t) {
+/* inline in destroy, the path of every death */
+PM_INLINE void release_refs(pm_object *o, const pm_type *t) {
     if (pm_ready(t) & PM_TYPE_LAYOUT)
         clear_layout(o, t);
     else if (t->traverse != NULL && t->release == NULL)
@@ -97,6 +98,8 @@ void pm_object_release_refs(pm_object *o, const pm_type *t) {
     if (t->release != NULL)
         t->release(o);
 }
+
+void pm_object_release_refs(pm_object *o, const pm_type *t) { release_refs(o, t); }
 
 void pm_object_clear(pm_object *o, const pm_type *t) {
     if (t->clear != NULL)
@@ -108,12 +111,44 @@ void pm_object_clear(pm_object *o, const pm_type *t) {
 /* ---- creation -------------------------------------------------------------------------------- */
 
 /* Gives back an object that could not be completed (out of memory). */
-static pm_object *new_failed(pm_gc_domain *d, pm_object *o, uintptr_t ready) {
-    pm_free(o);
+static pm_object *new_failed(pm_gc_domain *d, void *block, uintptr_t ready) {
+    pm_free(block);
     if ((ready & PM_TYPE_CONTAINER) && d->count[0] > 0)
         d->count[0]--;
     errno = ENOMEM;
     return NULL;
+}
+
+/* The rest of a creation once the block is allocated: the object starts `prefix` bytes in
+ * (a shared domain's biased counts come first). */
+PM_INLINE pm_object *finish_object(pm_gc_domain *d, const pm_type *t, uintptr_t ready,
+                                   size_t size, char *block, size_t prefix) {
+    pm_object *o = (pm_object *)(void *)(block + prefix);
+    /* Every object's region gets its side-table chunk now, tracked or not: the collector
+     * then looks up any referent's byte with no check. */
+    if (PM_UNLIKELY(block == NULL) ||
+        (PM_UNLIKELY(pm_side_top[(uintptr_t)o >> PM_SIDE_REGION_SHIFT] == 0) &&
+         !pm_side_ensure(o)))
+        return new_failed(d, block, ready);
+    o->pm_typebits_ = (uintptr_t)t;
+    o->pm_gcword_ = d->id_bits;
+    o->pm_refcnt_ = 1;
+    if (prefix != 0)
+        pm_shared_init_object(d, o);
+    d->live++;
+    memset(o + 1, 0, size - sizeof(pm_object));
+    /* zeroed fields are valid references (none): the object can be walked at once */
+    if ((ready & PM_TYPE_AUTOTRACK) && PM_UNLIKELY(!pm_table_append(d, PM_ST_GEN0, o))) {
+        d->live--;
+        return new_failed(d, block, ready);
+    }
+    return o;
+}
+
+static PM_NOINLINE pm_object *new_shared_object(pm_gc_domain *d, const pm_type *t,
+                                                uintptr_t ready, size_t size) {
+    return finish_object(d, t, ready, size, pm_malloc(size + PM_SHARED_PREFIX),
+                         PM_SHARED_PREFIX);
 }
 
 static pm_object *new_object(pm_gc_domain *d, const pm_type *t, uintptr_t ready, size_t size) {
@@ -123,21 +158,34 @@ static pm_object *new_object(pm_gc_domain *d, const pm_type *t, uintptr_t ready,
         if (PM_UNLIKELY(++d->count[0] > d->trigger))
             pm_gc_maybe_collect();
     }
-    pm_object *o = pm_malloc(size);
-    /* Every object's region gets its side-table chunk now, tracked or not: the collector
-     * then looks up any referent's byte with no check. */
-    if (PM_UNLIKELY(o == NULL) ||
-        (PM_UNLIKELY(pm_side_top[(uintptr_t)o >> PM_SIDE_REGION_SHIFT] == 0) &&
-         !pm_side_ensure(o)))
-        return new_failed(d, o, ready);
-    o->pm_typebits_ = (uintptr_t)t;
-    o->pm_gcword_ = d->id_bits;
-    o->pm_refcnt_ = 1;
-    d->live++;
-    memset(o + 1, 0, size - sizeof(pm_object));
-    /* zeroed fields are valid references (none): the object can be walked at once */
-    if ((ready & PM_TYPE_AUTOTRACK) && PM_UNLIKELY(!pm_table_append(d, PM_ST_GEN0, o)))
-        return new_failed(d, o, ready);
+    if (PM_UNLIKELY(d->shared != NULL))
+        return new_shared_object(d, t, ready, size);
+    return finish_object(d, t, ready, size, pm_malloc(size), 0);
+}
+
+/* pm_new in a domain another thread is inside (a misuse that aborts) or in a shared domain
+ * (a safepoint, then its lock): out of line, so that pm_new's own path keeps its registers. */
+static PM_NOINLINE pm_object *new_object_slow(pm_gc_domain *d, const pm_type_rt *rt,
+                                              size_t size) {
+    int how = pm_gc_enter_slow(d, true);
+    pm_object *o = new_object(d, &rt->t, rt->ready, size);
+    pm_gc_leave(d, how);
+    return o;
+}
+
+/* PM_GC_ENTER + new_object + PM_GC_LEAVE, with the unusual entries (and a shared domain's
+ * safepoint) out of line. */
+PM_INLINE pm_object *create(const pm_type_rt *rt, size_t size) {
+    pm_gc_domain *d = pm_cur_domain;
+    uintptr_t me = (uintptr_t)&pm_thread_token;
+    uintptr_t user = atomic_load_explicit(&d->user, memory_order_relaxed);
+    if (user == me)
+        return new_object(d, &rt->t, rt->ready, size); /* nested (a finalizer's pm_new) */
+    if (PM_UNLIKELY(user != 0))
+        return new_object_slow(d, rt, size);
+    atomic_store_explicit(&d->user, me, memory_order_relaxed);
+    pm_object *o = new_object(d, &rt->t, rt->ready, size);
+    atomic_store_explicit(&d->user, (uintptr_t)0, memory_order_relaxed);
     return o;
 }
 
@@ -159,10 +207,7 @@ pm_object *pm_new(const pm_type *type) {
     const pm_type_rt *rt = type_ready(type);
     if (PM_UNLIKELY(rt == NULL))
         return NULL;
-    PM_GC_ENTER();
-    pm_object *o = new_object(pm_entered_domain_, &rt->t, rt->ready, rt->t.size);
-    PM_GC_LEAVE();
-    return o;
+    return create(rt, rt->t.size);
 }
 
 pm_object *pm_new_var(const pm_type *type, size_t n) {
@@ -175,11 +220,11 @@ pm_object *pm_new_var(const pm_type *type, size_t n) {
         errno = ENOMEM;
         return NULL;
     }
-    PM_GC_ENTER();
-    pm_object *o = new_object(pm_entered_domain_, &rt->t, rt->ready, extra);
+    pm_object *o = create(rt, extra);
+    /* after the domain is left: no other thread sees o before this thread's next call (in
+     * a shared domain, no collection runs before this thread reaches a safepoint) */
     if (o != NULL && (rt->ready & PM_TYPE_ITEMS) && !(rt->t.flags & PM_TYPE_ITEMS_POINTER))
         *(size_t *)((char *)o + rt->t.length_offset) = n;
-    PM_GC_LEAVE();
     return o;
 }
 
@@ -189,7 +234,11 @@ pm_object *pm_new_var(const pm_type *type, size_t n) {
  * after it is a resurrection, and the object lives on (finalize never runs again). */
 static bool finalize_dying(pm_object *o, const pm_type *t) {
     o->pm_typebits_ |= PM_OF_FINALIZED;
-    o->pm_refcnt_ = 1;
+    bool shared = o->pm_refcnt_ == PM_REFCNT_SHARED;
+    if (shared)
+        pm_shared_hold_for_finalizer(o);
+    else
+        o->pm_refcnt_ = 1;
     if (o->pm_typebits_ & PM_OF_WAS_TRACKED) {
         /* it waited on the dealloc list untracked; as CPython, a finalizer sees it tracked */
         o->pm_typebits_ &= ~PM_OF_WAS_TRACKED;
@@ -197,6 +246,8 @@ static bool finalize_dying(pm_object *o, const pm_type *t) {
             (void)pm_table_append(&pm_gc, PM_ST_GEN0, o);
     }
     t->finalize(o);
+    if (shared)
+        return pm_shared_release_finalizer_ref(o);
     int64_t rc = --o->pm_refcnt_;
     if (PM_LIKELY(rc == 0))
         return true;
@@ -206,7 +257,7 @@ static bool finalize_dying(pm_object *o, const pm_type *t) {
     return false;
 }
 
-static void destroy(pm_gc_domain *d, pm_object *o) {
+PM_INLINE void destroy(pm_gc_domain *d, pm_object *o) {
     const pm_type *t = pm_obj_type(o);
     if (t->finalize != NULL && !(o->pm_typebits_ & PM_OF_FINALIZED) && !finalize_dying(o, t))
         return; /* resurrected */
@@ -219,15 +270,16 @@ static void destroy(pm_gc_domain *d, pm_object *o) {
     if ((pm_ready(t) & PM_TYPE_CONTAINER) && d->count[0] > 0)
         d->count[0]--;
     d->live--;
-    pm_object_release_refs(o, t);
+    release_refs(o, t);
+    void *block = pm_obj_block(o);
     o->pm_refcnt_ = PM_REFCNT_FREED;
-    pm_free(o);
+    pm_free(block);
 }
 
 /* The trashcan, in the core: a death found while another object is being released waits on
  * a list (linked through its collector word, after untracking) and the outermost call frees
  * the list. Nothing recurses, whatever the shape of the graph. */
-static void dealloc(pm_gc_domain *d, pm_object *o) {
+PM_INLINE void dealloc(pm_gc_domain *d, pm_object *o) {
     if (d->releasing) {
         if (pm_obj_state(o) != PM_ST_UNTRACKED) {
             pm_table_remove(d, o);
@@ -249,15 +301,9 @@ static void dealloc(pm_gc_domain *d, pm_object *o) {
     d->releasing = 0;
 }
 
-void pm__object_zero(pm_object *o) {
-    int64_t rc = o->pm_refcnt_;
-    if (PM_UNLIKELY(rc < 0)) {
-        if (refcnt_says_freed(rc))
-            pm_object_misuse(o, "pm_decref(): object %p was already freed (use after free: its "
-                             "reference count went below zero)", (const void *)o);
-        pm_object_misuse(o, "pm_decref(): the reference count of %p (type %s) went below zero",
-                         (const void *)o, type_name(o));
-    }
+/* The last reference of an object of a thread's own domain, or of a shared domain's
+ * object whose merged count reached zero. */
+PM_INLINE void dealloc_here(pm_object *o) {
     PM_GC_ENTER();
     pm_gc_domain *d = pm_entered_domain_;
     if (PM_UNLIKELY((o->pm_gcword_ & PM_GCW_DOMAIN_MASK) != d->id_bits))
@@ -266,13 +312,47 @@ void pm__object_zero(pm_object *o) {
     PM_GC_LEAVE();
 }
 
-void pm__object_revive(pm_object *o) {
-    int64_t rc = --o->pm_refcnt_; /* undo, for the message */
+void pm_object_dealloc(pm_object *o) { dealloc_here(o); }
+
+/* Its own function, reached by a tail call: pm__object_decref_slow then saves no registers,
+ * which the shared domain's reference counting (also through it) would pay for. */
+static PM_NOINLINE void last_reference(pm_object *o) {
+    o->pm_refcnt_ = 0;
+    dealloc_here(o);
+}
+
+void pm__object_decref_slow(pm_object *o) {
+    int64_t rc = o->pm_refcnt_;
+    if (PM_LIKELY(rc == 1)) {
+        last_reference(o);
+        return;
+    }
+    if (rc == PM_REFCNT_SHARED) {
+        if (!pm_shared_owner_add(o, -1))
+            pm_shared_decref(o);
+        return;
+    }
+    if (refcnt_says_freed(rc))
+        pm_object_misuse(o, "pm_decref(): object %p was already freed (use after free: its "
+                         "reference count went below zero)", (const void *)o);
+    pm_object_misuse(o, "pm_decref(): the reference count of %p (type %s) went below zero",
+                     (const void *)o, type_name(o));
+}
+
+void pm__object_incref_slow(pm_object *o) {
+    int64_t rc = o->pm_refcnt_;
+    if (PM_LIKELY(rc == PM_REFCNT_SHARED)) {
+        if (!pm_shared_owner_add(o, 1))
+            pm_shared_incref(o);
+        return;
+    }
     if (refcnt_says_freed(rc))
         pm_object_misuse(o, "pm_incref(): object %p was freed (use after free)", (const void *)o);
     pm_object_misuse(o, "pm_incref(): object %p (type %s) is being destroyed (reference count "
                      "%lld)", (const void *)o, type_name(o), (long long)rc);
 }
+
+int64_t pm__object_refcount_slow(const pm_object *o) { return pm_obj_refcount(o); }
 
 /* ---- tracking --------------------------------------------------------------------------------- */
 
@@ -281,8 +361,35 @@ static int check_ref_visit(pm_object *ref, void *arg) {
     return 0;
 }
 
-int pm_track(pm_object *o) {
+/* Tracks o (a container, domain checked) with the domain entered; 0 or -1 and ENOMEM. */
+static int track_entered(pm_object *o, const pm_type *t) {
+    if (pm_gc.debug & PM_GC_DEBUG_CHECKS)
+        pm_walk(o, t, check_ref_visit, o);
+    if (!pm_side_ensure(o) || !pm_table_append(&pm_gc, PM_ST_GEN0, o)) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return 0;
+}
+
+/* A count field not above 0: a misuse (NULL, freed, dying: aborts), or a shared domain's
+ * object, whose collector word may change under another thread's call (tables are
+ * compacted), so that everything is looked at with the domain locked. */
+static PM_NOINLINE int track_unusual(pm_object *o) {
     check_alive(o, "pm_track");
+    PM_GC_ENTER();
+    pm_check_domain(o, "pm_track");
+    const pm_type *t = pm_obj_type(o);
+    int rc = 0;
+    if ((pm_ready(t) & PM_TYPE_CONTAINER) && pm_obj_state(o) == PM_ST_UNTRACKED)
+        rc = track_entered(o, t);
+    PM_GC_LEAVE();
+    return rc;
+}
+
+int pm_track(pm_object *o) {
+    if (PM_UNLIKELY(o == NULL || o->pm_refcnt_ <= 0))
+        return track_unusual(o);
     pm_check_domain(o, "pm_track");
     const pm_type *t = pm_obj_type(o);
     if (!(pm_ready(t) & PM_TYPE_CONTAINER))
@@ -290,30 +397,35 @@ int pm_track(pm_object *o) {
     if (pm_obj_state(o) != PM_ST_UNTRACKED)
         return 0; /* pm_new tracked it, or a second call: tracking is idempotent */
     PM_GC_ENTER();
-    if (pm_gc.debug & PM_GC_DEBUG_CHECKS)
-        pm_walk(o, t, check_ref_visit, o);
-    int rc = 0;
-    if (!pm_side_ensure(o) || !pm_table_append(&pm_gc, PM_ST_GEN0, o)) {
-        errno = ENOMEM;
-        rc = -1;
-    }
+    int rc = track_entered(o, t);
     PM_GC_LEAVE();
     return rc;
 }
 
 void pm_untrack(pm_object *o) {
     check_not_freed(o, "pm_untrack");
-    pm_check_domain(o, "pm_untrack");
-    if (pm_obj_state(o) == PM_ST_UNTRACKED)
-        return;
+    bool shared = o->pm_refcnt_ == PM_REFCNT_SHARED;
+    if (!shared) {
+        pm_check_domain(o, "pm_untrack");
+        if (pm_obj_state(o) == PM_ST_UNTRACKED)
+            return;
+    }
     PM_GC_ENTER();
-    pm_table_remove(pm_entered_domain_, o);
+    if (shared)
+        pm_check_domain(o, "pm_untrack");
+    if (pm_obj_state(o) != PM_ST_UNTRACKED)
+        pm_table_remove(pm_entered_domain_, o);
     PM_GC_LEAVE();
 }
 
 int pm_is_tracked(const pm_object *o) {
     check_not_freed(o, "pm_is_tracked");
-    return pm_obj_state(o) != PM_ST_UNTRACKED;
+    if (PM_LIKELY(o->pm_refcnt_ != PM_REFCNT_SHARED))
+        return pm_obj_state(o) != PM_ST_UNTRACKED;
+    PM_GC_ENTER(); /* a shared domain's collector word may be changing */
+    int tracked = pm_obj_state(o) != PM_ST_UNTRACKED;
+    PM_GC_LEAVE();
+    return tracked;
 }
 
 int pm_is_finalized(const pm_object *o) {

@@ -12,6 +12,8 @@
  *   gc-mark.c      steps 1-2 below; gc-collect.c step 3 and a whole collection;
  *   gc-finalize.c  step 4; gc-api.c the public pm_gc_* functions
  *   weakref.c      weak references (a per-domain address map, src/addrmap.c)
+ *   shared.c       shared domains: biased reference counting, attach/detach, safepoints and
+ *                  stop-the-world collections (shared.h)
  *
  * Domains. Everything below is per domain (pm_gc_domain; pm_gc is this thread's current
  * one), except the side table, which all domains share: each object has its own byte, and
@@ -104,6 +106,10 @@ enum pm_gc_state {
 
 /* A freed object's reference count: incref/decref of it goes (or stays) negative. */
 #define PM_REFCNT_FREED (INT64_MIN / 2)
+/* The count field of every object of a shared domain, never written while the object lives:
+ * the inline pm_incref/pm_decref read it, see a count <= 0 and take their slow path, which
+ * finds this value and does biased reference counting in the object's prefix (shared.h). */
+#define PM_REFCNT_SHARED (-(INT64_C(1) << 58))
 
 PM_INLINE const pm_type *pm_obj_type(const pm_object *o) {
     return (const pm_type *)(o->pm_typebits_ & ~PM_OF_MASK);
@@ -320,8 +326,14 @@ typedef struct pm_gc_domain {
     unsigned id;        /* 0: the default domain */
     uint64_t id_bits;   /* id << PM_GCW_DOMAIN_SHIFT, in every object's collector word */
     size_t live;        /* objects allocated minus freed */
-    _Atomic(uintptr_t) user; /* the thread inside a call, for the one-thread rule */
+    _Atomic(uintptr_t) user; /* the thread inside a call, for the one-thread rule; in a
+                                shared domain PM_USER_SHARED_FREE when nobody is inside */
+    struct pm_shared *shared; /* shared domains only (shared.c), else NULL */
 } pm_gc_domain;
+
+/* pm_gc_domain.user of a shared domain that no thread is inside: not 0, so that the inline
+ * enter takes its slow path, which locks the domain (shared.c). */
+#define PM_USER_SHARED_FREE ((uintptr_t)1)
 
 /* The domain of this thread's calls: the default domain unless pm_domain_enter chose
  * another. Everything the object layer does goes to pm_gc, this thread's domain. */
@@ -360,7 +372,9 @@ PM_INLINE size_t pm_type_cache_index(const pm_type *t) {
 }
 /* The same through the domain's cache: one load and compare when the type was seen. */
 PM_INLINE const pm_type_rt *pm_type_record_cached(const pm_type *t) {
-    const pm_type_rt *rt = pm_gc.type_cache[pm_type_cache_index(t)];
+    /* acquire (a plain load on x86 and arm64's ldar): threads of a shared domain share it */
+    const pm_type_rt *rt = __atomic_load_n(&pm_gc.type_cache[pm_type_cache_index(t)],
+                                           __ATOMIC_ACQUIRE);
     if (PM_LIKELY(rt != NULL && rt->user == t))
         return rt;
     return pm_type_record(t);
@@ -368,6 +382,9 @@ PM_INLINE const pm_type_rt *pm_type_record_cached(const pm_type *t) {
 /* Drops the reference the library can see (layout, or traverse without release) and calls
  * release: the object's last steps before its memory is freed. */
 PM_HIDDEN void pm_object_release_refs(pm_object *o, const pm_type *t);
+/* Frees an object whose last reference is gone (finalizer, weak references, release), in
+ * this thread's domain, which must be the object's. */
+PM_HIDDEN void pm_object_dealloc(pm_object *o);
 /* Breaks o's references for the collector: clear, or the layout cleared by the library. */
 PM_HIDDEN void pm_object_clear(pm_object *o, const pm_type *t);
 /* Calls visit for each reference o holds; returns the first non-zero visit result. */
@@ -377,6 +394,8 @@ PM_HIDDEN void pm_object_check_ref(const pm_object *from, const pm_object *ref, 
 PM_HIDDEN PM_COLD void pm_object_misuse(const pm_object *o, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));
 PM_HIDDEN void pm_gc_maybe_collect(void);
+/* The automatic collection itself, when the thresholds say one is due (gc-collect.c). */
+PM_HIDDEN void pm_gc_collect_due(void);
 
 /* gc-finalize.c */
 PM_HIDDEN void pm_gc_garbage_add(pm_object *o);
@@ -400,25 +419,32 @@ PM_HIDDEN void pm_weakref_run_callbacks(pm_object *list);
  * one scope. */
 PM_HIDDEN extern PM_TLS char pm_thread_token;
 PM_HIDDEN PM_COLD PM_NORETURN void pm_domain_two_threads(const pm_gc_domain *d);
-/* Returns whether the thread was already inside (a nested call). */
-PM_INLINE bool pm_gc_enter(pm_gc_domain *d) {
+/* How a call entered its domain: PM_GC_LEAVE undoes exactly that. */
+enum { PM_ENTERED = 0, PM_ENTERED_NESTED = 1, PM_ENTERED_LOCKED = 2 };
+/* The slow entry (shared.c): a shared domain is locked (after a safepoint if asked: pm_new);
+ * any other domain found in use by another thread aborts. */
+PM_HIDDEN int pm_gc_enter_slow(pm_gc_domain *d, bool safepoint);
+PM_HIDDEN void pm_gc_leave_locked(pm_gc_domain *d);
+PM_INLINE int pm_gc_enter(pm_gc_domain *d) {
     uintptr_t me = (uintptr_t)&pm_thread_token;
     uintptr_t user = atomic_load_explicit(&d->user, memory_order_relaxed);
     if (user == me)
-        return true;
+        return PM_ENTERED_NESTED;
     if (PM_UNLIKELY(user != 0))
-        pm_domain_two_threads(d);
+        return pm_gc_enter_slow(d, false);
     atomic_store_explicit(&d->user, me, memory_order_relaxed);
-    return false;
+    return PM_ENTERED;
 }
-PM_INLINE void pm_gc_leave(pm_gc_domain *d, bool nested) {
-    if (!nested)
+PM_INLINE void pm_gc_leave(pm_gc_domain *d, int how) {
+    if (how == PM_ENTERED)
         atomic_store_explicit(&d->user, (uintptr_t)0, memory_order_relaxed);
+    else if (PM_UNLIKELY(how == PM_ENTERED_LOCKED))
+        pm_gc_leave_locked(d);
 }
 #define PM_GC_ENTER()                                                                          \
     pm_gc_domain *const pm_entered_domain_ = pm_cur_domain;                                    \
-    const bool pm_entered_nested_ = pm_gc_enter(pm_entered_domain_)
-#define PM_GC_LEAVE() pm_gc_leave(pm_entered_domain_, pm_entered_nested_)
+    const int pm_entered_how_ = pm_gc_enter(pm_entered_domain_)
+#define PM_GC_LEAVE() pm_gc_leave(pm_entered_domain_, pm_entered_how_)
 /* An object of another domain given to this thread's domain: aborts with a message. */
 PM_HIDDEN PM_COLD PM_NORETURN void pm_domain_foreign(const pm_object *o, const char *fn);
 PM_INLINE void pm_check_domain(const pm_object *o, const char *fn) {
@@ -427,7 +453,86 @@ PM_INLINE void pm_check_domain(const pm_object *o, const char *fn) {
 }
 /* domain.c: sets up a domain's collector state (thresholds and flags from the settings). */
 PM_HIDDEN void pm_domain_setup(pm_gc_domain *d, unsigned id);
+/* Frees a domain's memory and its id (no object of it left). */
+PM_HIDDEN void pm_domain_destroy(pm_gc_domain *d);
 /* How many domains exist (the default one included, once started). */
 PM_HIDDEN unsigned pm_domains_alive(void);
+
+/* ---- objects of shared domains (shared.c) ----------------------------------------------- */
+
+/* Biased reference counting lives in 16 bytes before the header of a shared domain's object
+ * (the header's count holds PM_REFCNT_SHARED): the owner (the creating thread) changes
+ * `local` with plain loads and stores, every other thread `shared` with atomic operations. */
+typedef struct pm_shared_rc {
+    _Atomic(uintptr_t) owner; /* the owner's record (pm_shared_thread *), 0 once merged */
+    _Atomic(uint32_t) local;  /* the owner's count: only the owner writes it while it runs */
+    _Atomic(int32_t) shared;  /* the other threads' count << 2 | PM_RC_QUEUED/PM_RC_MERGED */
+} pm_shared_rc;
+#define PM_SHARED_PREFIX sizeof(pm_shared_rc)
+#define PM_RC_QUEUED 1 /* queued for its owner to merge (the queue holds one reference) */
+#define PM_RC_MERGED 2 /* the owner's count was merged in: only `shared` counts */
+#define PM_RC_SHIFT 2
+_Static_assert(sizeof(pm_shared_rc) == 16, "the prefix keeps objects 16-byte aligned");
+
+PM_INLINE pm_shared_rc *pm_shared_rc_of(const pm_object *o) {
+    return (pm_shared_rc *)((char *)(uintptr_t)o - PM_SHARED_PREFIX);
+}
+PM_INLINE int64_t pm_rc_count(int32_t v) { return (int64_t)(v >> PM_RC_SHIFT); }
+/* The block pm_malloc gave for o (shared objects start after their prefix). */
+PM_INLINE void *pm_obj_block(const pm_object *o) {
+    return o->pm_refcnt_ == PM_REFCNT_SHARED ? (void *)pm_shared_rc_of(o) : (void *)o;
+}
+/* The whole count of a shared object: exact while the world is stopped or in its owner. */
+PM_INLINE int64_t pm_shared_total(const pm_object *o) {
+    const pm_shared_rc *h = pm_shared_rc_of(o);
+    return (int64_t)atomic_load_explicit(&h->local, memory_order_relaxed) +
+           pm_rc_count(atomic_load_explicit(&h->shared, memory_order_relaxed));
+}
+/* The object's reference count, for any object. */
+PM_INLINE int64_t pm_obj_refcount(const pm_object *o) {
+    int64_t rc = o->pm_refcnt_;
+    return PM_UNLIKELY(rc == PM_REFCNT_SHARED) ? pm_shared_total(o) : rc;
+}
+/* Alive: not freed, not dying (a shared object that is not merged has an owner's count). */
+PM_INLINE bool pm_obj_alive(const pm_object *o) {
+    int64_t rc = o->pm_refcnt_;
+    if (PM_LIKELY(rc > 0))
+        return true;
+    if (rc != PM_REFCNT_SHARED)
+        return false;
+    const pm_shared_rc *h = pm_shared_rc_of(o);
+    return atomic_load_explicit(&h->owner, memory_order_relaxed) != 0 ||
+           pm_rc_count(atomic_load_explicit(&h->shared, memory_order_relaxed)) > 0;
+}
+/* The attachment of this thread to a shared domain (shared.c), NULL when detached: the
+ * owner recorded in the objects it creates. */
+PM_HIDDEN extern PM_TLS struct pm_shared_thread *pm_shared_self;
+/* The owner's side of biased counting, inline in the slow paths of pm_incref/pm_decref:
+ * true when done (this thread owns o and the count stays above 0 and below the limit). */
+PM_INLINE bool pm_shared_owner_add(pm_object *o, int delta) {
+    pm_shared_rc *h = pm_shared_rc_of(o);
+    uintptr_t me = (uintptr_t)pm_shared_self;
+    if (atomic_load_explicit(&h->owner, memory_order_relaxed) != me || me == 0)
+        return false;
+    uint32_t n = atomic_load_explicit(&h->local, memory_order_relaxed);
+    if (delta > 0 ? n == UINT32_MAX : n <= 1)
+        return false; /* the out-of-line path says why, or merges */
+    atomic_store_explicit(&h->local, n + (uint32_t)delta, memory_order_relaxed);
+    return true;
+}
+/* A new object of shared domain d: its prefix (owner: this thread) and count field. */
+PM_HIDDEN void pm_shared_init_object(pm_gc_domain *d, pm_object *o);
+PM_HIDDEN void pm_shared_incref(pm_object *o);
+PM_HIDDEN void pm_shared_decref(pm_object *o);
+/* Automatic collection in a shared domain: asks the next safepoint to run it. */
+PM_HIDDEN void pm_shared_want_collect(pm_gc_domain *d);
+/* pm_gc_collect in a shared domain: stops the world, collects, restarts it. */
+PM_HIDDEN pm_gc_result pm_shared_collect(pm_gc_domain *d, int generation);
+/* pm_domain_free of a shared domain. */
+PM_HIDDEN int pm_shared_domain_free(pm_gc_domain *d);
+/* A dying shared object's finalizer is about to run: its count becomes 1 (merged). */
+PM_HIDDEN void pm_shared_hold_for_finalizer(pm_object *o);
+/* Drops that reference; true when the object stays dead (no resurrection). */
+PM_HIDDEN bool pm_shared_release_finalizer_ref(pm_object *o);
 
 #endif /* PM_OBJECT_H */

@@ -129,7 +129,7 @@ pm_type_rt *pm_type_record(const pm_type *t) {
     }
     pthread_mutex_unlock(&registry_lock);
     if (rt != NULL)
-        pm_gc.type_cache[pm_type_cache_index(t)] = rt;
+        __atomic_store_n(&pm_gc.type_cache[pm_type_cache_index(t)], rt, __ATOMIC_RELEASE);
     return rt;
 }
 

@@ -37,7 +37,7 @@ static void mark_weakref_type(void) {
     pm_type_rt *rt = pm_type_record(&weakref_type);
     if (rt != NULL && rt->ready != 0) {
         __atomic_fetch_or(&rt->ready, PM_TYPE_WEAKREF, __ATOMIC_RELAXED); /* any domain */
-        weakref_type_marked = true;
+        __atomic_store_n(&weakref_type_marked, true, __ATOMIC_RELEASE); /* threads race here */
     }
 }
 
@@ -97,16 +97,16 @@ static void weakref_release(pm_object *self) { pm_weakref_forget_referent(self);
 
 static pm_object *weakref_new(pm_object *target, pm_weakref_callback callback, void *data,
                               pm_object *data_object) {
-    if (target == NULL || target->pm_refcnt_ <= 0)
+    if (target == NULL || !pm_obj_alive(target))
         pm_object_misuse(target, "pm_weakref_new(): referent %p is NULL, freed or being "
                          "destroyed", (void *)target);
-    pm_check_domain(target, "pm_weakref_new");
-    if (PM_UNLIKELY(!weakref_type_marked))
+    if (PM_UNLIKELY(!__atomic_load_n(&weakref_type_marked, __ATOMIC_ACQUIRE)))
         mark_weakref_type();
     weakref *w = (weakref *)pm_new(&weakref_type);
     if (w == NULL)
         return NULL;
     PM_GC_ENTER();
+    pm_check_domain(target, "pm_weakref_new"); /* entered: a shared domain's word is stable */
     weakref *first = head_get(target);
     if (!head_set(target, w)) {
         PM_GC_LEAVE();
@@ -152,10 +152,14 @@ static weakref *as_weakref(pm_object *o, const char *fn) {
 
 pm_object *pm_weakref_get(pm_object *ref) {
     weakref *w = as_weakref(ref, "pm_weakref_get");
+    PM_GC_ENTER(); /* in a shared domain: no death completes meanwhile */
     pm_object *t = w->target;
-    if (t == NULL || t->pm_refcnt_ <= 0)
-        return NULL;
-    return pm_newref(t);
+    if (t == NULL || !pm_obj_alive(t))
+        t = NULL;
+    else
+        pm_incref(t);
+    PM_GC_LEAVE();
+    return t;
 }
 
 size_t pm_weakref_count(const pm_object *o) {
