@@ -59,12 +59,11 @@ static void free_pool_block(pm_pool *pool, void *p) {
         pm_heap_free_local(me, pool, p);
         return;
     }
-    if (me == NULL) { /* no heap (yet, or any more): nowhere to batch */
-        pm_pool_free_atomic(pool, p);
-        return;
-    }
-    PM_STAT(PM_OWN_ADD(me->remote_frees, 1));
-    pm_remote_free(me, pool, p);
+    if (me != NULL)
+        PM_STAT(atomic_store_explicit(&me->remote_frees,
+                                      atomic_load_explicit(&me->remote_frees, memory_order_relaxed) + 1,
+                                      memory_order_relaxed));
+    pm_pool_free_atomic(pool, p);
 }
 
 void pm_free_slow(void *p) {

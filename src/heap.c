@@ -180,8 +180,6 @@ void pm_heap_flush_cache(pm_heap *heap) {
             b = next;
         }
     }
-    pm_remote_flush(heap); /* and the frees into other heaps' pools it batched (remote.c) */
-    pm_pool_release_spares(heap); /* and its empty spare pools (pool.c) */
 }
 
 /* ---- thread exit ------------------------------------------------------------------------------ */

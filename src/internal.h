@@ -296,16 +296,6 @@ typedef struct __attribute__((aligned(64))) pm_class_state {
 } pm_class_state;
 _Static_assert(sizeof(pm_class_state) == 64, "one class, one cache line");
 
-/* A heap's frees into other heaps' pools wait here, chained per pool (remote.c). */
-#define PM_REMOTE_SLOTS 16
-typedef struct pm_remote_slot {
-    struct pm_pool *pool;    /* NULL while empty */
-    pm_block *head, *tail;   /* linked and keyed as on the pool's lists */
-    uint32_t bytes;
-    uint16_t count;
-    uint8_t cls;             /* the pool's class, for statistics (read by other threads) */
-} pm_remote_slot;
-
 typedef struct pm_heap {
     pm_class_state cls[PM_NUM_CLASSES];
     /* Pools the owner detached that have free blocks (or may get some), per class: the next
@@ -317,9 +307,6 @@ typedef struct pm_heap {
     struct pm_heap *next_abandoned;  /* under heap_lock */
     _Atomic int abandoned;
     _Atomic uint64_t remote_frees;   /* PM_STATS: frees into other heaps' pools, sent by us */
-    pm_remote_slot remote[PM_REMOTE_SLOTS]; /* remote.c: this thread's batched remote frees */
-    uint64_t spare_classes;          /* under xlock: classes with an empty spare pool (pool.c) */
-    uint32_t spare_count;
 } pm_heap;
 
 /* ---- global state --------------------------------------------------------------------------- */
@@ -513,9 +500,6 @@ PM_HIDDEN bool pm_pool_carve(pm_pool *pool);
  * pool may be released by this call (the last block of a detached pool came back). errno is
  * kept: the free fast path calls it directly for the thread's own detached pools. */
 PM_HIDDEN void pm_pool_free_atomic(pm_pool *pool, pm_block *block);
-/* The same for n blocks of pool, head to tail, linked (pm_link_encode) and keyed by the
- * caller: one compare-and-swap for the lot. */
-PM_HIDDEN void pm_pool_free_chain(pm_pool *pool, pm_block *head, pm_block *tail, uint32_t n);
 /* Owner only: moves the atomic list onto the local free list; false if it was empty. */
 PM_HIDDEN bool pm_pool_collect(pm_pool *pool);
 /* Owner only: the pool stops being current. Released here if every block is already back. */
@@ -523,9 +507,6 @@ PM_HIDDEN void pm_pool_detach(pm_heap *heap, pm_pool *pool);
 /* Owner only: a detached pool of class cls that may have free blocks, taken off the pending
  * list and made current again (attached, with the blocks freed meanwhile), or NULL. */
 PM_HIDDEN pm_pool *pm_pool_take_pending(pm_heap *heap, unsigned cls);
-/* Releases the heap's empty spare pools (one per class at most, kept by pool.c so that a
- * pool that drains is not released and acquired again at once). */
-PM_HIDDEN void pm_pool_release_spares(pm_heap *heap);
 /* Blocks in use, for statistics (racy, clamped). */
 PM_HIDDEN uint32_t pm_pool_blocks_in_use(const pm_pool *pool);
 
@@ -579,17 +560,6 @@ PM_HIDDEN void pm_heap_install(pm_heap *h);
 PM_HIDDEN void pm_heap_fork_prepare(void);
 PM_HIDDEN void pm_heap_fork_parent(void);
 PM_HIDDEN void pm_heap_fork_child(void);
-
-/* ---- remote.c: a heap's frees into other heaps' pools, batched per pool ------------------ */
-/* Owner of heap only: frees a checked block of another heap's pool (into the batch). */
-PM_HIDDEN void pm_remote_free(pm_heap *heap, pm_pool *pool, pm_block *block);
-/* Pushes every batched block to its pool (pm_heap_flush_cache calls it). */
-PM_HIDDEN void pm_remote_flush(pm_heap *heap);
-/* Blocks waiting in heap's batch (tests). */
-PM_HIDDEN uint32_t pm_remote_pending(const pm_heap *heap);
-/* Any thread: adds the blocks waiting in heap's batch to per_class[class] (they count as in
- * use in their pools, I1, but the program freed them). A snapshot, stale but never absurd. */
-PM_HIDDEN void pm_remote_count_free(const pm_heap *heap, uint64_t *per_class);
 
 /* ---- large.c --------------------------------------------------------------------------------- */
 PM_HIDDEN void *pm_large_alloc(size_t size, size_t align, bool zero);

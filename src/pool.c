@@ -143,6 +143,13 @@ static void unlink_locked(pm_heap *owner, pm_pool *pool) {
     __atomic_store_n(&pool->pending, false, __ATOMIC_RELAXED);
 }
 
+static void unlink_pending(pm_heap *owner, pm_pool *pool) {
+    pm_lock(&owner->xlock);
+    if (pool->pending)
+        unlink_locked(owner, pool);
+    pm_unlock(&owner->xlock);
+}
+
 /* ---- the atomic list ---------------------------------------------------------------------- */
 /* The count field of xfree means two things (internal.h): while the pool is attached, the
  * blocks on the list; once it is detached, the blocks still out (handed out and not on the
@@ -156,123 +163,44 @@ PM_INLINE uintptr_t xf_make(pm_block *head, uint32_t count, uintptr_t flags) {
     return (uintptr_t)head | ((uintptr_t)count << PM_XF_COUNT_SHIFT) | flags;
 }
 
-/* A detached pool whose every block came back is released to its arena, except one per class
- * and heap: that one stays on its owner's pending list, empty, marked SPARE in xfree and in
- * owner->spare_classes. A thread that allocates and frees across a pool boundary (a producer
- * whose messages come back from a consumer, a program replacing blocks at random) otherwise
- * pays a release and a new acquisition, two lock round trips and a fresh carve, each time a
- * pool drains; the spare is reattached instead. What an idle thread keeps this way is bounded
- * (one empty pool per class) and given back every purge delay, at exit and at pm_trim
- * (pm_pool_release_spares, from pm_heap_flush_cache). */
-#define PM_XF_SPARE ((uintptr_t)4)
-#define SPARES_MAX 16
-
-PM_INLINE uint64_t class_bit(unsigned cls) { return (uint64_t)1 << (cls & 63); }
-
-/* Under owner->xlock, RELEASING set by us: keeps the pool as its owner's spare of its class
- * if the owner has none and is not gone; false if the pool must be released. */
-static bool keep_spare_locked(pm_heap *owner, pm_pool *pool, uintptr_t w) {
-    if (owner->spare_count >= SPARES_MAX || atomic_load(&owner->abandoned))
-        return false;
-    /* Nobody else writes xfree now: a free would find no block out (and report it), and a
-     * claim needs the lock we hold. */
-    atomic_store_explicit(&pool->xfree, (w & ~PM_XF_RELEASING) | PM_XF_SPARE,
-                          memory_order_release);
-    link_locked(owner, pool); /* it is normally there already (the first free linked it) */
-    if (!pool->pending) { /* cannot happen while detached and ours; release rather than lose */
-        atomic_store_explicit(&pool->xfree, w, memory_order_relaxed);
-        return false;
-    }
-    __atomic_store_n(&owner->spare_classes, owner->spare_classes | class_bit(pool->cls),
-                     __ATOMIC_RELAXED); /* statistics may read it */
-    owner->spare_count++;
-    return true;
-}
-
-/* Every block of a detached pool is back and we hold the release (RELEASING is set, w is the
- * word we set): take it off the owner's pending list (a releaser must, before the units go:
- * see pm_pool_detach) and give its units back, or keep it as a spare (may_keep). */
-static void finish_release(pm_pool *pool, uintptr_t w, bool may_keep) {
+/* Every block of a detached pool is back and we hold the release (RELEASING is set): take it
+ * off the owner's pending list (a releaser must, before the units go: see pm_pool_detach) and
+ * give its units back. */
+static void finish_release(pm_pool *pool) {
     int saved = errno; /* a purge may follow the release: errno is the program's */
     pm_heap *owner = pm_pool_owner(pool);
-    pm_lock(&owner->xlock);
-    if (may_keep && keep_spare_locked(owner, pool, w)) {
-        pm_unlock(&owner->xlock);
-        return;
-    }
-    if (pool->pending)
-        unlink_locked(owner, pool);
-    pm_unlock(&owner->xlock);
+    unlink_pending(owner, pool);
     pm_pool_release(pool);
     errno = saved;
 }
 
-void pm_pool_release_spares(pm_heap *heap) {
-    pm_pool *doomed = NULL;
-    pm_lock(&heap->xlock);
-    for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
-        if (!(heap->spare_classes & class_bit(c)))
-            continue;
-        pm_pool *pool = heap->pending[c];
-        while (pool != NULL) {
-            pm_pool *after = pool->next;
-            uintptr_t w = atomic_load_explicit(&pool->xfree, memory_order_relaxed);
-            if (w & PM_XF_SPARE) {
-                atomic_store_explicit(&pool->xfree, (w & ~PM_XF_SPARE) | PM_XF_RELEASING,
-                                      memory_order_relaxed);
-                unlink_locked(heap, pool);
-                pool->next = doomed; /* ours now: nobody else reaches a RELEASING pool */
-                doomed = pool;
-            }
-            pool = after;
-        }
-    }
-    __atomic_store_n(&heap->spare_classes, 0, __ATOMIC_RELAXED);
-    heap->spare_count = 0;
-    pm_unlock(&heap->xlock);
-    int saved = errno;
-    while (doomed != NULL) {
-        pm_pool *next = doomed->next;
-        doomed->next = NULL;
-        pm_pool_release(doomed);
-        doomed = next;
-    }
-    errno = saved;
-}
-
-/* Pushes a chain of n blocks of pool (head .. tail, linked and keyed by the caller) with one
- * compare-and-swap: a single free, or a batch of frees from another thread (remote.c). */
-void pm_pool_free_chain(pm_pool *pool, pm_block *head, pm_block *tail, uint32_t n) {
+void pm_pool_free_atomic(pm_pool *pool, pm_block *block) {
+    block->key = pm_free_key(block); /* a second free of the block is now detectable (I2) */
     uintptr_t w = atomic_load_explicit(&pool->xfree, memory_order_relaxed), next;
     for (;;) {
         bool detached = (w & PM_XF_DETACHED) != 0;
         uint32_t count = xf_count(w);
-        if (PM_UNLIKELY((w & PM_XF_RELEASING) || (detached && count < n)))
-            pm_heap_corrupt(head, "a pool's atomic list (more frees than blocks out: a double "
-                                  "free?)");
+        if (PM_UNLIKELY((w & PM_XF_RELEASING) || (detached && count == 0)))
+            pm_heap_corrupt(block, "a pool's atomic list (more frees than blocks out: a double "
+                                   "free?)");
         /* The first block on a detached pool's list puts the pool on its owner's pending list,
          * before the block is published: until then the block is out, so the pool cannot be
          * released under the link (link_locked rechecks under the owner's lock). */
         if (detached && xf_head(w) == NULL && !__atomic_load_n(&pool->pending, __ATOMIC_RELAXED))
             link_pending(pm_pool_owner(pool), pool);
-        tail->link = pm_link_encode(tail, xf_head(w));
+        block->link = pm_link_encode(block, xf_head(w));
         if (!detached)
-            next = xf_make(head, count + n, w & PM_XF_FLAGS);
-        else if (count > n)
-            next = xf_make(head, count - n, w & PM_XF_FLAGS);
-        else /* the last blocks out come back: the pool is ours to release */
-            next = xf_make(head, 0, (w & PM_XF_FLAGS) | PM_XF_RELEASING);
+            next = xf_make(block, count + 1, w & PM_XF_FLAGS);
+        else if (count > 1)
+            next = xf_make(block, count - 1, w & PM_XF_FLAGS);
+        else /* the last block out comes back: the pool is ours to release */
+            next = xf_make(block, 0, (w & PM_XF_FLAGS) | PM_XF_RELEASING);
         if (atomic_compare_exchange_weak_explicit(&pool->xfree, &w, next, memory_order_acq_rel,
                                                   memory_order_relaxed))
             break;
     }
     if (next & PM_XF_RELEASING)
-        finish_release(pool, next, true);
-}
-
-void pm_pool_free_atomic(pm_pool *pool, pm_block *block) {
-    block->key = pm_free_key(block); /* a second free of the block is now detectable (I2) */
-    pm_pool_free_chain(pool, block, block, 1);
+        finish_release(pool);
 }
 
 /* Moves a list taken from xfree (length blocks) onto the local free list. Its links are
@@ -325,7 +253,7 @@ void pm_pool_detach(pm_heap *heap, pm_pool *pool) {
                                                     memory_order_relaxed));
     if (next & PM_XF_RELEASING) { /* every block handed out is back: all free */
         pm_unlock(&heap->xlock);
-        finish_release(pool, next, false);
+        finish_release(pool);
         return;
     }
     if (has_room || xf_head(next) != NULL)
@@ -357,12 +285,8 @@ pm_pool *pm_pool_take_pending(pm_heap *heap, unsigned cls) {
     pm_pool *pool;
     while ((pool = heap->pending[cls]) != NULL) {
         unlink_locked(heap, pool);
-        if (claim_locked(pool, &w)) {
-            if (w & PM_XF_SPARE)
-                heap->spare_count--;
-            break;
-        }
-        /* else its releaser gives it back: drop it */
+        if (claim_locked(pool, &w))
+            break; /* else its releaser gives it back: drop it */
     }
     pm_unlock(&heap->xlock);
     if (pool == NULL)

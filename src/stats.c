@@ -36,7 +36,6 @@ static void collect_heaps(snapshot *s) {
                 s->cached[c] += pm_class_cache_limit[c] - room;
         }
         s->total.remote_frees += atomic_load_explicit(&h->remote_frees, memory_order_relaxed);
-        pm_remote_count_free(h, s->cached); /* so are blocks batched for other heaps */
     }
 }
 
