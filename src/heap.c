@@ -180,6 +180,7 @@ void pm_heap_flush_cache(pm_heap *heap) {
             b = next;
         }
     }
+    pm_pool_release_spares(heap); /* and the empty pools kept for reuse (pool.c) */
 }
 
 /* ---- thread exit ------------------------------------------------------------------------------ */

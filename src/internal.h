@@ -307,6 +307,7 @@ typedef struct pm_heap {
     struct pm_heap *next_abandoned;  /* under heap_lock */
     _Atomic int abandoned;
     _Atomic uint64_t remote_frees;   /* PM_STATS: frees into other heaps' pools, sent by us */
+    uint64_t spare_classes;          /* under xlock: classes with an empty spare pool (pool.c) */
 } pm_heap;
 
 /* ---- global state --------------------------------------------------------------------------- */
@@ -507,6 +508,9 @@ PM_HIDDEN void pm_pool_detach(pm_heap *heap, pm_pool *pool);
 /* Owner only: a detached pool of class cls that may have free blocks, taken off the pending
  * list and made current again (attached, with the blocks freed meanwhile), or NULL. */
 PM_HIDDEN pm_pool *pm_pool_take_pending(pm_heap *heap, unsigned cls);
+/* Gives back the heap's spare pools: one empty pool per class that pool.c keeps pending
+ * instead of releasing it, so that a pool that drains is not released and acquired anew. */
+PM_HIDDEN void pm_pool_release_spares(pm_heap *heap);
 /* Blocks in use, for statistics (racy, clamped). */
 PM_HIDDEN uint32_t pm_pool_blocks_in_use(const pm_pool *pool);
 
