@@ -10,6 +10,8 @@
  * nobody's to touch but through xfree, each free counts down, and the thread whose free takes
  * the count to zero knows that every block is back and releases the pool to its arena itself:
  * memory comes back even if the owner never calls malloc again (an idle thread, issue 7.7).
+ * One such pool per class and heap is kept instead, empty, for its owner to reuse (its spare:
+ * see keep_spare_locked), and given back within a purge delay, at exit or at pm_trim.
  * A detached pool with blocks on xfree waits on its owner's pending list to be reattached.
  */
 #include "internal.h"
