@@ -200,6 +200,7 @@ static void flush_idle_caches(pm_heap *heap) {
             flush_class_cache(heap, c);
         cs->tick_mark = mark;
     }
+    pm_pool_release_spares(heap); /* and the empty pools kept for reuse (pool.c) */
 }
 
 /* ---- thread exit ------------------------------------------------------------------------------ */

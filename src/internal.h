@@ -97,7 +97,9 @@
  *    |                         +---- reattach: taken off owner->pending -----+
  *    |                                                                       |
  *    +---- release: the free that takes xfree's count of blocks out to 0 ------+
- *          (any thread; every block is back)
+ *          (any thread; every block is back), unless the pool, one unit long, becomes its
+ *          owner's spare: kept empty on the pending list, one per class, given back every
+ *          purge delay, at exit and at pm_trim (pool.c)
  *
  * A current pool is never released while current: an alloc/free pair at a pool boundary must
  * not map and unmap memory each time. At thread exit the heap's current pools are detached,
@@ -118,7 +120,8 @@
  * freeing threads fill under the heap's xlock when they put the first block on a detached
  * pool's xfree. Because a detached pool's last free releases it, memory freed into the pools
  * of a thread that never calls malloc again comes back anyway: what such a thread strands is
- * bounded by its current pools (one per class) and its cache (at most 64 KiB per class).
+ * bounded by its current pools (one per class), its cache (at most 64 KiB per class) and its
+ * spares (one empty 16 KiB pool per class).
  *
  * ===========================================================================================
  * Invariants (checked in debug builds; the cheap ones on every free)        file that keeps it
@@ -224,7 +227,8 @@ enum pm_pool_state {
  *                each free, so the free that reaches zero knows it (a pool holds <= 1024)
  *   bits 47..4   the first block's address (blocks are 16-aligned and below 2^47, I4)
  *   bit 0        DETACHED: the owner no longer allocates from the pool (I6)
- *   bit 1        RELEASING: the last block came back; the pool is on its way to the arena */
+ *   bit 1        RELEASING: the last block came back; the pool is on its way to the arena
+ *   bit 2        SPARE: detached, every block back, kept for its owner (pool.c) */
 #define PM_XF_DETACHED ((uintptr_t)1)
 #define PM_XF_RELEASING ((uintptr_t)2)
 #define PM_XF_FLAGS ((uintptr_t)15)
@@ -314,6 +318,7 @@ typedef struct pm_heap {
     struct pm_heap *next_abandoned;  /* under heap_lock */
     _Atomic int abandoned;
     _Atomic uint64_t remote_frees;   /* PM_STATS: frees into other heaps' pools, sent by us */
+    uint64_t spare_classes;          /* under xlock: classes with an empty spare pool (pool.c) */
 } pm_heap;
 
 /* ---- global state --------------------------------------------------------------------------- */
@@ -519,6 +524,9 @@ PM_HIDDEN void pm_pool_detach(pm_heap *heap, pm_pool *pool);
 /* Owner only: a detached pool of class cls that may have free blocks, taken off the pending
  * list and made current again (attached, with the blocks freed meanwhile), or NULL. */
 PM_HIDDEN pm_pool *pm_pool_take_pending(pm_heap *heap, unsigned cls);
+/* Gives back the heap's spare pools: one empty pool per class that pool.c keeps pending
+ * instead of releasing it, so that a pool that drains is not released and acquired anew. */
+PM_HIDDEN void pm_pool_release_spares(pm_heap *heap);
 /* Blocks in use, for statistics (racy, clamped). */
 PM_HIDDEN uint32_t pm_pool_blocks_in_use(const pm_pool *pool);
 

@@ -10,6 +10,8 @@
  * nobody's to touch but through xfree, each free counts down, and the thread whose free takes
  * the count to zero knows that every block is back and releases the pool to its arena itself:
  * memory comes back even if the owner never calls malloc again (an idle thread, issue 7.7).
+ * One such pool per class and heap is kept instead, empty, for its owner to reuse (its spare:
+ * see keep_spare_locked), and given back within a purge delay, at exit or at pm_trim.
  * A detached pool with blocks on xfree waits on its owner's pending list to be reattached.
  */
 #include "internal.h"
@@ -143,13 +145,6 @@ static void unlink_locked(pm_heap *owner, pm_pool *pool) {
     __atomic_store_n(&pool->pending, false, __ATOMIC_RELAXED);
 }
 
-static void unlink_pending(pm_heap *owner, pm_pool *pool) {
-    pm_lock(&owner->xlock);
-    if (pool->pending)
-        unlink_locked(owner, pool);
-    pm_unlock(&owner->xlock);
-}
-
 /* ---- the atomic list ---------------------------------------------------------------------- */
 /* The count field of xfree means two things (internal.h): while the pool is attached, the
  * blocks on the list; once it is detached, the blocks still out (handed out and not on the
@@ -163,14 +158,82 @@ PM_INLINE uintptr_t xf_make(pm_block *head, uint32_t count, uintptr_t flags) {
     return (uintptr_t)head | ((uintptr_t)count << PM_XF_COUNT_SHIFT) | flags;
 }
 
-/* Every block of a detached pool is back and we hold the release (RELEASING is set): take it
- * off the owner's pending list (a releaser must, before the units go: see pm_pool_detach) and
- * give its units back. */
-static void finish_release(pm_pool *pool) {
+/* A detached pool whose every block came back goes back to its arena, except that each heap
+ * keeps one such pool per class, empty, on its pending list: its spare, marked SPARE in xfree
+ * and in owner->spare_classes. Without it a thread whose blocks another thread frees (a
+ * producer and its consumer) pays a release and a new acquisition, two lock round trips, a
+ * fresh carve and later a purge, each time a pool's worth of blocks is in flight: the spare is
+ * reattached instead. Only single-unit pools are kept, and pm_pool_release_spares gives them
+ * back every purge delay, at exit and at pm_trim (from pm_heap_flush_cache), so an idle thread
+ * keeps at most one empty 16 KiB pool per class. */
+#define PM_XF_SPARE ((uintptr_t)4)
+
+PM_INLINE uint64_t class_bit(unsigned cls) { return (uint64_t)1 << (cls & 63); }
+
+/* Under owner->xlock, with RELEASING set by us in w: makes the pool its owner's spare of its
+ * class if the owner has none and is not gone; false if the pool must be released. */
+static bool keep_spare_locked(pm_heap *owner, pm_pool *pool, uintptr_t w) {
+    if (pool->units != 1 || (owner->spare_classes & class_bit(pool->cls)) ||
+        atomic_load(&owner->abandoned))
+        return false;
+    /* Nobody else writes xfree now: a free would find no block out (and report it), and a
+     * claim needs the lock we hold. */
+    atomic_store_explicit(&pool->xfree, (w & ~PM_XF_RELEASING) | PM_XF_SPARE,
+                          memory_order_release);
+    link_locked(owner, pool); /* normally linked already, by the first free after the detach */
+    if (!pool->pending) { /* not ours to keep after all: release it as decided */
+        atomic_store_explicit(&pool->xfree, w, memory_order_relaxed);
+        return false;
+    }
+    __atomic_store_n(&owner->spare_classes, owner->spare_classes | class_bit(pool->cls),
+                     __ATOMIC_RELAXED);
+    return true;
+}
+
+/* Every block of a detached pool is back and we hold the release (RELEASING is set in w, the
+ * word we stored): keep the pool as a spare (if may_keep), or take it off the owner's pending
+ * list (a releaser must, before the units go: see pm_pool_detach) and give its units back. */
+static void finish_release(pm_pool *pool, uintptr_t w, bool may_keep) {
     int saved = errno; /* a purge may follow the release: errno is the program's */
     pm_heap *owner = pm_pool_owner(pool);
-    unlink_pending(owner, pool);
-    pm_pool_release(pool);
+    pm_lock(&owner->xlock);
+    bool kept = may_keep && keep_spare_locked(owner, pool, w);
+    if (!kept && pool->pending)
+        unlink_locked(owner, pool);
+    pm_unlock(&owner->xlock);
+    if (!kept)
+        pm_pool_release(pool);
+    errno = saved;
+}
+
+void pm_pool_release_spares(pm_heap *heap) {
+    pm_pool *doomed = NULL;
+    pm_lock(&heap->xlock);
+    for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
+        if (!(heap->spare_classes & class_bit(c)))
+            continue;
+        for (pm_pool *pool = heap->pending[c]; pool != NULL; pool = pool->next) {
+            uintptr_t w = atomic_load_explicit(&pool->xfree, memory_order_relaxed);
+            if (!(w & PM_XF_SPARE))
+                continue;
+            /* RELEASING: no claim takes it once we let go of the lock; it is ours to release */
+            atomic_store_explicit(&pool->xfree, (w & ~PM_XF_SPARE) | PM_XF_RELEASING,
+                                  memory_order_relaxed);
+            unlink_locked(heap, pool);
+            pool->next = doomed;
+            doomed = pool;
+            break; /* one spare per class */
+        }
+    }
+    __atomic_store_n(&heap->spare_classes, 0, __ATOMIC_RELAXED);
+    pm_unlock(&heap->xlock);
+    int saved = errno;
+    while (doomed != NULL) {
+        pm_pool *next = doomed->next;
+        doomed->next = NULL;
+        pm_pool_release(doomed);
+        doomed = next;
+    }
     errno = saved;
 }
 
@@ -200,7 +263,7 @@ void pm_pool_free_atomic(pm_pool *pool, pm_block *block) {
             break;
     }
     if (next & PM_XF_RELEASING)
-        finish_release(pool);
+        finish_release(pool, next, true);
 }
 
 /* Moves a list taken from xfree (length blocks) onto the local free list. Its links are
@@ -252,7 +315,7 @@ void pm_pool_detach(pm_heap *heap, pm_pool *pool) {
                                                     memory_order_relaxed));
     if (next & PM_XF_RELEASING) { /* every block handed out is back: all free */
         pm_unlock(&heap->xlock);
-        finish_release(pool);
+        finish_release(pool, next, false); /* the owner lets go of it: no spare */
         return;
     }
     if (has_room || xf_head(next) != NULL)
@@ -284,8 +347,13 @@ pm_pool *pm_pool_take_pending(pm_heap *heap, unsigned cls) {
     pm_pool *pool;
     while ((pool = heap->pending[cls]) != NULL) {
         unlink_locked(heap, pool);
-        if (claim_locked(pool, &w))
-            break; /* else its releaser gives it back: drop it */
+        if (claim_locked(pool, &w)) {
+            if (w & PM_XF_SPARE) /* our spare of the class, reused */
+                __atomic_store_n(&heap->spare_classes, heap->spare_classes & ~class_bit(cls),
+                                 __ATOMIC_RELAXED);
+            break;
+        }
+        /* else its releaser gives it back: drop it */
     }
     pm_unlock(&heap->xlock);
     if (pool == NULL)

@@ -1,0 +1,216 @@
+/*
+ * test-frees.c: white-box tests of the frees that do not take the plain fast path (issue 10):
+ * the owner's frees into its own detached pools once its cache is full, and other threads'
+ * frees into a pool its owner is still allocating from. Links the core without the shim and
+ * includes internal.h.
+ */
+#include "internal.h" /* first: it brings config.h, which defines _GNU_SOURCE */
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+
+#define BLOCK 48
+#define BLOCKS 200000
+
+static uint64_t pools_released(void) {
+    pm_stats_t s;
+    cr_assert_eq(pm_stats_get(&s), 0);
+    return s.pools_released;
+}
+
+static uint64_t pools_acquired(void) {
+    pm_stats_t s;
+    cr_assert_eq(pm_stats_get(&s), 0);
+    return s.pools_acquired;
+}
+
+/* The owner's frees past its cache go onto its detached pools' atomic lists (pm_free_inline
+ * calls pm_pool_free_atomic), and the last of each releases the pool: a thread that frees
+ * what it built gets the memory back without calling malloc again. */
+static void *build_and_free(void *arg) {
+    void **blocks = arg;
+    for (size_t i = 0; i < BLOCKS; i++)
+        blocks[i] = pm_malloc(BLOCK);
+    uint64_t before = pools_released();
+    for (size_t i = 0; i < BLOCKS; i++) /* oldest first: nearly every pool is detached */
+        pm_free(blocks[i]);
+    return (void *)(uintptr_t)(pools_released() - before);
+}
+
+Test(frees, owner_frees_into_its_own_detached_pools_release_them) {
+    void **blocks = calloc(BLOCKS, sizeof *blocks);
+    cr_assert_not_null(blocks);
+    pthread_t t;
+    void *released;
+    /* A thread of its own: a fresh heap, so that no earlier test's pools are counted. */
+    pthread_create(&t, NULL, build_and_free, blocks);
+    pthread_join(t, &released);
+    /* 200000 x 48 B in about 590 pools of 341 blocks: all but the current pool and those the
+     * cache still pins (its 32 blocks, at most one pool each) must be back in the arenas. */
+    size_t per_pool = (pm_class_units[pm_size_class(BLOCK)] * PM_UNIT_SIZE) / BLOCK;
+    size_t expected = BLOCKS / per_pool - 1 - 32;
+    cr_assert_geq((uintptr_t)released, expected, "only %zu of about %zu pools released",
+                  (size_t)(uintptr_t)released, BLOCKS / per_pool);
+    free(blocks);
+}
+
+/* ---- another thread frees blocks of a pool its owner is still allocating from ------------- */
+
+typedef struct exchange {
+    void *blocks[64];
+    size_t n;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int turn; /* 0: the owner allocates, 1: the other thread frees, 2: done */
+} exchange;
+
+static void wait_turn(exchange *x, int turn) {
+    pthread_mutex_lock(&x->lock);
+    while (x->turn != turn && x->turn != 2)
+        pthread_cond_wait(&x->cond, &x->lock);
+    pthread_mutex_unlock(&x->lock);
+}
+
+static void give_turn(exchange *x, int turn) {
+    pthread_mutex_lock(&x->lock);
+    x->turn = turn;
+    pthread_cond_broadcast(&x->cond);
+    pthread_mutex_unlock(&x->lock);
+}
+
+static void *remote_freer(void *arg) {
+    exchange *x = arg;
+    for (;;) {
+        wait_turn(x, 1);
+        if (x->turn == 2)
+            return NULL;
+        for (size_t i = 0; i < x->n; i++)
+            pm_free(x->blocks[i]);
+        give_turn(x, 0);
+    }
+}
+
+/* A producer whose blocks another thread frees (atomic pushes onto its current pool) must get
+ * them back when its local list runs dry (pm_pool_collect), not take new pools for ever: 2000
+ * rounds of 64 blocks of 512 bytes (4 MB in all) fit in a handful of pools. */
+Test(frees, remote_frees_into_the_current_pool_are_reused_by_its_owner) {
+    exchange x = {.n = 64, .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    pthread_t t;
+    pthread_create(&t, NULL, remote_freer, &x);
+    pm_free(pm_malloc(512)); /* this thread's heap and a current pool of the class */
+    uint64_t before = pools_acquired();
+    for (int round = 0; round < 2000; round++) {
+        for (size_t i = 0; i < x.n; i++) {
+            x.blocks[i] = pm_malloc(512);
+            cr_assert_not_null(x.blocks[i]);
+            memset(x.blocks[i], round & 0xff, 512);
+        }
+        give_turn(&x, 1);
+        wait_turn(&x, 0);
+    }
+    uint64_t acquired = pools_acquired() - before;
+    give_turn(&x, 2);
+    pthread_join(t, NULL);
+    /* 64 blocks in flight take 2 pools of 32; a few more while the frees race the owner. */
+    cr_assert_leq(acquired, 8, "%llu pools acquired for 64 blocks in flight",
+                  (unsigned long long)acquired);
+}
+
+/* ---- the spare: a drained pool kept for its owner, and given back --------------------------- */
+
+#define SPARE_SIZE 512 /* 32 blocks in a one-unit pool */
+
+typedef struct parked {
+    void *blocks[64];
+    size_t n;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int stage; /* 0 allocating, 1 allocated (parked), 2 may exit */
+} parked;
+
+static void *allocate_and_park(void *arg) {
+    parked *p = arg;
+    for (size_t i = 0; i < p->n; i++)
+        p->blocks[i] = pm_malloc(SPARE_SIZE);
+    pthread_mutex_lock(&p->lock);
+    p->stage = 1;
+    pthread_cond_broadcast(&p->cond);
+    while (p->stage != 2)
+        pthread_cond_wait(&p->cond, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+    return NULL; /* exits with its last block still out: its current pool stays */
+}
+
+/* A thread fills one pool and takes a second (the first is detached); another thread frees
+ * every block of the first. The pool stays with its owner, empty (the next pool it needs),
+ * while the owner lives; the owner's exit gives it back. */
+Test(frees, drained_pool_is_kept_for_its_owner_and_given_back_at_exit) {
+    parked p = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    unsigned cls = pm_size_class(SPARE_SIZE);
+    cr_assert_eq(pm_class_units[cls], 1, "the test assumes one-unit pools of %d bytes",
+                 SPARE_SIZE);
+    size_t per_pool = PM_UNIT_SIZE / SPARE_SIZE;
+    p.n = per_pool + 1;
+    pthread_t t;
+    pthread_create(&t, NULL, allocate_and_park, &p);
+    pthread_mutex_lock(&p.lock);
+    while (p.stage != 1)
+        pthread_cond_wait(&p.cond, &p.lock);
+    pthread_mutex_unlock(&p.lock);
+    pm_pool *first = pm_pool_of(p.blocks[0]);
+    cr_assert_neq(first, pm_pool_of(p.blocks[per_pool]), "the blocks fill one pool exactly");
+    uint64_t released = pools_released();
+    for (size_t i = 0; i < per_pool; i++)
+        pm_free(p.blocks[i]);
+    cr_assert_eq(pools_released(), released, "the drained pool of a live owner was released");
+    cr_assert_eq(pm_pool_of(p.blocks[0]), first);
+    cr_assert_eq(pm_pool_blocks_in_use(first), 0);
+    pthread_mutex_lock(&p.lock);
+    p.stage = 2;
+    pthread_cond_broadcast(&p.cond);
+    pthread_mutex_unlock(&p.lock);
+    pthread_join(t, NULL);
+    cr_assert_geq(pools_released(), released + 1, "the owner exited and kept its empty pool");
+    pm_free(p.blocks[per_pool]);
+}
+
+static void *free_all(void *arg) {
+    parked *p = arg;
+    for (size_t i = 0; i < p->n; i++)
+        pm_free(p->blocks[i]);
+    return NULL;
+}
+
+/* The same with this thread as the owner: pm_trim gives the spare back. */
+Test(frees, trim_gives_back_the_spare_pool) {
+    static parked p;
+    static void *all[3 * (PM_UNIT_SIZE / SPARE_SIZE)];
+    size_t per_pool = PM_UNIT_SIZE / SPARE_SIZE, n = 3 * per_pool;
+    for (size_t i = 0; i < n; i++)
+        all[i] = pm_malloc(SPARE_SIZE);
+    /* A pool all of whose blocks are ours, and not the current one (the last block's). */
+    pm_pool *full = NULL;
+    for (size_t i = 0; i < n && full == NULL; i++) {
+        pm_pool *pool = pm_pool_of(all[i]);
+        size_t mine = 0;
+        for (size_t j = 0; j < n; j++)
+            mine += pm_pool_of(all[j]) == pool;
+        if (mine == per_pool && pool != pm_pool_of(all[n - 1]))
+            full = pool;
+    }
+    cr_assert_not_null(full, "no pool of %zu blocks among %zu", per_pool, n);
+    for (size_t i = 0; i < n; i++)
+        if (pm_pool_of(all[i]) == full) {
+            p.blocks[p.n++] = all[i];
+            all[i] = NULL;
+        }
+    uint64_t released = pools_released();
+    pthread_t t;
+    pthread_create(&t, NULL, free_all, &p); /* remote frees: the pool drains */
+    pthread_join(t, NULL);
+    cr_assert_eq(pools_released(), released, "the drained pool was not kept as a spare");
+    pm_trim();
+    cr_assert_geq(pools_released(), released + 1, "pm_trim kept the spare");
+    for (size_t i = 0; i < n; i++)
+        pm_free(all[i]);
+}
