@@ -186,6 +186,7 @@ static void flush_class_cache(pm_heap *heap, unsigned c) {
 void pm_heap_flush_cache(pm_heap *heap) {
     for (unsigned c = 1; c < PM_NUM_CLASSES; c++)
         flush_class_cache(heap, c);
+    pm_pool_release_spares(heap); /* and the empty pools kept for reuse (pool.c) */
 }
 
 /* The tick's flush: only the caches of classes this thread has not allocated from since the
