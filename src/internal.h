@@ -11,7 +11,7 @@
  *           power of two up to 128 KiB (the default mmap threshold). Index 0 is unused.
  *   unit    16 KiB, the granule in which arenas hand out memory to pools.
  *   pool    1..64 contiguous units holding blocks of one class (pymalloc's pool).
- *   arena   a 4 MiB slot aligned to 4 MiB, mapped whole, carved into pools. Its first 3 units
+ *   arena   a 4 MiB slot aligned to 4 MiB, mapped whole, carved into pools. Its first 4 units
  *           hold the arena header: the unit->pool map and the 256 pool descriptors.
  *   heap    one thread's allocator state: per class a current pool and a small cache of the
  *           blocks it freed (one cache line per class), plus pending lists of its detached
@@ -56,7 +56,7 @@
  *   OS (mmap)
  *    |
  *    +-- arena (4 MiB, 4 MiB-aligned) ----------------------------------------------+
- *    |   | header (3 units) | pool | pool (4 units)       | free | pool | free ... |
+ *    |   | header (4 units) | pool | pool (4 units)       | free | pool | free ... |
  *    |   +------------------+------+----------------------+------+------+----------+
  *    |                         |
  *    |                         +-- pool of class 48 B: | tail | blk | blk | ... | uncarved |
@@ -238,31 +238,40 @@ enum pm_pool_state {
 struct pm_heap;
 struct pm_arena;
 
+/* Three cache lines, by who writes them, so that no thread's writes steal a line another
+ * thread reads on every operation:
+ *   line 1  read by every free (the owner's and other threads'): written rarely (acquire,
+ *           detach, reattach; `carved` once per page of new blocks)
+ *   line 2  the owner's local free list and count: written on every pool pop and push
+ *   line 3  written by other threads: the atomic list, and the pending-list links
+ * With line 1 and line 2 as one, a producer popping its current pool and a consumer freeing
+ * into it moved the line between their cores on every block (prodcons: 89% of free's time
+ * was the load of `owner`). */
 typedef struct __attribute__((aligned(64))) pm_pool {
-    /* hot: the fast paths touch only this first cache line */
-    pm_block *free;         /* local free list (the owner's; links encoded) */
+    /* line 1: read-mostly */
     struct pm_heap *owner;  /* NULL while FREE; | PM_OWNER_DETACHED while detached (I6) */
     char *start;            /* first block (after the tail, see I3) */
     uint64_t div_magic;     /* ceil(2^64 / block_size): exact divisibility test (I3) */
-    uint32_t used;          /* I1: blocks handed out and not on the local free list */
     uint32_t carved;        /* bytes from start ever carved: blocks past it were never given */
     uint32_t block_size;
     uint8_t cls, state;
-    /* warm: slow paths */
     uint16_t first_unit, units;
     uint16_t cls_offset;    /* offsetof(pm_heap, cls[cls]): free finds its class line in one add */
-    char *end;              /* start + capacity * block_size */
-    struct pm_pool *next, *prev; /* owner->pending[cls], under owner->xlock */
-    struct pm_arena *arena;
     uint32_t capacity;      /* blocks in the pool */
     uint32_t detached_used; /* used when the owner detached it (blocks out then) */
+    char *end;              /* start + capacity * block_size */
+    struct pm_arena *arena;
+    /* line 2: the owner's */
+    _Alignas(64) pm_block *free; /* local free list (the owner's; links encoded) */
+    uint32_t used;          /* I1: blocks handed out and not on the local free list */
+    /* line 3: other threads' */
+    _Alignas(64) _Atomic uintptr_t xfree;
+    struct pm_pool *next, *prev; /* owner->pending[cls], under owner->xlock */
     bool pending;           /* on owner->pending[cls] (under owner->xlock) */
-    /* Written by every thread that frees into the pool: on the second line, so that those
-     * frees do not steal the line the owner's fast path works on. */
-    _Atomic uintptr_t xfree;
 } pm_pool;
-_Static_assert(offsetof(pm_pool, xfree) >= 64 && sizeof(pm_pool) == 128, "two lines: fast paths, then slow paths and xfree");
-_Static_assert(offsetof(pm_pool, cls_offset) < 64, "the fast paths' fields share one line");
+_Static_assert(offsetof(pm_pool, arena) < 64 && offsetof(pm_pool, free) == 64 &&
+                   offsetof(pm_pool, xfree) == 128 && sizeof(pm_pool) == 192,
+               "three lines: read-mostly, the owner's, other threads'");
 
 /* Arena geometry, one source of truth: an arena is PM_ARENA_ALIGN bytes of address space,
  * mapped whole (so that no other mapping can sit in a slot the byte map calls ours, I4), of
@@ -282,7 +291,7 @@ typedef struct pm_arena {
 } pm_arena;
 
 #define PM_HEADER_UNITS ((sizeof(pm_arena) + PM_UNIT_SIZE - 1) / PM_UNIT_SIZE)
-_Static_assert(PM_HEADER_UNITS == 3, "the essay and the option ranges assume a 3-unit header");
+_Static_assert(PM_HEADER_UNITS == 4, "the essay and the option ranges assume a 4-unit header");
 _Static_assert(PM_UNITS_MAX == 256 && PM_UNITS_MAX % 64 == 0, "unit bitmaps are 64-bit words");
 /* The smallest arena (1 MiB, 64 units) must serve every class: see pm_class_units. */
 #define PM_ARENA_MIN_UNITS 64
