@@ -7,10 +7,29 @@
  * n bytes is thus sampled with probability 1 - exp(-n / mean), whatever the allocations
  * around it, and a sample of n bytes stands for n / (1 - exp(-n / mean)) bytes.
  *
+ * Who counts down: PROF alone, on a core that has a sampling countdown (PM_PROF_BY_CORE),
+ * the core does, per size class, on its malloc fast path (a subtraction and a branch it pays
+ * anyway for its statistics), and calls core_hook below when a countdown expires; the layer
+ * counts only what the classes do not serve (large and over-aligned blocks, in hooks.c). With
+ * a header mode, or on a core without the countdown, every call reaches the layer's slow-path
+ * hooks and the layer counts them all (pm_prof_after_alloc).
+ *
+ * Knowing at free time that a block was sampled, without making any other free pay: the core
+ * hands out a sampled block from its inline fast path, and the owner's free of a pool block
+ * is the inline fast path too, which the layer never sees. So the hook moves every sampled
+ * block out of its pool, as tcmalloc gives each sampled object a span of its own: the block
+ * goes back to the thread's cache and the program gets a block of its own mapping instead
+ * (the large-block allocator, page-sized, same alignment up to a unit). A free of such a
+ * block is never inline (it is not in an arena): it reaches pm_free_slow, then
+ * pm_instr_free, which finds the record. Frees of pool blocks stay on the fast path,
+ * unchanged; frees that reach the slow path anyway pay one filter load (below), as before.
+ * The price is a page per live sampled block: one per 512 KiB allocated, about 1% of a
+ * heap of small blocks.
+ *
  * Sampled blocks go into a table keyed by address (open addressing under prof_lock), with
- * their size and stack id; the stack's counters hold the sums. free() first looks at a
- * counting filter (a byte per hash bucket, 64 KiB): zero, the common case, means "not
- * sampled", and costs one load.
+ * their size and stack id; the stack's counters hold the sums. A free that reaches the layer
+ * first looks at a counting filter (a byte per hash bucket, 64 KiB): zero, the common case,
+ * means "not sampled", and costs one load.
  *
  * Dumps (at exit, after POOLMALLOC_PROF_SIGNAL, or pm_prof_dump(path)) write three files:
  *   path               pprof's legacy heap profile (text; `pprof -inuse_space|-alloc_space`),
@@ -19,12 +38,20 @@
  *                      MAPPED_LIBRARIES section (a copy of /proc/self/maps);
  *   path.live.folded   Brendan Gregg's folded stacks of the estimated live bytes,
  *   path.alloc.folded  the same for all bytes allocated since start (cumulative);
- * the folded ones feed flamegraph.pl (scripts/heapprof-flamegraph).
+ * the folded ones feed scripts/heapprof-flamegraph (an SVG flame graph).
+ *
+ * A dump asked for by signal: the handler only raises a flag and posts a semaphore (both
+ * async-signal-safe; writing a profile takes locks and calls dladdr). A thread of the layer,
+ * started by a constructor (outside any allocator call, where pthread_create may allocate),
+ * waits on the semaphore and writes the profile at once, even if the program is idle. The
+ * flag is also checked at every hook of the layer (safe points: no lock of ours is held),
+ * which serves a fork child, whose copy of the process has no such thread.
  */
 #include "instrument/instrument.h"
 #include "options.h"
 
 #include <fcntl.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -44,7 +71,7 @@ static prof_record *records;
 static uint32_t records_used;
 static uint64_t dropped;
 static pthread_mutex_t prof_lock = PTHREAD_MUTEX_INITIALIZER;
-static volatile sig_atomic_t dump_requested;
+volatile int pm_prof_dump_pending;
 static _Atomic uint32_t signal_dumps;
 static _Atomic uint64_t seed_counter;
 
@@ -175,7 +202,11 @@ static void insert(uintptr_t p, uint64_t size, uint64_t est, uint32_t stack) {
 
 /* ---- hooks ------------------------------------------------------------------------------------ */
 
-static void dump_on_request(void);
+static void record(void *p, size_t size, uint32_t stack) {
+    pthread_mutex_lock(&prof_lock);
+    insert((uintptr_t)p, size, estimate(size), stack);
+    pthread_mutex_unlock(&prof_lock);
+}
 
 void pm_prof_sample(void *p, size_t size, void *site, uintptr_t fp) {
     static PM_TLS bool started;
@@ -189,14 +220,59 @@ void pm_prof_sample(void *p, size_t size, void *site, uintptr_t fp) {
     }
     pm_prof_countdown = interval;
     int saved = errno;
-    uint32_t stack = pm_stack_capture(site, fp);
-    pthread_mutex_lock(&prof_lock);
-    insert((uintptr_t)p, size, estimate(size), stack);
-    pthread_mutex_unlock(&prof_lock);
-    if (PM_UNLIKELY(dump_requested))
-        dump_on_request();
+    record(p, size, pm_stack_capture(site, fp));
     errno = saved;
 }
+
+/* ---- sampling on the core's countdown ----------------------------------------------------------- */
+
+#if PM_PROF_BY_CORE
+static PM_TLS void *moved_last; /* the block core_hook last handed out instead of a pool's */
+
+bool pm_prof_just_moved(const void *p) {
+    if (PM_LIKELY(moved_last != p))
+        return false;
+    moved_last = NULL;
+    return true;
+}
+
+/* The sampled pool block goes back (to the thread's cache) and the program gets a block of its
+ * own mapping, at least the pool block's size, aligned as the pool block was up to a unit
+ * (the most an aligned request served by a class may need). The header comment says why. */
+static void *move_out_of_pool(void *block) {
+    if (!pm_in_arena(block))
+        return block;
+    size_t size = pm_pool_of(block)->block_size;
+    uintptr_t natural = (uintptr_t)block & -(uintptr_t)block;
+    void *moved = pm_large_alloc(size, natural < PM_UNIT_SIZE ? natural : PM_UNIT_SIZE, false);
+    if (PM_UNLIKELY(moved == NULL)) /* kept in its pool: sampled, but its free may go unseen */
+        return block;
+    pm_raw_free(block);
+    moved_last = moved;
+    return moved;
+}
+
+/* pm_sample_hook: called by the core with a block of a class whose countdown expired (NULL when
+ * it only arms a countdown, or the allocation failed); returns the next countdown. Its frames
+ * and the core's keep no call site: pm_stack_capture_scan finds it on the stack. */
+static PM_NOINLINE int64_t core_hook(void **block, size_t size) {
+    if (*block != NULL) {
+        int saved = errno;
+        uintptr_t fp = PM_CALLER_FP();
+        void *p = move_out_of_pool(*block);
+        *block = p;
+        record(p, size, pm_stack_capture_scan((uintptr_t)__builtin_frame_address(0), fp));
+        PM_PROF_SAFE_POINT();
+        errno = saved;
+    }
+    return next_interval();
+}
+#else
+bool pm_prof_just_moved(const void *p) {
+    (void)p;
+    return false;
+}
+#endif
 
 void pm_prof_forget(void *p) {
     pthread_mutex_lock(&prof_lock);
@@ -308,7 +384,7 @@ static int write_one(const char *path, const prof_row *rows, uint32_t n, int kin
 }
 
 static int dump(const char *path) {
-    if (!pm_instr_opt.prof || !pm_instrument_on)
+    if (!pm_instr_opt.prof || !pm_instr_hooks_on)
         return ENOSYS;
     uint32_t n = 0;
     size_t map_len = 0;
@@ -346,18 +422,65 @@ static void dump_numbered(const char *suffix) {
         pm_warn("POOLMALLOC_PROF: cannot write %s (errno %d)", path, rc);
 }
 
-/* The signal handler only raises a flag (writing a profile takes locks and calls dladdr,
- * neither async-signal-safe); the next sampled allocation writes it. */
-static void dump_on_request(void) {
-    dump_requested = 0;
+/* ---- dumps asked for by signal ------------------------------------------------------------------ */
+
+static sem_t dump_sem;
+static volatile int dump_thread_up; /* the semaphore has a waiter: set once, cleared in a child */
+
+void pm_prof_dump_requested(void) {
+    if (!__atomic_exchange_n(&pm_prof_dump_pending, 0, __ATOMIC_ACQ_REL))
+        return; /* another thread took this request */
+    int saved = errno;
     char suffix[32];
     pm_snprintf(suffix, sizeof suffix, ".%u", atomic_fetch_add(&signal_dumps, 1) + 1);
     dump_numbered(suffix);
+    errno = saved;
 }
 
 static void on_signal(int sig) {
     (void)sig;
-    dump_requested = 1;
+    int saved = errno;
+    __atomic_store_n(&pm_prof_dump_pending, 1, __ATOMIC_RELEASE);
+    if (dump_thread_up)
+        sem_post(&dump_sem);
+    errno = saved;
+}
+
+static void *dump_thread(void *arg) {
+    (void)arg;
+    for (;;) {
+        while (sem_wait(&dump_sem) != 0) /* EINTR: the thread blocks every signal, but still */
+            ;
+        pm_prof_dump_requested();
+    }
+    return NULL;
+}
+
+/* Started by a constructor, not at pm_init: pthread_create allocates, and pm_init runs inside
+ * the program's first malloc. Every signal is blocked in the thread, so that none of the
+ * program's is delivered to it. Without the thread (it could not be made), the dump waits
+ * for the next safe point. */
+__attribute__((constructor)) static void start_dump_thread(void) {
+    pm_init();
+    if (!pm_instr_opt.prof || pm_instr_opt.prof_signal == 0 || !pm_instr_hooks_on)
+        return;
+    pthread_attr_t attr;
+    sigset_t all, old;
+    pthread_t t;
+    if (sem_init(&dump_sem, 0, 0) != 0 || pthread_attr_init(&attr) != 0)
+        return;
+    pthread_attr_setstacksize(&attr, 256 << 10);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&t, &attr, dump_thread, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc == 0)
+        dump_thread_up = 1;
+    else
+        pm_warn("POOLMALLOC_PROF_SIGNAL: no thread to write profiles (error %d): each is "
+                "written at the next allocation that reaches poolmalloc's slow paths", rc);
 }
 
 void pm_prof_exit_dump(void) {
@@ -367,10 +490,18 @@ void pm_prof_exit_dump(void) {
     dump_numbered("");
 }
 
-void pm_prof_init(void) {
+void pm_prof_init(bool by_core) {
     records = pm_os_reserve(RECORDS * sizeof(prof_record));
     if (records == NULL)
         pm_fatal("POOLMALLOC_PROF: cannot map the sample table");
+#if PM_PROF_BY_CORE
+    if (by_core) {
+        __atomic_store_n(&pm_sample_hook, core_hook, __ATOMIC_RELEASE);
+        pm_sample_rearm_all();
+    }
+#else
+    (void)by_core;
+#endif
     if (pm_instr_opt.prof_signal != 0) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
@@ -392,6 +523,7 @@ void pm_prof_fork_parent(void) {
     pthread_mutex_unlock(&dump_lock);
 }
 void pm_prof_fork_child(void) {
+    dump_thread_up = 0; /* threads do not survive fork: safe points serve the child */
     pm_lock_reinit(&prof_lock);
     pm_lock_reinit(&dump_lock);
 }
