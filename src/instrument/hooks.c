@@ -87,17 +87,29 @@ static void *prof_rest(void *p, size_t size, void *site, uintptr_t fp) {
     return p;
 }
 
+/* While the layer allocates through the core for the program, the core's sampling hook learns
+ * the program's site and frame from these (no stack scan). */
+#define WITH_SITE(site, fp, expr)                                                               \
+    do {                                                                                       \
+        pm_prof_site_hint = (site);                                                            \
+        pm_prof_fp_hint = (fp);                                                                \
+        expr;                                                                                  \
+        pm_prof_site_hint = NULL;                                                              \
+    } while (0)
+
+static void *raw_alloc(size_t size, size_t align, bool zero) {
+    if (align > PM_MIN_ALIGN)
+        return pm_raw_aligned(align, size);
+    return zero ? pm_raw_calloc(size) : pm_raw_malloc(size);
+}
+
 static void *alloc_instrumented(size_t size, size_t align, bool zero, void *site, uintptr_t fp) {
     PM_PROF_SAFE_POINT();
     void *p;
     if (header_mode)
         p = pm_dbg_alloc(size, align, zero, site, fp);
-    else if (align > PM_MIN_ALIGN)
-        p = pm_raw_aligned(align, size);
-    else if (zero)
-        p = pm_raw_calloc(size);
     else
-        p = pm_raw_malloc(size);
+        WITH_SITE(site, fp, p = raw_alloc(size, align, zero));
     if (prof_in_core)
         return prof_rest(p, size, site, fp);
     if (p != NULL && pm_instr_opt.prof)
@@ -164,7 +176,9 @@ PM_NOINLINE void *pm_instr_realloc(void *p, size_t size, void *site) {
         /* The record goes first: once the core has freed p, another thread may get p back
          * and have it sampled. A realloc that fails (ENOMEM) thus loses p's sample. */
         pm_prof_before_free(p);
-        return prof_rest(pm_raw_realloc(p, size), size, site, fp);
+        void *q;
+        WITH_SITE(site, fp, q = pm_raw_realloc(p, size));
+        return prof_rest(q, size, site, fp);
     }
     void *q = header_mode ? pm_dbg_realloc(p, size, site, fp) : pm_raw_realloc(p, size);
     if (q != NULL && pm_instr_opt.prof) { /* the old block is gone, the new one may be sampled */

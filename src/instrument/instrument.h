@@ -109,11 +109,12 @@ PM_HIDDEN void pm_stack_init(void);
 /* The id (>= 1) of the stack that called the allocator: site, then the frame-pointer chain
  * from fp (the caller's frame pointer). Never 0; id 1 stands for "table full". */
 PM_HIDDEN uint32_t pm_stack_capture(void *site, uintptr_t fp);
-/* The same from a hook the core calls without passing the program's call site (the sampling
- * hook): the site is found by scanning the stack above `from` (the hook's frame) for the
- * first return address into code outside this library, the frame-pointer chain then walked
- * from fp above it. */
-PM_HIDDEN uint32_t pm_stack_capture_scan(uintptr_t from, uintptr_t fp);
+/* The same from a hook the core calls without the program's frame (the sampling hook): the
+ * call site is caller when that is outside this library (the core's entry was tail-called);
+ * else it is found by scanning the stack above `from` (the hook's frame) for the first return
+ * address into code outside this library. The frame-pointer chain is then walked from fp, or
+ * from the first frame record above the site's slot when the core used the register. */
+PM_HIDDEN uint32_t pm_stack_capture_scan(uintptr_t from, uintptr_t fp, uintptr_t caller);
 PM_HIDDEN pm_stack *pm_stack_get(uint32_t id);
 PM_HIDDEN uint32_t pm_stack_count(void); /* ids are 1 .. count */
 PM_HIDDEN void pm_stack_fork_prepare(void);
@@ -166,6 +167,10 @@ PM_HIDDEN void pm_prof_exit_dump(void);
 /* True once for the block prof's hook just moved (it is sampled already: the layer's own
  * countdown must not count it again). */
 PM_HIDDEN bool pm_prof_just_moved(const void *p);
+/* The program's call site and frame while a hook of the layer allocates through the core (PROF
+ * on the core's countdown): the core's sampling hook, called deeper down, uses them. */
+PM_HIDDEN extern PM_TLS void *pm_prof_site_hint;
+PM_HIDDEN extern PM_TLS uintptr_t pm_prof_fp_hint;
 /* A dump asked for by POOLMALLOC_PROF_SIGNAL and not written yet is written now: called at
  * safe points (every hook of the layer), where no lock of ours is held. */
 PM_HIDDEN extern volatile int pm_prof_dump_pending;

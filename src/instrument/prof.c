@@ -226,6 +226,9 @@ void pm_prof_sample(void *p, size_t size, void *site, uintptr_t fp) {
 
 /* ---- sampling on the core's countdown ----------------------------------------------------------- */
 
+PM_TLS void *pm_prof_site_hint;
+PM_TLS uintptr_t pm_prof_fp_hint;
+
 #if PM_PROF_BY_CORE
 static PM_TLS void *moved_last; /* the block core_hook last handed out instead of a pool's */
 
@@ -253,15 +256,21 @@ static void *move_out_of_pool(void *block) {
 }
 
 /* pm_sample_hook: called by the core with a block of a class whose countdown expired (NULL when
- * it only arms a countdown, or the allocation failed); returns the next countdown. Its frames
- * and the core's keep no call site: pm_stack_capture_scan finds it on the stack. */
-static PM_NOINLINE int64_t core_hook(void **block, size_t size) {
+ * it only arms a countdown, or the allocation failed) and the return address of the core's
+ * function that called it; returns the next countdown. Reached through one of the layer's
+ * hooks, the program's site and frame are known (the hints); from the inline fast path,
+ * pm_stack_capture_scan finds them. */
+static PM_NOINLINE int64_t core_hook(void **block, size_t size, void *caller) {
     if (*block != NULL) {
         int saved = errno;
         uintptr_t fp = PM_CALLER_FP();
         void *p = move_out_of_pool(*block);
         *block = p;
-        record(p, size, pm_stack_capture_scan((uintptr_t)__builtin_frame_address(0), fp));
+        uint32_t stack = pm_prof_site_hint != NULL
+                             ? pm_stack_capture(pm_prof_site_hint, pm_prof_fp_hint)
+                             : pm_stack_capture_scan((uintptr_t)__builtin_frame_address(0), fp,
+                                                     (uintptr_t)caller);
+        record(p, size, stack);
         PM_PROF_SAFE_POINT();
         errno = saved;
     }

@@ -217,6 +217,8 @@ static bool after_call(uintptr_t w) {
 #endif
 }
 
+static bool is_return_address(uintptr_t v) { return in_exec(v) && after_call(v); }
+
 static uintptr_t scan_for_site(uintptr_t from, uintptr_t *slot) {
     const uintptr_t *w = (const uintptr_t *)from;
     uintptr_t end = from + SCAN_WORDS * sizeof(uintptr_t);
@@ -226,7 +228,7 @@ static uintptr_t scan_for_site(uintptr_t from, uintptr_t *slot) {
         uintptr_t v = *w;
         if (self_text.lo <= v && v < self_text.hi)
             continue;
-        if (in_exec(v) && after_call(v)) {
+        if (is_return_address(v)) {
             *slot = (uintptr_t)w;
             return v;
         }
@@ -234,28 +236,66 @@ static uintptr_t scan_for_site(uintptr_t from, uintptr_t *slot) {
     return 0;
 }
 
-uint32_t pm_stack_capture_scan(uintptr_t from, uintptr_t fp) {
+/* Whether a frame record (saved frame pointer, return address) lies at fp, above lo. */
+static bool frame_record_at(uintptr_t fp, uintptr_t lo) {
+    if (fp < lo || fp > stack_hi - 2 * sizeof(uintptr_t) || (fp & (sizeof(uintptr_t) - 1)))
+        return false;
+    const uintptr_t *frame = (const uintptr_t *)fp;
+    return (frame[0] == 0 || (frame[0] > fp && frame[0] < stack_hi)) &&
+           is_return_address(frame[1]);
+}
+
+/* The program's frame record above its call into malloc (lo: just above the return address):
+ * the core's frames may use the frame-pointer register for data (and save the program's value
+ * somewhere below lo), so fp, the register's value at the hook, is taken only if it leads to
+ * a frame record; else the first frame record above lo is. */
+static uintptr_t program_frame(uintptr_t fp, uintptr_t lo) {
+    if (frame_record_at(fp, lo))
+        return fp;
+    uintptr_t end = lo + SCAN_WORDS * sizeof(uintptr_t);
+    for (uintptr_t a = (lo + 7) & ~(uintptr_t)7; a < end && a + 16 <= stack_hi; a += 8)
+        if (frame_record_at(a, lo))
+            return a;
+    return 0;
+}
+
+/* The slot of the return address `site` above from: the first word that holds it. */
+static uintptr_t slot_of(uintptr_t from, uintptr_t site) {
+    const uintptr_t *w = (const uintptr_t *)from;
+    uintptr_t end = from + SCAN_WORDS * sizeof(uintptr_t);
+    for (; (uintptr_t)(w + 1) <= end && (uintptr_t)(w + 1) <= stack_hi; w++)
+        if (*w == site)
+            return (uintptr_t)w;
+    return 0;
+}
+
+uint32_t pm_stack_capture_scan(uintptr_t from, uintptr_t fp, uintptr_t caller) {
     static uint32_t scans_since_refresh;
     uintptr_t pc[PM_STACK_DEPTH];
-    uint32_t n = 0;
     if (!stack_bounds_hold(from))
         return intern(pc, 0);
-    uintptr_t slot = 0, site;
+    uintptr_t slot = 0, site = 0;
     pthread_mutex_lock(&exec_lock);
     if (exec_count == 0)
         exec_refresh();
-    site = scan_for_site(from, &slot);
-    if (site == 0 && ++scans_since_refresh >= 256) {
-        scans_since_refresh = 0;
-        exec_refresh();
+    if (caller != 0 && !(self_text.lo <= caller && caller < self_text.hi)) {
+        site = caller; /* the core's caller is the program: no guess */
+        slot = slot_of(from, site);
+    } else {
         site = scan_for_site(from, &slot);
+        if (site == 0 && ++scans_since_refresh >= 256) {
+            scans_since_refresh = 0;
+            exec_refresh();
+            site = scan_for_site(from, &slot);
+        }
     }
+    uint32_t n = 0;
+    uintptr_t lo = slot != 0 ? slot + sizeof(uintptr_t) : from;
+    if (site != 0)
+        pc[n++] = site;
+    fp = program_frame(fp, lo); /* else no site seen (this library linked into the program) */
     pthread_mutex_unlock(&exec_lock);
-    if (site == 0) /* no site seen (this library linked into the program): the chain alone */
-        return intern(pc, walk_chain(fp, from, pc, 0));
-    pc[n++] = site;
-    /* The program's frame lies above the slot of the return address into it. */
-    return intern(pc, walk_chain(fp, slot + sizeof(uintptr_t), pc, n));
+    return intern(pc, walk_chain(fp, lo, pc, n));
 }
 
 /* ---- interning ----------------------------------------------------------------------------- */
