@@ -8,19 +8,19 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-bool pm_instr_hooks_on;
+bool pm_instr_active;
 bool pm_instrument_on;
 PM_TLS bool pm_instr_bypass;
 static bool header_mode; /* DEBUG or LEAKS: every block carries a header */
-static bool prof_in_core; /* PROF alone, on the core's countdown (PM_PROF_BY_CORE) */
 
 /* ---- raw entry points ------------------------------------------------------------------- */
 
 /* A raw call runs the core as if no mode were on: hooks off and, in header mode, the thread's
  * real heap as the fast heap, so the inline fast paths (and the per-thread cache) serve it.
  * Header mode gives every thread the sentinel as its fast heap (heap_install), so that is
- * what is restored; PROF alone leaves the fast heap alone. Raw calls may nest (prof's hook
- * frees the block it moves from inside a raw malloc), so bypass is restored, not cleared. */
+ * what is restored; elsewhere (PROF in the slow paths with POOLMALLOC_POISON) the fast heap
+ * is left alone. Raw calls may nest (prof's hook frees the block it moves from inside a raw
+ * malloc), so bypass is restored, not cleared. */
 #define RAW_CALL(expr)                                                                         \
     do {                                                                                       \
         bool outer_bypass_ = pm_instr_bypass;                                                  \
@@ -78,25 +78,6 @@ int pm_raw_owns(const void *p) {
  * program's frame. They stay out of line so that this holds. Each is a safe point for a
  * profile asked for by signal (no lock of ours is held on entry). */
 
-/* PROF on the core's countdown: the core samples what its classes serve, so the layer's own
- * countdown counts only the rest (large and over-aligned blocks: outside any arena), and not
- * a block the core's hook has just moved out of one. */
-static void *prof_rest(void *p, size_t size, void *site, uintptr_t fp) {
-    if (p != NULL && !pm_in_arena(p) && !pm_prof_just_moved(p))
-        pm_prof_after_alloc(p, size, site, fp);
-    return p;
-}
-
-/* While the layer allocates through the core for the program, the core's sampling hook learns
- * the program's site and frame from these (no stack scan). */
-#define WITH_SITE(site, fp, expr)                                                               \
-    do {                                                                                       \
-        pm_prof_site_hint = (site);                                                            \
-        pm_prof_fp_hint = (fp);                                                                \
-        expr;                                                                                  \
-        pm_prof_site_hint = NULL;                                                              \
-    } while (0)
-
 static void *raw_alloc(size_t size, size_t align, bool zero) {
     if (align > PM_MIN_ALIGN)
         return pm_raw_aligned(align, size);
@@ -105,13 +86,7 @@ static void *raw_alloc(size_t size, size_t align, bool zero) {
 
 static void *alloc_instrumented(size_t size, size_t align, bool zero, void *site, uintptr_t fp) {
     PM_PROF_SAFE_POINT();
-    void *p;
-    if (header_mode)
-        p = pm_dbg_alloc(size, align, zero, site, fp);
-    else
-        WITH_SITE(site, fp, p = raw_alloc(size, align, zero));
-    if (prof_in_core)
-        return prof_rest(p, size, site, fp);
+    void *p = header_mode ? pm_dbg_alloc(size, align, zero, site, fp) : raw_alloc(size, align, zero);
     if (p != NULL && pm_instr_opt.prof)
         pm_prof_after_alloc(p, size, site, fp);
     return p;
@@ -130,7 +105,7 @@ static void *pop_own_heap(size_t size) {
 }
 
 PM_NOINLINE void *pm_instr_malloc(size_t size, void *site) {
-    if (PM_LIKELY(!header_mode && !prof_in_core)) { /* PROF alone, in the slow paths */
+    if (PM_LIKELY(!header_mode)) { /* PROF alone, in the slow paths */
         PM_PROF_SAFE_POINT();
         void *p = pop_own_heap(size);
         if (PM_UNLIKELY(p == NULL))
@@ -172,14 +147,6 @@ PM_NOINLINE void *pm_instr_realloc(void *p, size_t size, void *site) {
         return NULL;
     }
     PM_PROF_SAFE_POINT();
-    if (prof_in_core) {
-        /* The record goes first: once the core has freed p, another thread may get p back
-         * and have it sampled. A realloc that fails (ENOMEM) thus loses p's sample. */
-        pm_prof_before_free(p);
-        void *q;
-        WITH_SITE(site, fp, q = pm_raw_realloc(p, size));
-        return prof_rest(q, size, site, fp);
-    }
     void *q = header_mode ? pm_dbg_realloc(p, size, site, fp) : pm_raw_realloc(p, size);
     if (q != NULL && pm_instr_opt.prof) { /* the old block is gone, the new one may be sampled */
         pm_prof_before_free(p);
@@ -251,22 +218,22 @@ void pm_instr_init(void) {
     if (!header_mode && !pm_instr_opt.prof)
         return;
     /* PROF alone rides on the core's countdown where the core has one; otherwise (or with a
-     * header mode, which sees every call anyway) the layer counts in the slow paths, and
-     * those must then see every call. */
-    prof_in_core = PM_PROF_BY_CORE && !header_mode;
+     * header mode, which sees every call anyway) the layer counts in its hooks, and those
+     * must then see every call. */
+    bool prof_in_core = PM_PROF_BY_CORE && !header_mode;
     pm_stack_init();
     pm_dbg_init();
     if (pm_instr_opt.prof)
         pm_prof_init(prof_in_core);
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     pm_instrument_on = !prof_in_core;
-    pm_instr_hooks_on = true;
+    pm_instr_active = true;
 }
 
 /* A destructor, as the statistics report: atexit may allocate. The preloaded library's
  * destructors run after the program's, so blocks freed by those are not reported. */
 __attribute__((destructor)) static void instrument_exit(void) {
-    if (!pm_instr_hooks_on)
+    if (!pm_instr_active)
         return;
     if (pm_instr_opt.debug)
         pm_dbg_sweep();

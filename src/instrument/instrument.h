@@ -4,17 +4,17 @@
  * A layer above the allocator core, off unless POOLMALLOC_DEBUG, POOLMALLOC_LEAKS or
  * POOLMALLOC_PROF is set. How it hooks in without touching the fast paths:
  *
- *  - pm_instr_init (called by pm_init once the options are read) sets pm_instr_hooks_on:
- *    pm_malloc_slow, pm_free_slow, pm_calloc, pm_realloc, the aligned path and
- *    pm_usable_size start with `if (PM_INSTRUMENTED()) return pm_instr_...(..)`: one load of
- *    a global that is false in normal runs, on slow paths only.
- *  - Header mode (DEBUG, LEAKS) must see every call: it also sets pm_instrument_on, and
- *    heap_install then gives every thread the sentinel heap as its fast heap, as poisoning
- *    does, so the inline malloc/free of internal.h always miss and reach the slow paths.
- *  - PROF alone leaves the fast paths as they are: the core's own sampling countdown
- *    (pm_class_state.countdown) calls prof.c's hook when it expires, and that hook moves
- *    the sampled block to a mapping of its own (a large block) so that its free, and only
- *    its free, reaches pm_free_slow (prof.c says why).
+ *  - pm_instr_init (called by pm_init once the options are read) sets pm_instrument_on for
+ *    DEBUG and LEAKS (header mode), which see every call, and for PROF on a core without a
+ *    sampling countdown. heap_install then gives every thread the sentinel heap as its fast
+ *    heap, as poisoning does, so the inline malloc/free of internal.h always miss and call
+ *    pm_malloc_slow / pm_free_slow. Those, and pm_calloc, pm_realloc, the aligned path,
+ *    pm_usable_size and pm_owns, start with `if (PM_INSTRUMENTED()) return pm_instr_...(..)`:
+ *    one load of a global that is false in normal runs, on slow paths only.
+ *  - PROF alone, on a core with a sampling countdown (PM_PROF_BY_CORE), leaves every path
+ *    as it is: the core's countdown (pm_class_state.countdown) calls prof.c's hook when it
+ *    expires, which moves the sampled block to a mapping of its own (a large block); frees
+ *    of large blocks, and only those, tell prof.c (PM_PROF_LARGE_FREE). prof.c says why.
  *  - The layer allocates its real blocks from the core through pm_raw_* (hooks.c): they set
  *    the thread-local pm_instr_bypass, which switches the hooks off, and in header mode point
  *    the thread's fast heap at its real heap for the duration, so a raw malloc is the core's
@@ -49,12 +49,12 @@ typedef struct pm_instr_options_t {
 } pm_instr_options_t;
 PM_HIDDEN extern pm_instr_options_t pm_instr_opt;
 
-PM_HIDDEN extern bool pm_instr_hooks_on;           /* any mode on; set once by pm_init */
-/* Header mode (DEBUG or LEAKS): every call must reach the slow paths, so heap_install gives
- * every thread the sentinel heap as its fast heap. PROF alone leaves it false. */
+PM_HIDDEN extern bool pm_instr_active;             /* any mode on; set once by pm_init */
+/* Every call must reach the layer's hooks (header mode, or PROF without the core's countdown):
+ * heap_install gives every thread the sentinel heap as its fast heap. */
 PM_HIDDEN extern bool pm_instrument_on;
 PM_HIDDEN extern PM_TLS bool pm_instr_bypass;      /* inside a raw call: hooks off */
-#define PM_INSTRUMENTED() (PM_UNLIKELY(pm_instr_hooks_on) && !pm_instr_bypass)
+#define PM_INSTRUMENTED() (PM_UNLIKELY(pm_instrument_on) && !pm_instr_bypass)
 
 /* Whether the core's sampling countdown can serve PROF: the core calls pm_sample_hook when a
  * class's countdown expires, and lets the hook hand out another block (internal.h). Without
@@ -164,13 +164,16 @@ PM_HIDDEN extern uint8_t pm_prof_filter[];         /* counting filter of sampled
 PM_HIDDEN void pm_prof_sample(void *p, size_t size, void *site, uintptr_t fp);
 PM_HIDDEN void pm_prof_forget(void *p);
 PM_HIDDEN void pm_prof_exit_dump(void);
-/* True once for the block prof's hook just moved (it is sampled already: the layer's own
- * countdown must not count it again). */
-PM_HIDDEN bool pm_prof_just_moved(const void *p);
-/* The program's call site and frame while a hook of the layer allocates through the core (PROF
- * on the core's countdown): the core's sampling hook, called deeper down, uses them. */
-PM_HIDDEN extern PM_TLS void *pm_prof_site_hint;
-PM_HIDDEN extern PM_TLS uintptr_t pm_prof_fp_hint;
+/* PROF on the core's countdown: the core calls this before it frees or reallocates a block
+ * outside the arenas (a large block, or a sampled block prof moved out of its pool), so that
+ * the profile forgets it. One load on those slow paths, nothing on the others. */
+PM_HIDDEN extern bool pm_prof_watch_large;
+PM_HIDDEN void pm_prof_large_freed(void *p);
+#define PM_PROF_LARGE_FREE(p)                                                                  \
+    do {                                                                                       \
+        if (PM_UNLIKELY(pm_prof_watch_large))                                                  \
+            pm_prof_large_freed(p);                                                            \
+    } while (0)
 /* A dump asked for by POOLMALLOC_PROF_SIGNAL and not written yet is written now: called at
  * safe points (every hook of the layer), where no lock of ours is held. */
 PM_HIDDEN extern volatile int pm_prof_dump_pending;

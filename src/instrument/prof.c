@@ -8,11 +8,11 @@
  * around it, and a sample of n bytes stands for n / (1 - exp(-n / mean)) bytes.
  *
  * Who counts down: PROF alone, on a core that has a sampling countdown (PM_PROF_BY_CORE),
- * the core does, per size class, on its malloc fast path (a subtraction and a branch it pays
- * anyway for its statistics), and calls core_hook below when a countdown expires; the layer
- * counts only what the classes do not serve (large and over-aligned blocks, in hooks.c). With
- * a header mode, or on a core without the countdown, every call reaches the layer's slow-path
- * hooks and the layer counts them all (pm_prof_after_alloc).
+ * the core does, per size class on its malloc fast path (a subtraction and a branch it pays
+ * anyway for its statistics) and for large blocks on their slow path, and calls core_hook
+ * below when a countdown expires; nothing else of the layer runs. With a header mode, or on a
+ * core without the countdown, every call reaches the layer's hooks, and the layer counts
+ * down itself (pm_prof_after_alloc).
  *
  * Knowing at free time that a block was sampled, without making any other free pay: the core
  * hands out a sampled block from its inline fast path, and the owner's free of a pool block
@@ -20,9 +20,9 @@
  * block out of its pool, as tcmalloc gives each sampled object a span of its own: the block
  * goes back to the thread's cache and the program gets a block of its own mapping instead
  * (the large-block allocator, page-sized, same alignment up to a unit). A free of such a
- * block is never inline (it is not in an arena): it reaches pm_free_slow, then
- * pm_instr_free, which finds the record. Frees of pool blocks stay on the fast path,
- * unchanged; frees that reach the slow path anyway pay one filter load (below), as before.
+ * block is never inline (it is not in an arena): it reaches pm_free_slow, whose large-block
+ * branch calls pm_prof_large_freed, which finds the record. Frees of pool blocks stay as they
+ * are, fast path or slow; frees of large blocks pay one filter load (below).
  * The price is a page per live sampled block: one per 512 KiB allocated, about 1% of a
  * heap of small blocks.
  *
@@ -226,19 +226,11 @@ void pm_prof_sample(void *p, size_t size, void *site, uintptr_t fp) {
 
 /* ---- sampling on the core's countdown ----------------------------------------------------------- */
 
-PM_TLS void *pm_prof_site_hint;
-PM_TLS uintptr_t pm_prof_fp_hint;
+bool pm_prof_watch_large;
+
+void pm_prof_large_freed(void *p) { pm_prof_before_free(p); }
 
 #if PM_PROF_BY_CORE
-static PM_TLS void *moved_last; /* the block core_hook last handed out instead of a pool's */
-
-bool pm_prof_just_moved(const void *p) {
-    if (PM_LIKELY(moved_last != p))
-        return false;
-    moved_last = NULL;
-    return true;
-}
-
 /* The sampled pool block goes back (to the thread's cache) and the program gets a block of its
  * own mapping, at least the pool block's size, aligned as the pool block was up to a unit
  * (the most an aligned request served by a class may need). The header comment says why. */
@@ -251,35 +243,25 @@ static void *move_out_of_pool(void *block) {
     if (PM_UNLIKELY(moved == NULL)) /* kept in its pool: sampled, but its free may go unseen */
         return block;
     pm_raw_free(block);
-    moved_last = moved;
     return moved;
 }
 
-/* pm_sample_hook: called by the core with a block of a class whose countdown expired (NULL when
- * it only arms a countdown, or the allocation failed) and the return address of the core's
- * function that called it; returns the next countdown. Reached through one of the layer's
- * hooks, the program's site and frame are known (the hints); from the inline fast path,
- * pm_stack_capture_scan finds them. */
+/* pm_sample_hook: called by the core with a block whose countdown expired (NULL when it only
+ * arms a countdown, or the allocation failed) and the return address of the core's function
+ * that called it (the program's call site when malloc tail-called it); returns the next
+ * countdown. pm_stack_capture_scan finds the program's frames above the core's. */
 static PM_NOINLINE int64_t core_hook(void **block, size_t size, void *caller) {
     if (*block != NULL) {
         int saved = errno;
         uintptr_t fp = PM_CALLER_FP();
         void *p = move_out_of_pool(*block);
         *block = p;
-        uint32_t stack = pm_prof_site_hint != NULL
-                             ? pm_stack_capture(pm_prof_site_hint, pm_prof_fp_hint)
-                             : pm_stack_capture_scan((uintptr_t)__builtin_frame_address(0), fp,
-                                                     (uintptr_t)caller);
-        record(p, size, stack);
+        record(p, size, pm_stack_capture_scan((uintptr_t)__builtin_frame_address(0), fp,
+                                              (uintptr_t)caller));
         PM_PROF_SAFE_POINT();
         errno = saved;
     }
     return next_interval();
-}
-#else
-bool pm_prof_just_moved(const void *p) {
-    (void)p;
-    return false;
 }
 #endif
 
@@ -393,7 +375,7 @@ static int write_one(const char *path, const prof_row *rows, uint32_t n, int kin
 }
 
 static int dump(const char *path) {
-    if (!pm_instr_opt.prof || !pm_instr_hooks_on)
+    if (!pm_instr_opt.prof || !pm_instr_active)
         return ENOSYS;
     uint32_t n = 0;
     size_t map_len = 0;
@@ -471,7 +453,7 @@ static void *dump_thread(void *arg) {
  * for the next safe point. */
 __attribute__((constructor)) static void start_dump_thread(void) {
     pm_init();
-    if (!pm_instr_opt.prof || pm_instr_opt.prof_signal == 0 || !pm_instr_hooks_on)
+    if (!pm_instr_opt.prof || pm_instr_opt.prof_signal == 0 || !pm_instr_active)
         return;
     pthread_attr_t attr;
     sigset_t all, old;
@@ -505,6 +487,7 @@ void pm_prof_init(bool by_core) {
         pm_fatal("POOLMALLOC_PROF: cannot map the sample table");
 #if PM_PROF_BY_CORE
     if (by_core) {
+        pm_prof_watch_large = true;
         __atomic_store_n(&pm_sample_hook, core_hook, __ATOMIC_RELEASE);
         pm_sample_rearm_all();
     }

@@ -159,6 +159,7 @@ static uint32_t intern(const uintptr_t *pc, uint32_t n);
 
 #define EXEC_MAX 256
 #define SCAN_WORDS 256 /* 2 KiB above the hook: the core's frames are far smaller */
+#define FRAME_WORDS 32 /* where the program's frame record may lie above its call */
 
 typedef struct exec_range { uintptr_t lo, hi; } exec_range;
 static exec_range exec_ranges[EXEC_MAX]; /* under exec_lock */
@@ -178,16 +179,32 @@ static bool note_exec(uintptr_t lo, uintptr_t hi, const char *perms, void *ctx) 
 }
 
 /* Re-reads the executable mappings: at the first scan, and when one finds no site (a library
- * loaded since then), at most once per 256 scans. */
+ * loaded since then), at most once per 256 scans. Sorted by address, for in_exec. */
 static void exec_refresh(void) {
     exec_count = 0;
     maps_each(note_exec, NULL);
+    for (uint32_t i = 1; i < exec_count; i++) { /* /proc lists them in order: rarely moves */
+        exec_range r = exec_ranges[i];
+        uint32_t j = i;
+        for (; j > 0 && exec_ranges[j - 1].lo > r.lo; j--)
+            exec_ranges[j] = exec_ranges[j - 1];
+        exec_ranges[j] = r;
+    }
 }
 
+/* Whether w points into an executable mapping, at least 8 bytes past its start (so that the
+ * bytes of a call before it can be read). A binary search: called for many stack words. */
 static bool in_exec(uintptr_t w) {
-    for (uint32_t i = 0; i < exec_count; i++)
-        if (exec_ranges[i].lo + 8 <= w && w < exec_ranges[i].hi)
-            return true;
+    uint32_t lo = 0, hi = exec_count;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (w < exec_ranges[mid].lo)
+            hi = mid;
+        else if (w >= exec_ranges[mid].hi)
+            lo = mid + 1;
+        else
+            return w >= exec_ranges[mid].lo + 8;
+    }
     return false;
 }
 
@@ -236,25 +253,30 @@ static uintptr_t scan_for_site(uintptr_t from, uintptr_t *slot) {
     return 0;
 }
 
-/* Whether a frame record (saved frame pointer, return address) lies at fp, above lo. */
-static bool frame_record_at(uintptr_t fp, uintptr_t lo) {
-    if (fp < lo || fp > stack_hi - 2 * sizeof(uintptr_t) || (fp & (sizeof(uintptr_t) - 1)))
+/* Whether a frame record (saved frame pointer, return address) lies at fp, inside [lo, hi).
+ * The cheap test (the saved frame pointer points higher up the stack, or is the chain's
+ * end) comes first: the caller tries many words. */
+static inline bool frame_record_at(uintptr_t fp, uintptr_t lo, uintptr_t hi) {
+    if (fp < lo || fp > hi - 2 * sizeof(uintptr_t) || (fp & (sizeof(uintptr_t) - 1)))
         return false;
     const uintptr_t *frame = (const uintptr_t *)fp;
-    return (frame[0] == 0 || (frame[0] > fp && frame[0] < stack_hi)) &&
-           is_return_address(frame[1]);
+    return (frame[0] == 0 || (frame[0] > fp && frame[0] < hi)) && is_return_address(frame[1]);
 }
 
 /* The program's frame record above its call into malloc (lo: just above the return address):
  * the core's frames may use the frame-pointer register for data (and save the program's value
  * somewhere below lo), so fp, the register's value at the hook, is taken only if it leads to
- * a frame record; else the first frame record above lo is. */
+ * a frame record; else the first frame record in the FRAME_WORDS above lo is (0: none, as in
+ * code built without frame pointers). */
 static uintptr_t program_frame(uintptr_t fp, uintptr_t lo) {
-    if (frame_record_at(fp, lo))
+    uintptr_t hi = stack_hi;
+    if (frame_record_at(fp, lo, hi))
         return fp;
-    uintptr_t end = lo + SCAN_WORDS * sizeof(uintptr_t);
-    for (uintptr_t a = (lo + 7) & ~(uintptr_t)7; a < end && a + 16 <= stack_hi; a += 8)
-        if (frame_record_at(a, lo))
+    uintptr_t end = lo + FRAME_WORDS * sizeof(uintptr_t);
+    if (end > hi - 2 * sizeof(uintptr_t))
+        end = hi - 2 * sizeof(uintptr_t);
+    for (uintptr_t a = (lo + 7) & ~(uintptr_t)7; a <= end; a += 8)
+        if (frame_record_at(a, lo, hi))
             return a;
     return 0;
 }
