@@ -15,13 +15,59 @@ static void *fail_enomem(void) {
     return NULL;
 }
 
+/* ---- the sampling countdown ---------------------------------------------------------------- */
+pm_sample_hook_fn pm_sample_hook;
+size_t pm_inline_max;
+
+static int64_t countdown_next(void *block, size_t size) {
+    pm_sample_hook_fn hook = __atomic_load_n(&pm_sample_hook, __ATOMIC_ACQUIRE);
+    return hook != NULL ? hook(block, size) : PM_COUNTDOWN_IDLE;
+}
+
+static void countdown_arm(pm_class_state *cs, int64_t next) {
+    PM_OWN_SET(cs->armed, next);
+    PM_OWN_SET(cs->countdown, next);
+}
+
+int64_t pm_sample_first_countdown(void) { return countdown_next(NULL, 0); }
+
+void pm_inline_max_update(void) {
+    size_t max = pm_opt.mmap_threshold < PM_MAX_CLASS_SIZE ? pm_opt.mmap_threshold
+                                                            : PM_MAX_CLASS_SIZE;
+    __atomic_store_n(&pm_inline_max, max, __ATOMIC_RELAXED);
+}
+
+void *pm_sample_expired(pm_class_state *cs, void *block, size_t size) {
+    int saved = errno;
+    PM_STAT(PM_OWN_ADD(cs->requested, (uint64_t)(cs->armed - cs->countdown)));
+    countdown_arm(cs, countdown_next(block, size));
+    errno = saved;
+    return block;
+}
+
+void pm_sample_rearm_all(void) {
+    pm_heap *heap = pm_thread_heap;
+    if (heap == NULL)
+        return;
+    for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
+        pm_class_state *cs = &heap->cls[c];
+        PM_STAT(PM_OWN_ADD(cs->requested, (uint64_t)(cs->armed - cs->countdown)));
+        countdown_arm(cs, countdown_next(NULL, 0));
+    }
+}
+
 /* A block of class cls from the calling thread's heap, off the fast path. */
 static void *alloc_class_once(unsigned cls, size_t size) {
     pm_heap *heap = pm_thread_heap_get();
     if (PM_LIKELY(heap != NULL)) {
         void *p = pm_heap_alloc(heap, cls);
-        if (PM_LIKELY(p != NULL))
-            PM_STAT(PM_OWN_ADD(heap->cls[cls].nmalloc, 1); PM_OWN_ADD(heap->cls[cls].requested, size));
+        if (PM_LIKELY(p != NULL)) {
+            pm_class_state *cs = &heap->cls[cls];
+            PM_STAT(PM_OWN_ADD(cs->nmalloc, 1));
+            PM_OWN_ADD(cs->countdown, -(int64_t)size);
+            if (PM_UNLIKELY(cs->countdown < 0))
+                return pm_sample_expired(cs, p, size);
+        }
         return p;
     }
     if (pm_thread_state == PM_THREAD_EXITED)

@@ -26,6 +26,7 @@ static void heap_reset(pm_heap *h) {
         h->cls[c].cache = NULL;
         h->cls[c].cache_room = pm_class_cache_limit[c];
         h->cls[c].current = &pm_empty_pool;
+        h->cls[c].countdown = h->cls[c].armed = pm_sample_first_countdown();
         h->pending[c] = NULL;
     }
     pm_lock_reinit(&h->xlock); /* a new heap's lock; an error-checking mutex as all ours */

@@ -104,6 +104,7 @@ void pm_init(void) {
         secrets_init();
         pm_sizeclass_init();
         pm_options_init();
+        pm_inline_max_update();
         pm_instr_init(); /* before any heap is installed: it decides the fast heap */
         pm_arena_init();
         if (pthread_key_create(&exit_key, on_thread_exit) != 0)

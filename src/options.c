@@ -580,6 +580,7 @@ static PM_COLD void refresh_slow(void) {
     bool secure = pm_os_secure_execution();
     apply_env(env, &pm_opt, (env_mode){.secure = secure, .late = true});
     announce(secure);
+    pm_inline_max_update();
     pm_stats_init(); /* the report may just have been turned on */
 }
 

@@ -28,12 +28,12 @@ static void pool_init(pm_pool *pool, pm_arena *a, unsigned u, unsigned n, unsign
     if ((bs & (bs - 1)) == 0)              /* and exactly 2^64 / bs for powers of two */
         pool->div_magic = (uint64_t)1 << (64 - __builtin_ctz(bs));
     pool->used = 0;
-    pool->nmalloc = pool->requested = 0;
     pool->block_size = bs;
     pool->capacity = (uint32_t)(bytes / bs);
     PM_OWN_SET(pool->carved, 0);
     pool->end = pool->start + (size_t)pool->capacity * bs;
     pool->cls = (uint8_t)cls;
+    pool->cls_offset = (uint16_t)offsetof(pm_heap, cls[cls]);
     pool->state = PM_POOL_CURRENT;
     pool->next = pool->prev = NULL;
     pool->pending = false;
@@ -237,7 +237,6 @@ bool pm_pool_collect(pm_pool *pool) {
  * the owner's xlock: a releaser must take that lock (to unlink) before the pool goes back to
  * its arena, so the pool stays valid until we let go. */
 void pm_pool_detach(pm_heap *heap, pm_pool *pool) {
-    pm_pool_fold_stats(heap, pool);
     bool has_room = pool->free != NULL || pool->start + pool->carved < pool->end;
     uint32_t used = pool->used;
     PM_OWN_SET(pool->state, PM_POOL_DETACHED);

@@ -1,8 +1,8 @@
 /*
  * stats.c: statistics, merged on demand.
  *
- * The fast paths count per thread, in their own heap (pm_heap.counters, and the current pools' descriptors), with plain
- * increments and no lock. Here we merge those counters by walking the heap registry (push-only,
+ * The fast paths count per thread, in their own heap (pm_class_state), with plain increments
+ * and no lock. Here we merge those counters by walking the heap registry (push-only,
  * heaps are never freed, so the walk needs no lock), and we count pools and blocks in use by
  * walking the arenas' pool descriptors under pm_arena_lock. Counters another thread is updating
  * are read with relaxed loads: a report is a snapshot that may be a few operations stale, never
@@ -29,7 +29,9 @@ static void collect_heaps(snapshot *s) {
     for (pm_heap *h = atomic_load(&pm_all_heaps); h != NULL; h = h->next_all) {
         for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
             s->cls[c].allocs += LOAD(h->cls[c].nmalloc);
-            s->cls[c].bytes_requested += LOAD(h->cls[c].requested);
+            /* Bytes folded at the last expiry plus those counted down since. */
+            s->cls[c].bytes_requested += LOAD(h->cls[c].requested) +
+                                         (uint64_t)(LOAD(h->cls[c].armed) - LOAD(h->cls[c].countdown));
             /* Blocks in a heap's cache count as used in their pools (I1) but are free. */
             uint32_t room = LOAD(h->cls[c].cache_room);
             if (h != &pm_sentinel_heap && room <= pm_class_cache_limit[c])
@@ -55,8 +57,6 @@ static void collect_arenas(snapshot *s) {
             /* The owner may be changing the counts as we read them: stale, never absurd. */
             uint32_t used = pm_pool_blocks_in_use(p);
             if (c > 0 && c < PM_NUM_CLASSES) {
-                s->cls[c].allocs += LOAD(p->nmalloc); /* a current pool's unfolded counts */
-                s->cls[c].bytes_requested += LOAD(p->requested);
                 s->cls[c].pools++;
                 s->cls[c].blocks_in_use += used;
                 s->cls[c].blocks_free += p->capacity - used;
