@@ -13,8 +13,9 @@
  *    one load of a global that is false in normal runs, on slow paths only.
  *  - PROF alone, on a core with a sampling countdown (PM_PROF_BY_CORE), leaves every path
  *    as it is: the core's countdown (pm_class_state.countdown) calls prof.c's hook when it
- *    expires, which moves the sampled block to a mapping of its own (a large block); frees
- *    of large blocks, and only those, tell prof.c (PM_PROF_LARGE_FREE). prof.c says why.
+ *    expires, which moves the sampled block to a heap no thread allocates from on its fast
+ *    path, so that its free reaches pm_free_slow, which tells prof.c (PM_PROF_SLOW_FREE).
+ *    prof.c says why.
  *  - The layer allocates its real blocks from the core through pm_raw_* (hooks.c): they set
  *    the thread-local pm_instr_bypass, which switches the hooks off, and in header mode point
  *    the thread's fast heap at its real heap for the duration, so a raw malloc is the core's
@@ -164,15 +165,14 @@ PM_HIDDEN extern uint8_t pm_prof_filter[];         /* counting filter of sampled
 PM_HIDDEN void pm_prof_sample(void *p, size_t size, void *site, uintptr_t fp);
 PM_HIDDEN void pm_prof_forget(void *p);
 PM_HIDDEN void pm_prof_exit_dump(void);
-/* PROF on the core's countdown: the core calls this before it frees or reallocates a block
- * outside the arenas (a large block, or a sampled block prof moved out of its pool), so that
- * the profile forgets it. One load on those slow paths, nothing on the others. */
-PM_HIDDEN extern bool pm_prof_watch_large;
-PM_HIDDEN void pm_prof_large_freed(void *p);
-#define PM_PROF_LARGE_FREE(p)                                                                  \
+/* PROF on the core's countdown: the core's free slow path calls this first (and realloc before
+ * it moves a large block), so that the profile forgets a sampled block, which never takes the
+ * fast free path (prof.c). One load when PROF is off; with it on, the filter's byte. */
+PM_HIDDEN extern bool pm_prof_watch_frees;
+#define PM_PROF_SLOW_FREE(p)                                                                   \
     do {                                                                                       \
-        if (PM_UNLIKELY(pm_prof_watch_large))                                                  \
-            pm_prof_large_freed(p);                                                            \
+        if (PM_UNLIKELY(pm_prof_watch_frees))                                                  \
+            pm_prof_before_free(p);                                                            \
     } while (0)
 /* A dump asked for by POOLMALLOC_PROF_SIGNAL and not written yet is written now: called at
  * safe points (every hook of the layer), where no lock of ours is held. */

@@ -17,17 +17,15 @@
  * Knowing at free time that a block was sampled, without making any other free pay: the core
  * hands out a sampled block from its inline fast path, and the owner's free of a pool block
  * is the inline fast path too, which the layer never sees. So the hook moves every sampled
- * block out of its pool, as tcmalloc gives each sampled object a span of its own: the block
- * goes back to the thread's cache and the program gets a block of its own mapping instead
- * (the large-block allocator, page-sized, same alignment up to a unit). A free of such a
- * block is never inline (it is not in an arena): it reaches pm_free_slow, whose large-block
- * branch calls pm_prof_large_freed, which finds the record. Frees of pool blocks stay as they
- * are, fast path or slow; frees of large blocks pay one filter load (below).
- * The price is a page per live sampled block: one per 512 KiB allocated, about 1% of a
- * heap of small blocks.
+ * block to a pool no thread's fast path frees into (a per-thread "prof heap", below), as
+ * tcmalloc gives each sampled object a span of its own: every free of it then reaches
+ * pm_free_slow, whose first step (PM_PROF_SLOW_FREE) looks at the counting filter. Frees on
+ * the fast path are untouched; frees that reach the slow path anyway (another thread's, large
+ * blocks) pay the filter's byte load. The cost of a sample: the stack, the table, one pop from
+ * the prof heap and one push of the popped block back to the thread's cache.
  *
  * Sampled blocks go into a table keyed by address (open addressing under prof_lock), with
- * their size and stack id; the stack's counters hold the sums. A free that reaches the layer
+ * their size and stack id; the stack's counters hold the sums. A free that may concern one
  * first looks at a counting filter (a byte per hash bucket, 64 KiB): zero, the common case,
  * means "not sampled", and costs one load.
  *
@@ -226,21 +224,58 @@ void pm_prof_sample(void *p, size_t size, void *site, uintptr_t fp) {
 
 /* ---- sampling on the core's countdown ----------------------------------------------------------- */
 
-bool pm_prof_watch_large;
-
-void pm_prof_large_freed(void *p) { pm_prof_before_free(p); }
+bool pm_prof_watch_frees;
 
 #if PM_PROF_BY_CORE
-/* The sampled pool block goes back (to the thread's cache) and the program gets a block of its
- * own mapping, at least the pool block's size, aligned as the pool block was up to a unit
- * (the most an aligned request served by a class may need). The header comment says why. */
-static void *move_out_of_pool(void *block) {
-    if (!pm_in_arena(block))
+/* ---- sampled blocks live in pools of their own ------------------------------------------------
+ * Each thread that samples gets a heap of its own for sampled blocks (a prof heap), which is no
+ * thread's fast heap: the fast free path, which takes only blocks of pools the freeing thread
+ * owns, never takes one of its blocks, so every free of a sampled block reaches pm_free_slow,
+ * where PM_PROF_SLOW_FREE finds it in the counting filter. The block the program gets is of
+ * the same size class as the one the core popped (so the same size and alignment: a class
+ * serves an aligned request only if its size is a multiple of the alignment), and that one
+ * goes back to the thread's cache. A prof heap is used by its thread alone (as any heap), so no
+ * lock is held while the core works on it; at thread exit it goes to a list of spares for the
+ * next thread, never to the core's abandoned heaps (a thread adopting one would free its
+ * sampled blocks on the fast path). */
+
+static PM_TLS pm_heap *prof_heap;
+static PM_TLS bool in_hook; /* the hook allocating (it should not): no sampling inside */
+static pm_heap *spare_heaps[64];
+static uint32_t spare_count;
+static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER; /* a leaf: nothing taken inside */
+static pthread_key_t heap_key;
+static bool heap_key_made;
+
+static void give_back_heap(void *heap) {
+    pthread_mutex_lock(&spare_lock);
+    if (spare_count < sizeof spare_heaps / sizeof spare_heaps[0])
+        spare_heaps[spare_count++] = heap;
+    /* else (64 threads' worth spare): left as it is; its pools still take frees */
+    pthread_mutex_unlock(&spare_lock);
+}
+
+static pm_heap *my_prof_heap(void) {
+    if (PM_LIKELY(prof_heap != NULL))
+        return prof_heap;
+    pthread_mutex_lock(&spare_lock);
+    pm_heap *h = spare_count > 0 ? spare_heaps[--spare_count] : NULL;
+    pthread_mutex_unlock(&spare_lock);
+    if (h == NULL)
+        h = pm_heap_take();
+    if (h != NULL && heap_key_made)
+        pthread_setspecific(heap_key, h); /* its destructor gives h back at thread exit */
+    prof_heap = h;
+    return h;
+}
+
+/* The sampled block moves to the thread's prof heap; the block the core popped goes back. */
+static void *move_to_prof_heap(void *block) {
+    if (!pm_in_arena(block)) /* a large block: its free reaches pm_free_slow anyway */
         return block;
-    size_t size = pm_pool_of(block)->block_size;
-    uintptr_t natural = (uintptr_t)block & -(uintptr_t)block;
-    void *moved = pm_large_alloc(size, natural < PM_UNIT_SIZE ? natural : PM_UNIT_SIZE, false);
-    if (PM_UNLIKELY(moved == NULL)) /* kept in its pool: sampled, but its free may go unseen */
+    pm_heap *h = my_prof_heap();
+    void *moved = h != NULL ? pm_heap_alloc(h, pm_pool_of(block)->cls) : NULL;
+    if (PM_UNLIKELY(moved == NULL)) /* out of memory: sampled, but its free may go unseen */
         return block;
     pm_raw_free(block);
     return moved;
@@ -251,13 +286,15 @@ static void *move_out_of_pool(void *block) {
  * that called it (the program's call site when malloc tail-called it); returns the next
  * countdown. pm_stack_capture_scan finds the program's frames above the core's. */
 static PM_NOINLINE int64_t core_hook(void **block, size_t size, void *caller) {
-    if (*block != NULL) {
+    if (*block != NULL && !in_hook) {
         int saved = errno;
         uintptr_t fp = PM_CALLER_FP();
-        void *p = move_out_of_pool(*block);
+        in_hook = true;
+        void *p = move_to_prof_heap(*block);
         *block = p;
         record(p, size, pm_stack_capture_scan((uintptr_t)__builtin_frame_address(0), fp,
                                               (uintptr_t)caller));
+        in_hook = false;
         PM_PROF_SAFE_POINT();
         errno = saved;
     }
@@ -487,7 +524,8 @@ void pm_prof_init(bool by_core) {
         pm_fatal("POOLMALLOC_PROF: cannot map the sample table");
 #if PM_PROF_BY_CORE
     if (by_core) {
-        pm_prof_watch_large = true;
+        heap_key_made = pthread_key_create(&heap_key, give_back_heap) == 0;
+        pm_prof_watch_frees = true;
         __atomic_store_n(&pm_sample_hook, core_hook, __ATOMIC_RELEASE);
         pm_sample_rearm_all();
     }
@@ -506,15 +544,22 @@ void pm_prof_init(bool by_core) {
     }
 }
 
+#if !PM_PROF_BY_CORE
+static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER;
+#endif
+
 void pm_prof_fork_prepare(void) {
     pthread_mutex_lock(&dump_lock);
     pthread_mutex_lock(&prof_lock);
+    pthread_mutex_lock(&spare_lock);
 }
 void pm_prof_fork_parent(void) {
+    pthread_mutex_unlock(&spare_lock);
     pthread_mutex_unlock(&prof_lock);
     pthread_mutex_unlock(&dump_lock);
 }
 void pm_prof_fork_child(void) {
+    pm_lock_reinit(&spare_lock);
     dump_thread_up = 0; /* threads do not survive fork: safe points serve the child */
     pm_lock_reinit(&prof_lock);
     pm_lock_reinit(&dump_lock);
