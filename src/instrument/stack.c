@@ -260,7 +260,9 @@ static inline bool frame_record_at(uintptr_t fp, uintptr_t lo, uintptr_t hi) {
     if (fp < lo || fp > hi - 2 * sizeof(uintptr_t) || (fp & (sizeof(uintptr_t) - 1)))
         return false;
     const uintptr_t *frame = (const uintptr_t *)fp;
-    return (frame[0] == 0 || (frame[0] > fp && frame[0] < hi)) && is_return_address(frame[1]);
+    uintptr_t ret = frame[1];
+    return (frame[0] == 0 || (frame[0] > fp && frame[0] < hi)) && ret >= 4096 &&
+           (ret < stack_lo || ret >= hi) && is_return_address(ret); /* code is not stack */
 }
 
 /* The program's frame record above its call into malloc (lo: just above the return address):
