@@ -247,11 +247,14 @@ static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER; /* a leaf: nothin
 static pthread_key_t heap_key;
 static bool heap_key_made;
 
+/* The key's destructor, in the exiting thread: a later sample there (another key's destructor
+ * allocating) must take a heap anew, not share this one with the thread that gets it next. */
 static void give_back_heap(void *heap) {
+    prof_heap = NULL;
     pthread_mutex_lock(&spare_lock);
     if (spare_count < sizeof spare_heaps / sizeof spare_heaps[0])
         spare_heaps[spare_count++] = heap;
-    /* else (64 threads' worth spare): left as it is; its pools still take frees */
+    /* else (64 threads' worth spare): kept by nobody; its pools still take frees */
     pthread_mutex_unlock(&spare_lock);
 }
 
