@@ -135,8 +135,10 @@ PM_HIDDEN void pm_symbolise(uintptr_t pc, pm_symbol *out);
 struct pm_writer;
 /* "<indent>#i 0xpc name+0xoff (module)" lines for a stack. */
 PM_HIDDEN void pm_write_stack(struct pm_writer *w, const pm_stack *s, const char *indent);
-/* Symbol name only (or module+0xoff, or 0xpc), for folded stacks; no ';' or spaces. */
+/* Symbol name only (or module+0xoff, or 0xpc), for folded stacks; no ';' or spaces. Looked up
+ * once per dump (pm_symbol_cache_reset starts a dump): callers hold prof.c's dump_lock. */
 PM_HIDDEN void pm_write_frame_name(struct pm_writer *w, uintptr_t pc);
+PM_HIDDEN void pm_symbol_cache_reset(void);
 /* A JSON array of frames. */
 PM_HIDDEN void pm_write_stack_json(struct pm_writer *w, const pm_stack *s);
 

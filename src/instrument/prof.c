@@ -424,6 +424,7 @@ static int dump(const char *path) {
         return ENOMEM;
     char name[600];
     pthread_mutex_lock(&dump_lock);
+    pm_symbol_cache_reset();
     int rc = write_one(path, rows, n, 0);
     pm_snprintf(name, sizeof name, "%s.live.folded", path);
     if (rc == 0)
