@@ -113,6 +113,13 @@ static void raw_bounds(const dbg_header *h, const void *p, char **raw, size_t *t
     *total = h->offset + h->size + tail_guard;
 }
 
+/* A live block's header: its magic, and an offset that is the header's size or a larger
+ * power of two (an alignment). */
+static bool header_live(const dbg_header *h) {
+    return h->magic == MAGIC_LIVE &&
+           (h->offset == HEADER || (h->offset > HEADER && (h->offset & (h->offset - 1)) == 0));
+}
+
 /* The live header of p, or a report: invalid pointer, double free, or a wrecked header. */
 static dbg_header *checked_header(const void *p, const char *fn) {
     if (((uintptr_t)p & (PM_MIN_ALIGN - 1)) != 0 || !header_readable(p))
@@ -122,8 +129,7 @@ static dbg_header *checked_header(const void *p, const char *fn) {
     if (h->magic == MAGIC_FREED)
         report(pm_instr_opt.debug ? "double free (or use of a freed block)" : "double free", fn, p, h,
                NULL);
-    if (h->magic != MAGIC_LIVE || (h->offset != HEADER && (h->offset < HEADER ||
-                                                          (h->offset & (h->offset - 1)))))
+    if (!header_live(h))
         report("invalid pointer, or a buffer underflow that overwrote the block's header", fn, p,
                NULL, NULL);
     return h;
@@ -303,3 +309,13 @@ void *pm_dbg_realloc(void *p, size_t size, void *site, uintptr_t fp) {
 void pm_dbg_fork_prepare(void) { pthread_mutex_lock(&q_lock); }
 void pm_dbg_fork_parent(void) { pthread_mutex_unlock(&q_lock); }
 void pm_dbg_fork_child(void) { pm_lock_reinit(&q_lock); }
+
+int pm_dbg_owns(const void *p) {
+    if (((uintptr_t)p & (PM_MIN_ALIGN - 1)) != 0 || !header_readable(p))
+        return 0;
+    const dbg_header *h = header_of(p);
+    if (!header_live(h))
+        return 0;
+    /* Interior pointers can hold MAGIC_LIVE by chance: the raw block must be a live one. */
+    return pm_raw_owns((const char *)p - h->offset);
+}

@@ -8,30 +8,41 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+bool pm_instr_active;
 bool pm_instrument_on;
 PM_TLS bool pm_instr_bypass;
 static bool header_mode; /* DEBUG or LEAKS: every block carries a header */
 
 /* ---- raw entry points ------------------------------------------------------------------- */
 
-/* A raw call runs the core as if no mode were on: hooks off, and the thread's real heap as
- * the fast heap, so the inline fast paths (and the per-thread cache) serve it. Raw calls do
- * not nest (the hooks, which make them, are off inside one), and outside them the fast heap
- * of every thread is the sentinel (heap_install), so that is what is restored. */
+/* A raw call runs the core as if no mode were on: hooks off and, in header mode, the thread's
+ * real heap as the fast heap, so the inline fast paths (and the per-thread cache) serve it.
+ * Header mode gives every thread the sentinel as its fast heap (heap_install), so that is
+ * what is restored; elsewhere (PROF in the slow paths with POOLMALLOC_POISON) the fast heap
+ * is left alone. Raw calls may nest (prof's hook frees the block it moves from inside a raw
+ * malloc), so bypass is restored, not cleared. */
 #define RAW_CALL(expr)                                                                         \
     do {                                                                                       \
-        pm_heap *own_heap_ = pm_thread_heap;                                                   \
+        bool outer_bypass_ = pm_instr_bypass;                                                  \
+        pm_heap *own_heap_ = pm_instrument_on ? pm_thread_heap : NULL;                         \
         pm_instr_bypass = true;                                                                \
-        if (PM_LIKELY(own_heap_ != NULL))                                                      \
-            pm_fast_heap_set(own_heap_);                                                          \
+        if (own_heap_ != NULL)                                                                 \
+            pm_fast_heap_set(own_heap_);                                                       \
         expr;                                                                                  \
-        pm_fast_heap_set(&pm_sentinel_heap);                                                      \
-        pm_instr_bypass = false;                                                               \
+        if (pm_instrument_on)                                                                  \
+            pm_fast_heap_set(&pm_sentinel_heap);                                               \
+        pm_instr_bypass = outer_bypass_;                                                       \
     } while (0)
 
 void *pm_raw_malloc(size_t size) {
     void *p;
     RAW_CALL(p = pm_malloc_inline(size));
+    return p;
+}
+
+void *pm_raw_calloc(size_t total) {
+    void *p;
+    RAW_CALL(p = pm_calloc(total, 1));
     return p;
 }
 
@@ -55,30 +66,34 @@ size_t pm_raw_usable(const void *p) {
     return n;
 }
 
+int pm_raw_owns(const void *p) {
+    int n;
+    RAW_CALL(n = pm_owns(p));
+    return n;
+}
+
 /* ---- hooks ----------------------------------------------------------------------------------
  * Each is compiled with frame pointers and reached from the core by a call or tail call that
  * leaves the frame-pointer register as the program had it, so PM_CALLER_FP() here is the
- * program's frame. They stay out of line so that this holds. */
+ * program's frame. They stay out of line so that this holds. Each is a safe point for a
+ * profile asked for by signal (no lock of ours is held on entry). */
+
+static void *raw_alloc(size_t size, size_t align, bool zero) {
+    if (align > PM_MIN_ALIGN)
+        return pm_raw_aligned(align, size);
+    return zero ? pm_raw_calloc(size) : pm_raw_malloc(size);
+}
 
 static void *alloc_instrumented(size_t size, size_t align, bool zero, void *site, uintptr_t fp) {
-    void *p;
-    if (header_mode)
-        p = pm_dbg_alloc(size, align, zero, site, fp);
-    else if (align > PM_MIN_ALIGN)
-        p = pm_raw_aligned(align, size);
-    else if (zero) {
-        p = pm_raw_malloc(size);
-        if (p != NULL)
-            memset(p, 0, size);
-    } else
-        p = pm_raw_malloc(size);
+    PM_PROF_SAFE_POINT();
+    void *p = header_mode ? pm_dbg_alloc(size, align, zero, site, fp) : raw_alloc(size, align, zero);
     if (p != NULL && pm_instr_opt.prof)
         pm_prof_after_alloc(p, size, site, fp);
     return p;
 }
 
-/* PROF alone, the common sizes: the core's inline pop on the thread's own heap, which never
- * leaves inline code (so the hooks need no switching off), or NULL. */
+/* PROF alone on the slow path, the common sizes: the core's inline pop on the thread's own
+ * heap, which never leaves inline code (so the hooks need no switching off), or NULL. */
 static void *pop_own_heap(size_t size) {
     pm_heap *own = pm_thread_heap;
     if (PM_UNLIKELY(own == NULL || size > PM_SMALL_LOOKUP_MAX))
@@ -90,7 +105,8 @@ static void *pop_own_heap(size_t size) {
 }
 
 PM_NOINLINE void *pm_instr_malloc(size_t size, void *site) {
-    if (PM_LIKELY(!header_mode)) { /* PROF alone: the raw fast path and a countdown */
+    if (PM_LIKELY(!header_mode)) { /* PROF alone, in the slow paths */
+        PM_PROF_SAFE_POINT();
         void *p = pop_own_heap(size);
         if (PM_UNLIKELY(p == NULL))
             p = pm_raw_malloc(size);
@@ -113,6 +129,7 @@ PM_NOINLINE void *pm_instr_aligned(size_t align, size_t size, void *site) {
 PM_NOINLINE void pm_instr_free(void *p, void *site) {
     if (p == NULL)
         return;
+    PM_PROF_SAFE_POINT();
     if (pm_instr_opt.prof) /* before the block can be reused by another thread and sampled anew */
         pm_prof_before_free(p);
     if (header_mode)
@@ -129,6 +146,7 @@ PM_NOINLINE void *pm_instr_realloc(void *p, size_t size, void *site) {
         pm_instr_free(p, site);
         return NULL;
     }
+    PM_PROF_SAFE_POINT();
     void *q = header_mode ? pm_dbg_realloc(p, size, site, fp) : pm_raw_realloc(p, size);
     if (q != NULL && pm_instr_opt.prof) { /* the old block is gone, the new one may be sampled */
         pm_prof_before_free(p);
@@ -139,6 +157,12 @@ PM_NOINLINE void *pm_instr_realloc(void *p, size_t size, void *site) {
 
 size_t pm_instr_usable(const void *p) {
     return header_mode ? pm_dbg_usable(p) : pm_raw_usable(p);
+}
+
+int pm_instr_owns(const void *p) {
+    if (p == NULL)
+        return 0;
+    return header_mode ? pm_dbg_owns(p) : pm_raw_owns(p);
 }
 
 /* ---- files ------------------------------------------------------------------------------ */
@@ -193,18 +217,23 @@ void pm_instr_init(void) {
     header_mode = pm_instr_opt.debug || pm_instr_opt.leaks;
     if (!header_mode && !pm_instr_opt.prof)
         return;
+    /* PROF alone rides on the core's countdown where the core has one; otherwise (or with a
+     * header mode, which sees every call anyway) the layer counts in its hooks, and those
+     * must then see every call. */
+    bool prof_in_core = PM_PROF_BY_CORE && !header_mode;
     pm_stack_init();
     pm_dbg_init();
     if (pm_instr_opt.prof)
-        pm_prof_init();
+        pm_prof_init(prof_in_core);
     pthread_atfork(fork_prepare, fork_parent, fork_child);
-    pm_instrument_on = true;
+    pm_instrument_on = !prof_in_core;
+    pm_instr_active = true;
 }
 
 /* A destructor, as the statistics report: atexit may allocate. The preloaded library's
  * destructors run after the program's, so blocks freed by those are not reported. */
 __attribute__((destructor)) static void instrument_exit(void) {
-    if (!pm_instrument_on)
+    if (!pm_instr_active)
         return;
     if (pm_instr_opt.debug)
         pm_dbg_sweep();

@@ -4,24 +4,30 @@
  * A layer above the allocator core, off unless POOLMALLOC_DEBUG, POOLMALLOC_LEAKS or
  * POOLMALLOC_PROF is set. How it hooks in without touching the fast paths:
  *
- *  - pm_instr_init (called by pm_init once the options are read) sets pm_instrument_on.
- *    heap_install then gives every thread the sentinel heap as its fast heap, as poisoning
- *    does, so the inline malloc/free of internal.h always miss and call pm_malloc_slow /
- *    pm_free_slow. Those, and pm_calloc, pm_realloc, the aligned path and pm_usable_size,
- *    start with `if (PM_INSTRUMENTED()) return pm_instr_...(..)`: one load of a global that
- *    is false in normal runs, on slow paths only.
+ *  - pm_instr_init (called by pm_init once the options are read) sets pm_instrument_on for
+ *    DEBUG and LEAKS (header mode), which see every call, and for PROF on a core without a
+ *    sampling countdown. heap_install then gives every thread the sentinel heap as its fast
+ *    heap, as poisoning does, so the inline malloc/free of internal.h always miss and call
+ *    pm_malloc_slow / pm_free_slow. Those, and pm_calloc, pm_realloc, the aligned path,
+ *    pm_usable_size and pm_owns, start with `if (PM_INSTRUMENTED()) return pm_instr_...(..)`:
+ *    one load of a global that is false in normal runs, on slow paths only.
+ *  - PROF alone, on a core with a sampling countdown (PM_PROF_BY_CORE), leaves every path
+ *    as it is: the core's countdown (pm_class_state.countdown) calls prof.c's hook when it
+ *    expires, which moves the sampled block to a heap no thread allocates from on its fast
+ *    path, so that its free reaches pm_free_slow, which tells prof.c (PM_PROF_SLOW_FREE).
+ *    prof.c says why.
  *  - The layer allocates its real blocks from the core through pm_raw_* (hooks.c): they set
- *    the thread-local pm_instr_bypass, which switches the hooks off, and point the thread's
- *    fast heap at its real heap for the duration, so a raw malloc is the core's ordinary
- *    inline fast path (per-thread cache included). That is what keeps PROF cheap: an
- *    unsampled malloc costs the miss, a byte countdown and the fast path.
+ *    the thread-local pm_instr_bypass, which switches the hooks off, and in header mode point
+ *    the thread's fast heap at its real heap for the duration, so a raw malloc is the core's
+ *    ordinary inline fast path (per-thread cache included).
  *
  * Modes:
  *  - header mode (DEBUG or LEAKS, debug.c): every block gets a 64-byte header (size, serial,
  *    stack ids, magic, forbidden bytes) and, in DEBUG, 16 forbidden bytes after it.
- *  - PROF (prof.c): header-free; a geometric byte countdown per thread picks the sampled
- *    allocations, recorded in a pointer-keyed table behind a counting filter that free
- *    consults first.
+ *  - PROF (prof.c): header-free; an exponential byte countdown (the core's per class, and
+ *    the layer's own per thread for what the classes do not serve, or in header mode) picks
+ *    the sampled allocations, recorded in a pointer-keyed table behind a counting filter
+ *    that free consults first.
  * Stacks (stack.c) are frame-pointer walks, interned in a table (an id per distinct stack),
  * symbolised only at report time with dladdr (symbolise.c). Nothing here calls malloc:
  * tables are mmap'd, output goes through write(2).
@@ -44,9 +50,21 @@ typedef struct pm_instr_options_t {
 } pm_instr_options_t;
 PM_HIDDEN extern pm_instr_options_t pm_instr_opt;
 
-PM_HIDDEN extern bool pm_instrument_on;            /* any mode on; set once by pm_init */
+PM_HIDDEN extern bool pm_instr_active;             /* any mode on; set once by pm_init */
+/* Every call must reach the layer's hooks (header mode, or PROF without the core's countdown):
+ * heap_install gives every thread the sentinel heap as its fast heap. */
+PM_HIDDEN extern bool pm_instrument_on;
 PM_HIDDEN extern PM_TLS bool pm_instr_bypass;      /* inside a raw call: hooks off */
 #define PM_INSTRUMENTED() (PM_UNLIKELY(pm_instrument_on) && !pm_instr_bypass)
+
+/* Whether the core's sampling countdown can serve PROF: the core calls pm_sample_hook when a
+ * class's countdown expires, and lets the hook hand out another block (internal.h). Without
+ * it PROF runs in the slow paths, as header mode does. */
+#if defined(PM_SAMPLE_CAN_MOVE)
+#define PM_PROF_BY_CORE 1
+#else
+#define PM_PROF_BY_CORE 0
+#endif
 
 /* ---- the hooks (hooks.c), called from the core's entry points ---------------------------- */
 /* site: the return address into the program (__builtin_return_address(0) of the core's
@@ -61,10 +79,14 @@ PM_HIDDEN size_t pm_instr_usable(const void *p);
 
 /* ---- raw core entry points (hooks.c): the core's allocator, no instrumentation ------------ */
 PM_HIDDEN void *pm_raw_malloc(size_t size);
+PM_HIDDEN void *pm_raw_calloc(size_t total);
 PM_HIDDEN void *pm_raw_aligned(size_t align, size_t size);
 PM_HIDDEN void *pm_raw_realloc(void *p, size_t size);
 PM_HIDDEN void pm_raw_free(void *p);
 PM_HIDDEN size_t pm_raw_usable(const void *p);
+PM_HIDDEN int pm_raw_owns(const void *p);
+/* pm_owns under header mode: the user pointer is inside its raw block (after the header). */
+PM_HIDDEN int pm_instr_owns(const void *p);
 
 /* path with each "%p" replaced by the pid, then suffix. */
 PM_HIDDEN void pm_instr_expand_path(char *out, size_t len, const char *path, const char *suffix);
@@ -88,6 +110,12 @@ PM_HIDDEN void pm_stack_init(void);
 /* The id (>= 1) of the stack that called the allocator: site, then the frame-pointer chain
  * from fp (the caller's frame pointer). Never 0; id 1 stands for "table full". */
 PM_HIDDEN uint32_t pm_stack_capture(void *site, uintptr_t fp);
+/* The same from a hook the core calls without the program's frame (the sampling hook): the
+ * call site is caller when that is outside this library (the core's entry was tail-called);
+ * else it is found by scanning the stack above `from` (the hook's frame) for the first return
+ * address into code outside this library. The frame-pointer chain is then walked from fp, or
+ * from the first frame record above the site's slot when the core used the register. */
+PM_HIDDEN uint32_t pm_stack_capture_scan(uintptr_t from, uintptr_t fp, uintptr_t caller);
 PM_HIDDEN pm_stack *pm_stack_get(uint32_t id);
 PM_HIDDEN uint32_t pm_stack_count(void); /* ids are 1 .. count */
 PM_HIDDEN void pm_stack_fork_prepare(void);
@@ -107,8 +135,10 @@ PM_HIDDEN void pm_symbolise(uintptr_t pc, pm_symbol *out);
 struct pm_writer;
 /* "<indent>#i 0xpc name+0xoff (module)" lines for a stack. */
 PM_HIDDEN void pm_write_stack(struct pm_writer *w, const pm_stack *s, const char *indent);
-/* Symbol name only (or module+0xoff, or 0xpc), for folded stacks; no ';' or spaces. */
+/* Symbol name only (or module+0xoff, or 0xpc), for folded stacks; no ';' or spaces. Looked up
+ * once per dump (pm_symbol_cache_reset starts a dump): callers hold prof.c's dump_lock. */
 PM_HIDDEN void pm_write_frame_name(struct pm_writer *w, uintptr_t pc);
+PM_HIDDEN void pm_symbol_cache_reset(void);
 /* A JSON array of frames. */
 PM_HIDDEN void pm_write_stack_json(struct pm_writer *w, const pm_stack *s);
 
@@ -118,6 +148,7 @@ PM_HIDDEN void *pm_dbg_alloc(size_t size, size_t align, bool zero, void *site, u
 PM_HIDDEN void pm_dbg_free(void *p, void *site, uintptr_t fp);
 PM_HIDDEN void *pm_dbg_realloc(void *p, size_t size, void *site, uintptr_t fp);
 PM_HIDDEN size_t pm_dbg_usable(const void *p);
+PM_HIDDEN int pm_dbg_owns(const void *p); /* a live block's user pointer: 1, anything else 0 */
 /* Checks every block in the quarantine (the periodic sweep; also at exit). */
 PM_HIDDEN void pm_dbg_sweep(void);
 PM_HIDDEN void pm_dbg_fork_prepare(void);
@@ -128,13 +159,32 @@ PM_HIDDEN void pm_dbg_fork_child(void);
 PM_HIDDEN void pm_leaks_report(void);
 
 /* ---- sampled heap profile (prof.c) -------------------------------------------------------- */
-PM_HIDDEN void pm_prof_init(void);
+/* by_core: PROF alone on the core's sampling countdown (installs pm_sample_hook). */
+PM_HIDDEN void pm_prof_init(bool by_core);
 PM_HIDDEN extern PM_TLS int64_t pm_prof_countdown; /* bytes until the next sample */
 #define PM_PROF_FILTER_BITS 16
 PM_HIDDEN extern uint8_t pm_prof_filter[];         /* counting filter of sampled pointers */
 PM_HIDDEN void pm_prof_sample(void *p, size_t size, void *site, uintptr_t fp);
 PM_HIDDEN void pm_prof_forget(void *p);
 PM_HIDDEN void pm_prof_exit_dump(void);
+/* PROF on the core's countdown: the core's free slow path calls this first (and realloc before
+ * it moves a large block), so that the profile forgets a sampled block, which never takes the
+ * fast free path (prof.c). One load when PROF is off; with it on, the filter's byte. */
+PM_HIDDEN extern bool pm_prof_watch_frees;
+#define PM_PROF_SLOW_FREE(p)                                                                   \
+    do {                                                                                       \
+        if (PM_UNLIKELY(pm_prof_watch_frees))                                                  \
+            pm_prof_before_free(p);                                                            \
+    } while (0)
+/* A dump asked for by POOLMALLOC_PROF_SIGNAL and not written yet is written now: called at
+ * safe points (every hook of the layer), where no lock of ours is held. */
+PM_HIDDEN extern volatile int pm_prof_dump_pending;
+PM_HIDDEN void pm_prof_dump_requested(void);
+#define PM_PROF_SAFE_POINT()                                                                   \
+    do {                                                                                       \
+        if (PM_UNLIKELY(pm_prof_dump_pending))                                                 \
+            pm_prof_dump_requested();                                                          \
+    } while (0)
 PM_HIDDEN void pm_prof_fork_prepare(void);
 PM_HIDDEN void pm_prof_fork_parent(void);
 PM_HIDDEN void pm_prof_fork_child(void);

@@ -7,10 +7,27 @@
  * n bytes is thus sampled with probability 1 - exp(-n / mean), whatever the allocations
  * around it, and a sample of n bytes stands for n / (1 - exp(-n / mean)) bytes.
  *
+ * Who counts down: PROF alone, on a core that has a sampling countdown (PM_PROF_BY_CORE),
+ * the core does, per size class on its malloc fast path (a subtraction and a branch it pays
+ * anyway for its statistics) and for large blocks on their slow path, and calls core_hook
+ * below when a countdown expires; nothing else of the layer runs. With a header mode, or on a
+ * core without the countdown, every call reaches the layer's hooks, and the layer counts
+ * down itself (pm_prof_after_alloc).
+ *
+ * Knowing at free time that a block was sampled, without making any other free pay: the core
+ * hands out a sampled block from its inline fast path, and the owner's free of a pool block
+ * is the inline fast path too, which the layer never sees. So the hook moves every sampled
+ * block to a pool no thread's fast path frees into (a per-thread "prof heap", below), as
+ * tcmalloc gives each sampled object a span of its own: every free of it then reaches
+ * pm_free_slow, whose first step (PM_PROF_SLOW_FREE) looks at the counting filter. Frees on
+ * the fast path are untouched; frees that reach the slow path anyway (another thread's, large
+ * blocks) pay the filter's byte load. The cost of a sample: the stack, the table, one pop from
+ * the prof heap and one push of the popped block back to the thread's cache.
+ *
  * Sampled blocks go into a table keyed by address (open addressing under prof_lock), with
- * their size and stack id; the stack's counters hold the sums. free() first looks at a
- * counting filter (a byte per hash bucket, 64 KiB): zero, the common case, means "not
- * sampled", and costs one load.
+ * their size and stack id; the stack's counters hold the sums. A free that may concern one
+ * first looks at a counting filter (a byte per hash bucket, 64 KiB): zero, the common case,
+ * means "not sampled", and costs one load.
  *
  * Dumps (at exit, after POOLMALLOC_PROF_SIGNAL, or pm_prof_dump(path)) write three files:
  *   path               pprof's legacy heap profile (text; `pprof -inuse_space|-alloc_space`),
@@ -19,12 +36,20 @@
  *                      MAPPED_LIBRARIES section (a copy of /proc/self/maps);
  *   path.live.folded   Brendan Gregg's folded stacks of the estimated live bytes,
  *   path.alloc.folded  the same for all bytes allocated since start (cumulative);
- * the folded ones feed flamegraph.pl (scripts/heapprof-flamegraph).
+ * the folded ones feed scripts/heapprof-flamegraph (an SVG flame graph).
+ *
+ * A dump asked for by signal: the handler only raises a flag and posts a semaphore (both
+ * async-signal-safe; writing a profile takes locks and calls dladdr). A thread of the layer,
+ * started by a constructor (outside any allocator call, where pthread_create may allocate),
+ * waits on the semaphore and writes the profile at once, even if the program is idle. The
+ * flag is also checked at every hook of the layer (safe points: no lock of ours is held),
+ * which serves a fork child, whose copy of the process has no such thread.
  */
 #include "instrument/instrument.h"
 #include "options.h"
 
 #include <fcntl.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -44,7 +69,7 @@ static prof_record *records;
 static uint32_t records_used;
 static uint64_t dropped;
 static pthread_mutex_t prof_lock = PTHREAD_MUTEX_INITIALIZER;
-static volatile sig_atomic_t dump_requested;
+volatile int pm_prof_dump_pending;
 static _Atomic uint32_t signal_dumps;
 static _Atomic uint64_t seed_counter;
 
@@ -175,7 +200,11 @@ static void insert(uintptr_t p, uint64_t size, uint64_t est, uint32_t stack) {
 
 /* ---- hooks ------------------------------------------------------------------------------------ */
 
-static void dump_on_request(void);
+static void record(void *p, size_t size, uint32_t stack) {
+    pthread_mutex_lock(&prof_lock);
+    insert((uintptr_t)p, size, estimate(size), stack);
+    pthread_mutex_unlock(&prof_lock);
+}
 
 void pm_prof_sample(void *p, size_t size, void *site, uintptr_t fp) {
     static PM_TLS bool started;
@@ -189,14 +218,92 @@ void pm_prof_sample(void *p, size_t size, void *site, uintptr_t fp) {
     }
     pm_prof_countdown = interval;
     int saved = errno;
-    uint32_t stack = pm_stack_capture(site, fp);
-    pthread_mutex_lock(&prof_lock);
-    insert((uintptr_t)p, size, estimate(size), stack);
-    pthread_mutex_unlock(&prof_lock);
-    if (PM_UNLIKELY(dump_requested))
-        dump_on_request();
+    record(p, size, pm_stack_capture(site, fp));
     errno = saved;
 }
+
+/* ---- sampling on the core's countdown ----------------------------------------------------------- */
+
+bool pm_prof_watch_frees;
+
+#if PM_PROF_BY_CORE
+/* ---- sampled blocks live in pools of their own ------------------------------------------------
+ * Each thread that samples gets a heap of its own for sampled blocks (a prof heap), which is no
+ * thread's fast heap: the fast free path, which takes only blocks of pools the freeing thread
+ * owns, never takes one of its blocks, so every free of a sampled block reaches pm_free_slow,
+ * where PM_PROF_SLOW_FREE finds it in the counting filter. The block the program gets is of
+ * the same size class as the one the core popped (so the same size and alignment: a class
+ * serves an aligned request only if its size is a multiple of the alignment), and that one
+ * goes back to the thread's cache. A prof heap is used by its thread alone (as any heap), so no
+ * lock is held while the core works on it; at thread exit it goes to a list of spares for the
+ * next thread, never to the core's abandoned heaps (a thread adopting one would free its
+ * sampled blocks on the fast path). */
+
+static PM_TLS pm_heap *prof_heap;
+static PM_TLS bool in_hook; /* the hook allocating (it should not): no sampling inside */
+static pm_heap *spare_heaps[64];
+static uint32_t spare_count;
+static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER; /* a leaf: nothing taken inside */
+static pthread_key_t heap_key;
+static bool heap_key_made;
+
+/* The key's destructor, in the exiting thread: a later sample there (another key's destructor
+ * allocating) must take a heap anew, not share this one with the thread that gets it next. */
+static void give_back_heap(void *heap) {
+    prof_heap = NULL;
+    pthread_mutex_lock(&spare_lock);
+    if (spare_count < sizeof spare_heaps / sizeof spare_heaps[0])
+        spare_heaps[spare_count++] = heap;
+    /* else (64 threads' worth spare): kept by nobody; its pools still take frees */
+    pthread_mutex_unlock(&spare_lock);
+}
+
+static pm_heap *my_prof_heap(void) {
+    if (PM_LIKELY(prof_heap != NULL))
+        return prof_heap;
+    pthread_mutex_lock(&spare_lock);
+    pm_heap *h = spare_count > 0 ? spare_heaps[--spare_count] : NULL;
+    pthread_mutex_unlock(&spare_lock);
+    if (h == NULL)
+        h = pm_heap_take();
+    if (h != NULL && heap_key_made)
+        pthread_setspecific(heap_key, h); /* its destructor gives h back at thread exit */
+    prof_heap = h;
+    return h;
+}
+
+/* The sampled block moves to the thread's prof heap; the block the core popped goes back. */
+static void *move_to_prof_heap(void *block) {
+    if (!pm_in_arena(block)) /* a large block: its free reaches pm_free_slow anyway */
+        return block;
+    pm_heap *h = my_prof_heap();
+    void *moved = h != NULL ? pm_heap_alloc(h, pm_pool_of(block)->cls) : NULL;
+    if (PM_UNLIKELY(moved == NULL)) /* out of memory: sampled, but its free may go unseen */
+        return block;
+    pm_raw_free(block);
+    return moved;
+}
+
+/* pm_sample_hook: called by the core with a block whose countdown expired (NULL when it only
+ * arms a countdown, or the allocation failed) and the return address of the core's function
+ * that called it (the program's call site when malloc tail-called it); returns the next
+ * countdown. pm_stack_capture_scan finds the program's frames above the core's. */
+static PM_NOINLINE int64_t core_hook(void **block, size_t size, void *caller) {
+    if (*block != NULL && !in_hook) {
+        int saved = errno;
+        uintptr_t fp = PM_CALLER_FP();
+        in_hook = true;
+        void *p = move_to_prof_heap(*block);
+        *block = p;
+        record(p, size, pm_stack_capture_scan((uintptr_t)__builtin_frame_address(0), fp,
+                                              (uintptr_t)caller));
+        in_hook = false;
+        PM_PROF_SAFE_POINT();
+        errno = saved;
+    }
+    return next_interval();
+}
+#endif
 
 void pm_prof_forget(void *p) {
     pthread_mutex_lock(&prof_lock);
@@ -308,7 +415,7 @@ static int write_one(const char *path, const prof_row *rows, uint32_t n, int kin
 }
 
 static int dump(const char *path) {
-    if (!pm_instr_opt.prof || !pm_instrument_on)
+    if (!pm_instr_opt.prof || !pm_instr_active)
         return ENOSYS;
     uint32_t n = 0;
     size_t map_len = 0;
@@ -317,6 +424,7 @@ static int dump(const char *path) {
         return ENOMEM;
     char name[600];
     pthread_mutex_lock(&dump_lock);
+    pm_symbol_cache_reset();
     int rc = write_one(path, rows, n, 0);
     pm_snprintf(name, sizeof name, "%s.live.folded", path);
     if (rc == 0)
@@ -346,18 +454,65 @@ static void dump_numbered(const char *suffix) {
         pm_warn("POOLMALLOC_PROF: cannot write %s (errno %d)", path, rc);
 }
 
-/* The signal handler only raises a flag (writing a profile takes locks and calls dladdr,
- * neither async-signal-safe); the next sampled allocation writes it. */
-static void dump_on_request(void) {
-    dump_requested = 0;
+/* ---- dumps asked for by signal ------------------------------------------------------------------ */
+
+static sem_t dump_sem;
+static volatile int dump_thread_up; /* the semaphore has a waiter: set once, cleared in a child */
+
+void pm_prof_dump_requested(void) {
+    if (!__atomic_exchange_n(&pm_prof_dump_pending, 0, __ATOMIC_ACQ_REL))
+        return; /* another thread took this request */
+    int saved = errno;
     char suffix[32];
     pm_snprintf(suffix, sizeof suffix, ".%u", atomic_fetch_add(&signal_dumps, 1) + 1);
     dump_numbered(suffix);
+    errno = saved;
 }
 
 static void on_signal(int sig) {
     (void)sig;
-    dump_requested = 1;
+    int saved = errno;
+    __atomic_store_n(&pm_prof_dump_pending, 1, __ATOMIC_RELEASE);
+    if (dump_thread_up)
+        sem_post(&dump_sem);
+    errno = saved;
+}
+
+static void *dump_thread(void *arg) {
+    (void)arg;
+    for (;;) {
+        while (sem_wait(&dump_sem) != 0) /* EINTR: the thread blocks every signal, but still */
+            ;
+        pm_prof_dump_requested();
+    }
+    return NULL;
+}
+
+/* Started by a constructor, not at pm_init: pthread_create allocates, and pm_init runs inside
+ * the program's first malloc. Every signal is blocked in the thread, so that none of the
+ * program's is delivered to it. Without the thread (it could not be made), the dump waits
+ * for the next safe point. */
+__attribute__((constructor)) static void start_dump_thread(void) {
+    pm_init();
+    if (!pm_instr_opt.prof || pm_instr_opt.prof_signal == 0 || !pm_instr_active)
+        return;
+    pthread_attr_t attr;
+    sigset_t all, old;
+    pthread_t t;
+    if (sem_init(&dump_sem, 0, 0) != 0 || pthread_attr_init(&attr) != 0)
+        return;
+    pthread_attr_setstacksize(&attr, 256 << 10);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&t, &attr, dump_thread, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc == 0)
+        dump_thread_up = 1;
+    else
+        pm_warn("POOLMALLOC_PROF_SIGNAL: no thread to write profiles (error %d): each is "
+                "written at the next allocation that reaches poolmalloc's slow paths", rc);
 }
 
 void pm_prof_exit_dump(void) {
@@ -367,10 +522,20 @@ void pm_prof_exit_dump(void) {
     dump_numbered("");
 }
 
-void pm_prof_init(void) {
+void pm_prof_init(bool by_core) {
     records = pm_os_reserve(RECORDS * sizeof(prof_record));
     if (records == NULL)
         pm_fatal("POOLMALLOC_PROF: cannot map the sample table");
+#if PM_PROF_BY_CORE
+    if (by_core) {
+        heap_key_made = pthread_key_create(&heap_key, give_back_heap) == 0;
+        pm_prof_watch_frees = true;
+        __atomic_store_n(&pm_sample_hook, core_hook, __ATOMIC_RELEASE);
+        pm_sample_rearm_all();
+    }
+#else
+    (void)by_core;
+#endif
     if (pm_instr_opt.prof_signal != 0) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
@@ -383,15 +548,23 @@ void pm_prof_init(void) {
     }
 }
 
+#if !PM_PROF_BY_CORE
+static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER;
+#endif
+
 void pm_prof_fork_prepare(void) {
     pthread_mutex_lock(&dump_lock);
     pthread_mutex_lock(&prof_lock);
+    pthread_mutex_lock(&spare_lock);
 }
 void pm_prof_fork_parent(void) {
+    pthread_mutex_unlock(&spare_lock);
     pthread_mutex_unlock(&prof_lock);
     pthread_mutex_unlock(&dump_lock);
 }
 void pm_prof_fork_child(void) {
+    pm_lock_reinit(&spare_lock);
+    dump_thread_up = 0; /* threads do not survive fork: safe points serve the child */
     pm_lock_reinit(&prof_lock);
     pm_lock_reinit(&dump_lock);
 }

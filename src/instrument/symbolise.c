@@ -66,9 +66,35 @@ static void write_clean(pm_writer *w, const char *s) {
     pm_writer_printf(w, "%s", buf);
 }
 
+/* Names already looked up for folded stacks: dladdr scans a module's whole symbol table (nearly
+ * a million instructions a call in cc1), and the same frames recur in many stacks and in both
+ * folded files. Used by profile dumps only, which run one at a time (prof.c's dump_lock); a
+ * name stays valid as long as its module is loaded, so entries are dropped at each dump. */
+#define NAME_CACHE 4096 /* a power of two */
+static struct { uintptr_t pc; pm_symbol sym; } name_cache[NAME_CACHE];
+
+void pm_symbol_cache_reset(void) { memset(name_cache, 0, sizeof name_cache); }
+
+static void symbolise_cached(uintptr_t pc, pm_symbol *out) {
+    uint32_t i = (uint32_t)((pc * 0x9E3779B97F4A7C15ull) >> 52) & (NAME_CACHE - 1);
+    for (uint32_t probes = 0; probes < 8; probes++, i = (i + 1) & (NAME_CACHE - 1)) {
+        if (name_cache[i].pc == pc) {
+            *out = name_cache[i].sym;
+            return;
+        }
+        if (name_cache[i].pc == 0) {
+            pm_symbolise(pc, out);
+            name_cache[i].pc = pc;
+            name_cache[i].sym = *out;
+            return;
+        }
+    }
+    pm_symbolise(pc, out); /* a crowded neighbourhood: looked up, not kept */
+}
+
 void pm_write_frame_name(pm_writer *w, uintptr_t pc) {
     pm_symbol sym;
-    pm_symbolise(pc, &sym);
+    symbolise_cached(pc, &sym);
     if (sym.name)
         write_clean(w, sym.name);
     else if (sym.module) {

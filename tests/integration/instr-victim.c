@@ -5,10 +5,13 @@
  * allocates in known amounts from known sites, as argv[1] says.
  */
 #include <dlfcn.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 /* Volatile, so that the compiler drops neither the stores to freed memory nor a malloc
  * whose block is freed at once (make's CFLAGS may say -O2). */
@@ -93,6 +96,83 @@ static int aligned(void) {
     return 0;
 }
 
+/* The blocks of site_a are all freed (by this thread, or by another one when `remote`), those
+ * of site_b stay: the live profile must hold site_b alone, the cumulative one both, 3 to 1. */
+static void *free_all(void *arg) {
+    void **blocks = arg;
+    for (int i = 0; i < 90000; i++)
+        free(blocks[i]);
+    return NULL;
+}
+
+static int profile_freed(int remote) {
+    void **blocks = malloc(90000 * sizeof *blocks);
+    if (blocks == NULL)
+        return 2;
+    for (int i = 0; i < 30000; i++) {
+        blocks[3 * i] = site_a(192);
+        blocks[3 * i + 1] = site_a(192);
+        blocks[3 * i + 2] = site_a(192);
+        site_b(192);
+    }
+    pthread_t t;
+    if (!remote)
+        free_all(blocks);
+    else if (pthread_create(&t, NULL, free_all, blocks) != 0 || pthread_join(t, NULL) != 0)
+        return 3;
+    free(blocks);
+    return 0;
+}
+
+/* pm_owns is right for whole blocks and wrong for the rest, under any mode. */
+static int owns(void) {
+    int (*pm_owns)(const void *) = (int (*)(const void *))dlsym(RTLD_DEFAULT, "pm_owns");
+    if (pm_owns == NULL)
+        return 3;
+    static const size_t sizes[] = {1, 24, 100, 1000, 5000, 40000, 300000};
+    static const size_t aligns[] = {64, 256, 4096};
+    int bad = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        char *p = malloc(sizes[i]);
+        void *q = NULL;
+        if (posix_memalign(&q, aligns[i % 3], sizes[i]) != 0)
+            return 2;
+        if (pm_owns(p) != 1 || pm_owns(q) != 1) {
+            fprintf(stderr, "pm_owns(block of %zu bytes) != 1\n", sizes[i]);
+            bad = 1;
+        }
+        if (pm_owns(p + 16) != 0) {
+            fprintf(stderr, "pm_owns(inside a block of %zu bytes) != 0\n", sizes[i]);
+            bad = 1;
+        }
+        free(p);
+        free(q);
+    }
+    int local;
+    if (pm_owns(&local) != 0 || pm_owns(&bad) != 0) {
+        fprintf(stderr, "pm_owns(not a heap block) != 0\n");
+        bad = 1;
+    }
+    puts(bad ? "owns wrong" : "owns ok");
+    return bad;
+}
+
+/* A profile asked for by signal while the program allocates nothing more: it must appear
+ * anyway (within 10 s), written by poolmalloc while this thread only sleeps. */
+static int prof_signal_idle(void) {
+    profile();
+    raise(SIGUSR2);
+    struct timespec tick = {0, 10 * 1000 * 1000};
+    for (int i = 0; i < 1000; i++) {
+        if (access("sig.heap.1.alloc.folded", F_OK) == 0) {
+            nanosleep(&tick, NULL); /* written last: let its writer close it */
+            return 0;
+        }
+        nanosleep(&tick, NULL);
+    }
+    return 5;
+}
+
 static int prof_dump(const char *path) {
     int (*dump)(const char *) = (int (*)(const char *))dlsym(RTLD_DEFAULT, "pm_prof_dump");
     if (dump == NULL)
@@ -149,5 +229,13 @@ int main(int argc, char **argv) {
         return prof_dump(argv[2]);
     if (strcmp(what, "prof-signal") == 0)
         return prof_signal();
+    if (strcmp(what, "prof-signal-idle") == 0)
+        return prof_signal_idle();
+    if (strcmp(what, "profile-freed") == 0)
+        return profile_freed(0);
+    if (strcmp(what, "profile-freed-remote") == 0)
+        return profile_freed(1);
+    if (strcmp(what, "owns") == 0)
+        return owns();
     return 1;
 }

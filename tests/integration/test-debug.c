@@ -305,17 +305,25 @@ static void assert_profile_ratio(const char *heap_path) {
     free(alloc);
 }
 
-Test(debug, profile_shows_known_ratio) {
-    char file_env[PATH_MAX + 32], path[PATH_MAX + 16];
-    snprintf(path, sizeof path, "%s/prof.heap", temp_dir);
+/* Runs the victim's `what` under POOLMALLOC_PROF (a sample per 2 KiB), its exit profile in
+ * temp_dir/name; the profile's path goes to path. */
+static void run_profiled(const char *what, const char *name, char *path, size_t len) {
+    char file_env[PATH_MAX + 64];
+    snprintf(path, len, "%s/%s", temp_dir, name);
     snprintf(file_env, sizeof file_env, "POOLMALLOC_PROF_FILE=%s", path);
     const char *const env[] = {"POOLMALLOC_PROF=1", "POOLMALLOC_PROF_SAMPLE=2048", file_env,
                                NULL};
     char *err;
-    int status = run_victim("profile", NULL, env, &err);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "stderr:\n%s", err);
-    assert_profile_ratio(path);
+    int status = run_victim(what, NULL, env, &err);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: status %#x, stderr:\n%s",
+              what, status, err);
     free(err);
+}
+
+Test(debug, profile_shows_known_ratio) {
+    char path[PATH_MAX + 32];
+    run_profiled("profile", "prof.heap", path, sizeof path);
+    assert_profile_ratio(path);
 }
 
 Test(debug, profile_by_pm_prof_dump) {
@@ -343,6 +351,101 @@ Test(debug, profile_on_signal) {
     snprintf(path, sizeof path, "%s/sig.heap.1", temp_dir);
     assert_profile_ratio(path); /* the first profile() only: written at the signal */
     free(err);
+}
+
+Test(debug, profile_on_signal_while_idle) {
+    const char *const env[] = {"POOLMALLOC_PROF=1", "POOLMALLOC_PROF_SAMPLE=2048",
+                               "POOLMALLOC_PROF_FILE=sig.heap", "POOLMALLOC_PROF_SIGNAL=12",
+                               NULL};
+    char *err;
+    int status = run_victim("prof-signal-idle", NULL, env, &err);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "status %#x (5: no profile within 10 s of the signal), stderr:\n%s", status, err);
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/sig.heap.1", temp_dir);
+    assert_profile_ratio(path);
+    free(err);
+}
+
+/* Freed sampled blocks leave the live profile, whichever thread frees them. */
+static void assert_freed_leave_live_profile(const char *what) {
+    char path[PATH_MAX + 32];
+    run_profiled(what, "freed.heap", path, sizeof path);
+    snprintf(path, sizeof path, "%s/freed.heap.live.folded", temp_dir);
+    char *live = slurp(path);
+    cr_assert_not_null(live, "%s not written", path);
+    double live_a = folded_bytes(live, "site_a"), live_b = folded_bytes(live, "site_b");
+    /* 30000 blocks of 192 bytes live at site_b: the estimate within 10% */
+    cr_assert(live_b > 0.9 * 30000 * 192 && live_b < 1.1 * 30000 * 192, "site_b %.0f:\n%s",
+              live_b, live);
+    cr_assert(live_a == 0, "freed blocks of site_a still live (%.0f bytes):\n%s", live_a, live);
+    free(live);
+    snprintf(path, sizeof path, "%s/freed.heap.alloc.folded", temp_dir);
+    char *alloc = slurp(path);
+    cr_assert_not_null(alloc);
+    double a = folded_bytes(alloc, "site_a"), b = folded_bytes(alloc, "site_b");
+    cr_assert(b > 0 && a / b > 2.7 && a / b < 3.3, "allocated site_a/site_b = %.3f:\n%s", a / b,
+              alloc);
+    free(alloc);
+}
+
+Test(debug, profile_forgets_freed_blocks) { assert_freed_leave_live_profile("profile-freed"); }
+
+Test(debug, profile_forgets_blocks_freed_by_another_thread) {
+    assert_freed_leave_live_profile("profile-freed-remote");
+}
+
+/* pm_owns: 1 for a block's start, 0 inside it or outside the heap, in every mode (the header
+ * modes hand out pointers past a header). */
+Test(debug, pm_owns_in_every_mode) {
+    static const char *const modes[][3] = {
+        {"POOLMALLOC_DEBUG=1", NULL},
+        {"POOLMALLOC_LEAKS=1", "POOLMALLOC_LEAKS_FILE=leaks.txt", NULL},
+        {"POOLMALLOC_PROF=1", "POOLMALLOC_PROF_SAMPLE=64", NULL},
+        {"POOLMALLOC_DEBUG=1", "POOLMALLOC_PROF=1", NULL},
+    };
+    for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+        char *err;
+        int status = run_victim("owns", NULL, modes[m], &err);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "under %s: status %#x\n%s",
+                  modes[m][0], status, err);
+        free(err);
+    }
+}
+
+/* ---- flame graphs ------------------------------------------------------------------------------ */
+
+static bool on_path(const char *tool);
+
+/* scripts/heapprof-flamegraph draws the profile as an SVG that an XML parser reads, with a
+ * frame for each site and widths in their ratio. */
+Test(debug, flamegraph_svg_well_formed) {
+    if (!on_path("python3"))
+        cr_skip_test("python3 is not installed");
+    char path[PATH_MAX + 32], svg[PATH_MAX + 32], cmd[4 * PATH_MAX];
+    run_profiled("profile", "fg.heap", path, sizeof path);
+    char dir[PATH_MAX];
+    self_dir(dir, sizeof dir);
+    snprintf(svg, sizeof svg, "%s/fg.svg", temp_dir);
+    snprintf(cmd, sizeof cmd, "'%s/../../scripts/heapprof-flamegraph' '%s' '%s' >/dev/null",
+             dir, path, svg);
+    cr_assert_eq(system(cmd), 0, "%s failed", cmd);
+    /* Parsed as XML; the widths of site_a's and site_b's frames in the ratio 3. */
+    snprintf(cmd, sizeof cmd,
+             "python3 -c 'import sys, xml.etree.ElementTree as E\n"
+             "ns = \"{http://www.w3.org/2000/svg}\"\n"
+             "root = E.parse(sys.argv[1]).getroot()\n"
+             "assert root.tag == ns + \"svg\", root.tag\n"
+             "w = {}\n"
+             "for g in root.iter(ns + \"g\"):\n"
+             "    t, r = g.find(ns + \"title\"), g.find(ns + \"rect\")\n"
+             "    name = t.text.split(\" (\")[0] if t is not None else \"\"\n"
+             "    if r is not None and name in (\"site_a\", \"site_b\"):\n"
+             "        w[name] = w.get(name, 0) + float(r.get(\"width\"))\n"
+             "ratio = w[\"site_a\"] / w[\"site_b\"]\n"
+             "assert 2.7 < ratio < 3.3, (w, ratio)\n"
+             "' '%s'", svg);
+    cr_assert_eq(system(cmd), 0, "the SVG does not parse, or lacks the frames: %s", svg);
 }
 
 /* ---- real programs ---------------------------------------------------------------------------- */
