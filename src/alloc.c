@@ -19,9 +19,9 @@ static void *fail_enomem(void) {
 pm_sample_hook_fn pm_sample_hook;
 size_t pm_inline_max;
 
-static int64_t countdown_next(void *block, size_t size) {
+static int64_t countdown_next(void **block, size_t size, void *caller) {
     pm_sample_hook_fn hook = __atomic_load_n(&pm_sample_hook, __ATOMIC_ACQUIRE);
-    return hook != NULL ? hook(block, size) : PM_COUNTDOWN_IDLE;
+    return hook != NULL ? hook(block, size, caller) : PM_COUNTDOWN_IDLE;
 }
 
 static void countdown_arm(pm_class_state *cs, int64_t next) {
@@ -29,7 +29,7 @@ static void countdown_arm(pm_class_state *cs, int64_t next) {
     PM_OWN_SET(cs->countdown, next);
 }
 
-int64_t pm_sample_first_countdown(void) { return countdown_next(NULL, 0); }
+int64_t pm_sample_first_countdown(void) { return countdown_next(&(void *){NULL}, 0, NULL); }
 
 void pm_inline_max_update(void) {
     size_t max = pm_opt.mmap_threshold < PM_MAX_CLASS_SIZE ? pm_opt.mmap_threshold
@@ -40,7 +40,7 @@ void pm_inline_max_update(void) {
 void *pm_sample_expired(pm_class_state *cs, void *block, size_t size) {
     int saved = errno;
     PM_STAT(PM_OWN_ADD(cs->requested, (uint64_t)(cs->armed - cs->countdown)));
-    countdown_arm(cs, countdown_next(block, size));
+    countdown_arm(cs, countdown_next(&block, size, __builtin_return_address(0)));
     errno = saved;
     return block;
 }
@@ -49,10 +49,10 @@ void pm_sample_rearm_all(void) {
     pm_heap *heap = pm_thread_heap;
     if (heap == NULL)
         return;
-    for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
+    for (unsigned c = 0; c < PM_NUM_CLASSES; c++) { /* 0: large blocks */
         pm_class_state *cs = &heap->cls[c];
         PM_STAT(PM_OWN_ADD(cs->requested, (uint64_t)(cs->armed - cs->countdown)));
-        countdown_arm(cs, countdown_next(NULL, 0));
+        countdown_arm(cs, countdown_next(&(void *){NULL}, 0, NULL));
     }
 }
 
@@ -97,6 +97,14 @@ static void *alloc_large(size_t size, size_t align, bool zero) {
         return fail_enomem();
     if (PM_UNLIKELY(pm_opt.poison) && !zero)
         memset(p, PM_POISON_NEW, size);
+    /* Large blocks count down too, on class 0's state (no pool class uses it). */
+    pm_heap *heap = pm_thread_heap;
+    if (PM_LIKELY(heap != NULL)) {
+        pm_class_state *cs = &heap->cls[0];
+        PM_OWN_ADD(cs->countdown, -(int64_t)(size < INT64_MAX ? size : INT64_MAX));
+        if (PM_UNLIKELY(cs->countdown < 0))
+            return pm_sample_expired(cs, p, size);
+    }
     return p;
 }
 
@@ -238,6 +246,7 @@ void *pm_realloc(void *p, size_t size) {
     size_t usable = pm_large_usable(p);
     if (usable == 0)
         pm_report_unknown(p, "realloc");
+    PM_PROF_SLOW_FREE(p); /* the profile forgets p: it moves, or its size changes */
     if (size <= pm_opt.mmap_threshold)
         return move_block(p, usable, size);
     void *q = pm_large_realloc(p, size);

@@ -74,6 +74,7 @@ void pm_free_slow(void *p) {
         return;
     }
     int saved = errno; /* free preserves errno, whatever the kernel calls below do */
+    PM_PROF_SLOW_FREE(p); /* a sampled block never takes the fast path (instrument/prof.c) */
     if (pm_in_arena(p))
         free_pool_block(pm_pool_of(p), p);
     else if (!pm_large_free(p))
@@ -109,6 +110,8 @@ void pm_free_sized(void *p, size_t size) {
 int pm_owns(const void *p) {
     if (p == NULL)
         return 0;
+    if (PM_INSTRUMENTED()) /* header mode hands out pointers past a header */
+        return pm_instr_owns(p);
     if (pm_in_arena(p)) {
         const pm_pool *pool = pm_pool_of(p);
         return pm_pool_owner(pool) != NULL && pm_pool_is_carved_block(pool, p) &&

@@ -690,7 +690,11 @@ PM_HIDDEN extern pm_global_stats pm_gstats;
 /* The layer that samples allocations (POOLMALLOC_PROF), or NULL. Called off the fast path
  * with a block just allocated (NULL when the allocation failed) and its request size, once the
  * countdown of the block's class went below zero; returns the next countdown in bytes. */
-typedef int64_t (*pm_sample_hook_fn)(void *block, size_t size);
+/* The hook may hand out another block instead: it stores it in *block (a block of the same
+ * class) after freeing the original. caller: the return address of pm_sample_expired (the
+ * program's call site when malloc tail-called it), so that the hook need not guess it. */
+typedef int64_t (*pm_sample_hook_fn)(void **block, size_t size, void *caller);
+#define PM_SAMPLE_CAN_MOVE 1
 PM_HIDDEN extern pm_sample_hook_fn pm_sample_hook;
 /* Re-arms the calling thread's countdowns now (after pm_sample_hook changed); other threads'
  * follow at their next expiry, within PM_COUNTDOWN_IDLE bytes of each class. */
