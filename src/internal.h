@@ -7,7 +7,7 @@
  * Glossary
  * ===========================================================================================
  *   block   what malloc returns: one slot of a pool, 16..131072 bytes, always 16-aligned.
- *   class   a block size. 96 classes: every 16 bytes up to 512 (as pymalloc), then eight per
+ *   class   a block size. 64 classes: every 16 bytes up to 512 (as pymalloc), then four per
  *           power of two up to 128 KiB (the default mmap threshold). Index 0 is unused.
  *   unit    16 KiB, the granule in which arenas hand out memory to pools.
  *   pool    1..64 contiguous units holding blocks of one class (pymalloc's pool).
@@ -76,12 +76,14 @@
  * Size classes (index: block size; pool size)
  * ===========================================================================================
  *    1..32  16, 32, 48, ..., 512        spacing 16: waste < 16 bytes per block
- *   33..40  576, 640, ..., 1024         eight per doubling from here on:
- *   41..48  1152, 1280, ..., 2048       waste < 1/9 of the block (request s+1 gets 1.125 s)
+ *   33..36  640, 768, 896, 1024         four per doubling from here on:
+ *   37..40  1280, 1536, 1792, 2048      waste < 1/5 of the block (request s+1 gets 1.25 s)
  *   ...
- *   89..96  73728, 81920, ..., 131072
- * Eight rather than four per doubling: with four, blocks of 513..1024 bytes wasted 8% on
- * average (a uniform mix), with eight 4%, for one more partly used pool per class in use.
+ *   61..64  81920, 98304, 114688, 131072
+ * Four, not eight, per doubling: eight cut the peak RSS of medium-heavy workloads by 2-4%
+ * (randslot, frag) but gave every thread twice the partly used pools in that range, so small
+ * and short-lived ones grew (prodcons +10%, tiny +3%) and a chain of short-lived threads
+ * (handoff) searched arenas for pools 1.2x as often: no net gain (measured 2026-12-01).
  * A class's pool is the smallest power-of-two number of units that holds at least 8 blocks
  * and wastes at most 1/16 of the pool at its tail (sizeclass.c), capped to the largest pool an
  * arena of the configured size can hold (arena.c: 32 units for 1 MiB arenas).
@@ -201,8 +203,9 @@
 #define PM_ADDRESS_BITS 47                         /* user space on x86-64 and arm64 (4-level) */
 #define PM_ARENA_MAP_LEN ((size_t)1 << (PM_ADDRESS_BITS - PM_ARENA_SHIFT))
 
-#define PM_CLASSES_PER_DOUBLING 8                  /* above 512 bytes (sizeclass.c) */
-#define PM_NUM_CLASSES 97                          /* 1..96; 0 unused */
+#define PM_CLASSES_PER_DOUBLING_LOG2 2
+#define PM_CLASSES_PER_DOUBLING (1 << PM_CLASSES_PER_DOUBLING_LOG2) /* above 512 B */
+#define PM_NUM_CLASSES 65                          /* 1..64; 0 unused */
 #define PM_SMALL_LOOKUP_MAX 1024                   /* sizes up to here: one table load */
 #define PM_MEDIUM_LOOKUP_MAX (32 << 10)            /* and up to here, a second table (128 B) */
 #define PM_MAX_CLASS_SIZE ((size_t)128 << 10)
@@ -454,7 +457,8 @@ PM_INLINE unsigned pm_size_class(size_t n) {
         return pm_class_of_medium[(n + 127) >> 7];
     size_t m = n - 1;
     unsigned k = 63u - (unsigned)__builtin_clzl(m); /* 2^k <= m < 2^(k+1), k >= 10 */
-    unsigned sub = (unsigned)(m >> (k - 3)) & (PM_CLASSES_PER_DOUBLING - 1);
+    unsigned sub = (unsigned)(m >> (k - PM_CLASSES_PER_DOUBLING_LOG2)) &
+                   (PM_CLASSES_PER_DOUBLING - 1);
     return 33u + (k - 9u) * PM_CLASSES_PER_DOUBLING + sub;
 }
 

@@ -17,7 +17,7 @@ static uint32_t class_cache_limit(uint32_t block) {
     return n < 1 ? 1 : n > 32 ? 32 : n;
 }
 
-/* Class i's block size: 16 * i up to 512, then eight steps per power of two. */
+/* Class i's block size: 16 * i up to 512, then four steps per power of two. */
 static uint32_t class_block_size(unsigned i) {
     if (i <= 32)
         return 16u * i;
@@ -28,8 +28,7 @@ static uint32_t class_block_size(unsigned i) {
 
 /* The smallest power-of-two number of units that holds at least 8 blocks and loses at most
  * 1/16 of the pool to the tail: a pool must amortise its acquisition over several blocks, and
- * the tail is memory no block can use. One class cannot have both (104 KiB: 9 blocks in the
- * largest pool, 1 MiB, lose 8.6%); it gets the largest pool. */
+ * the tail is memory no block can use. */
 static uint8_t class_pool_units(uint32_t block) {
     for (unsigned units = 1; units <= 64; units *= 2) {
         size_t bytes = units * PM_UNIT_SIZE;

@@ -55,7 +55,7 @@ Test(stats, classes_ascend_from_16_to_128k) {
         cr_assert_geq(c.pool_bytes / c.block_size, 8, "a pool holds at least 8 blocks");
         last = c.block_size;
     }
-    cr_assert_eq(n, 96);
+    cr_assert_eq(n, 64);
     cr_assert_eq(class_now(1).block_size, 16);
     cr_assert_eq(last, 128 * 1024);
 }
@@ -196,7 +196,7 @@ Test(stats, json_report_parses_and_matches_the_getter) {
     snprintf(cmd, sizeof cmd,
              "python3 -c 'import json,sys; lines=open(sys.argv[1]).read().splitlines(); "
              "assert len(lines) == 1; d=json.loads(lines[0]); t=d[\"totals\"]; "
-             "assert len(d[\"classes\"]) == 96; "
+             "assert len(d[\"classes\"]) == 64; "
              "assert sum(c[\"blocks_in_use\"] for c in d[\"classes\"]) == t[\"small_blocks_in_use\"]; "
              "print(t[\"small_blocks_in_use\"], t[\"arenas\"], d[\"pid\"])' %s",
              path);

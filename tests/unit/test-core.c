@@ -24,10 +24,7 @@ Test(sizeclass, pools_hold_eight_blocks_and_waste_a_sixteenth_at_most) {
     for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
         size_t bytes = (size_t)pm_class_units[c] * PM_UNIT_SIZE;
         cr_assert_geq(bytes / pm_class_size[c], 4, "class %u", c);
-        /* A sixteenth, except for a class that even the largest pool cannot hold that well
-         * (104 KiB blocks: 9 in 1 MiB), which may lose up to a tenth. */
-        size_t limit = pm_class_units[c] == PM_POOL_MAX_UNITS ? 10 : 16;
-        cr_assert_leq((bytes % pm_class_size[c]) * limit, bytes, "class %u wastes too much", c);
+        cr_assert_leq((bytes % pm_class_size[c]) * 16, bytes, "class %u wastes too much", c);
         cr_assert_leq(pm_class_units[c], PM_POOL_MAX_UNITS);
     }
 }
