@@ -37,9 +37,14 @@ void pm_inline_max_update(void) {
     __atomic_store_n(&pm_inline_max, max, __ATOMIC_RELAXED);
 }
 
+/* The bytes counted down since the last arming go into the statistics. */
+static void countdown_fold(pm_class_state *cs) {
+    PM_STAT(PM_OWN_ADD(cs->requested, (uint64_t)(cs->armed - cs->countdown)));
+}
+
 void *pm_sample_expired(pm_class_state *cs, void *block, size_t size) {
     int saved = errno;
-    PM_STAT(PM_OWN_ADD(cs->requested, (uint64_t)(cs->armed - cs->countdown)));
+    countdown_fold(cs);
     countdown_arm(cs, countdown_next(&block, size, __builtin_return_address(0)));
     errno = saved;
     return block;
@@ -50,9 +55,8 @@ void pm_sample_rearm_all(void) {
     if (heap == NULL)
         return;
     for (unsigned c = 0; c < PM_NUM_CLASSES; c++) { /* 0: large blocks */
-        pm_class_state *cs = &heap->cls[c];
-        PM_STAT(PM_OWN_ADD(cs->requested, (uint64_t)(cs->armed - cs->countdown)));
-        countdown_arm(cs, countdown_next(&(void *){NULL}, 0, NULL));
+        countdown_fold(&heap->cls[c]);
+        countdown_arm(&heap->cls[c], countdown_next(&(void *){NULL}, 0, NULL));
     }
 }
 
@@ -62,11 +66,8 @@ static void *alloc_class_once(unsigned cls, size_t size) {
     if (PM_LIKELY(heap != NULL)) {
         void *p = pm_heap_alloc(heap, cls);
         if (PM_LIKELY(p != NULL)) {
-            pm_class_state *cs = &heap->cls[cls];
-            PM_STAT(PM_OWN_ADD(cs->nmalloc, 1));
-            PM_OWN_ADD(cs->countdown, -(int64_t)size);
-            if (PM_UNLIKELY(cs->countdown < 0))
-                return pm_sample_expired(cs, p, size);
+            PM_STAT(PM_OWN_ADD(heap->cls[cls].nmalloc, 1));
+            return pm_count_down(&heap->cls[cls], p, size);
         }
         return p;
     }
@@ -97,15 +98,10 @@ static void *alloc_large(size_t size, size_t align, bool zero) {
         return fail_enomem();
     if (PM_UNLIKELY(pm_opt.poison) && !zero)
         memset(p, PM_POISON_NEW, size);
-    /* Large blocks count down too, on class 0's state (no pool class uses it). */
+    /* Large blocks count down too, on class 0's state (no pool class uses it); size is at
+     * most PTRDIFF_MAX (checked above). */
     pm_heap *heap = pm_thread_heap;
-    if (PM_LIKELY(heap != NULL)) {
-        pm_class_state *cs = &heap->cls[0];
-        PM_OWN_ADD(cs->countdown, -(int64_t)(size < INT64_MAX ? size : INT64_MAX));
-        if (PM_UNLIKELY(cs->countdown < 0))
-            return pm_sample_expired(cs, p, size);
-    }
-    return p;
+    return PM_LIKELY(heap != NULL) ? pm_count_down(&heap->cls[0], p, size) : p;
 }
 
 /* Also the fast path of sizes above the lookup table (1 KiB .. the mmap threshold). */

@@ -728,6 +728,16 @@ PM_INLINE bool pm_link_in_slot(const pm_block *b, const pm_block *next) {
     return (((uintptr_t)b ^ (uintptr_t)next) >> PM_ARENA_SHIFT) == 0;
 }
 
+/* Every allocation of class cs (class 0: large blocks) counts its size down; the one that
+ * takes the countdown below zero goes through pm_sample_expired (a tail call). */
+PM_INLINE void *pm_count_down(pm_class_state *cs, void *block, size_t size) {
+    int64_t left = cs->countdown - (int64_t)size;
+    PM_OWN_SET(cs->countdown, left);
+    if (PM_UNLIKELY(left < 0))
+        return pm_sample_expired(cs, block, size);
+    return block;
+}
+
 /* Pops a block of class cls from the calling thread's cache or current pool, or NULL if it
  * has none (or the thread has no heap yet: the sentinel heap's pools are all empty). Every
  * link is checked before it is followed (I8). The countdown runs on success only, so the
@@ -763,11 +773,7 @@ PM_INLINE void *pm_pop_current(unsigned cls, size_t size) {
     }
     b->key = 0;
     PM_STAT(PM_OWN_ADD(cs->nmalloc, 1));
-    int64_t left = cs->countdown - (int64_t)size;
-    PM_OWN_SET(cs->countdown, left);
-    if (PM_UNLIKELY(left < 0))
-        return pm_sample_expired(cs, b, size);
-    return b;
+    return pm_count_down(cs, b, size);
 }
 
 /* Sizes up to the mmap threshold (and the largest class) take the inline path; 0 until pm_init
