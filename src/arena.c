@@ -56,15 +56,20 @@ static void bit_set(uint64_t *map, unsigned i) { map[i / 64] |= (uint64_t)1 << (
 static void bit_clear(uint64_t *map, unsigned i) { map[i / 64] &= ~((uint64_t)1 << (i % 64)); }
 
 /* First run of n free units aligned to n (pools of n units start at a multiple of n, which
- * keeps the arena from fragmenting into odd gaps), or -1. */
+ * keeps the arena from fragmenting into odd gaps), or -1. n is a power of two up to 64, so an
+ * aligned run never crosses a word of the map: a word is searched with a few shifts and ands
+ * (bit j survives if units j..j+n-1 are all free) instead of unit by unit, which cost 1,500
+ * instructions per pool acquired in randslot (10% of its instructions). The header's units
+ * and those past nunits are never marked free, so no run can include them. */
 static int find_free_run(const pm_arena *a, unsigned n) {
-    unsigned first = (unsigned)((PM_HEADER_UNITS + n - 1) / n * n);
-    for (unsigned u = first; u + n <= a->nunits; u += n) {
-        unsigned k = 0;
-        while (k < n && bit_get(a->free_map, u + k))
-            k++;
-        if (k == n)
-            return (int)u;
+    uint64_t aligned = n == 64 ? 1 : ~(uint64_t)0 / (((uint64_t)1 << n) - 1); /* bits 0, n, 2n.. */
+    for (unsigned w = 0; w < PM_UNITS_MAX / 64; w++) {
+        uint64_t run = a->free_map[w];
+        for (unsigned s = 1; s < n && run; s <<= 1)
+            run &= run >> s;
+        run &= aligned;
+        if (run)
+            return (int)(w * 64 + (unsigned)__builtin_ctzll(run));
     }
     return -1;
 }

@@ -73,6 +73,55 @@ Test(arena, every_class_served_and_arena_slots_aligned) {
     }
 }
 
+/* The run finder searches the free map a word at a time: each pool size must get the first
+ * run of its size aligned to its size, in the fullest arena that has one, and nothing that
+ * straddles a taken unit or the header. */
+static unsigned take(pm_arena *expected, unsigned n) {
+    unsigned u = 0;
+    pm_arena *a = pm_arena_take_units(n, &u);
+    cr_assert_eq(a, expected, "a run of %u units came from another arena", n);
+    return u;
+}
+
+static void give(pm_arena *a, unsigned first, unsigned n) {
+    for (unsigned u = first; u < first + n; u++)
+        pm_arena_give_units(a, u, 1, 0);
+}
+
+Test(arena, free_runs_are_the_first_aligned_fit) {
+    pm_free(pm_malloc(1)); /* initialise: one arena, its first pool at unit 4 */
+    pm_lock(&pm_arena_lock);
+    pm_arena *full = pm_arenas, *other = NULL;
+    unsigned u = 0;
+    for (;;) { /* fill the first arena unit by unit, in address order */
+        pm_arena *a = pm_arena_take_units(1, &u);
+        cr_assert_not_null(a);
+        if (a != full) {
+            other = a; /* a new arena: the first one is full */
+            break;
+        }
+    }
+    cr_assert_eq(u, PM_HEADER_UNITS, "the new arena's first unit follows its header");
+    give(full, 9, 1);
+    give(full, 12, 2);   /* an aligned pair */
+    give(full, 17, 7);   /* 17..23: an aligned four at 20, pairs at 18 and 20 */
+    give(full, 64, 64);  /* a whole aligned 64 */
+    give(full, 130, 4);  /* four free units, but not aligned to 4 */
+    cr_assert_eq(take(full, 1), 9);
+    cr_assert_eq(take(full, 2), 12);
+    cr_assert_eq(take(full, 4), 20);
+    cr_assert_eq(take(full, 64), 64);
+    cr_assert_eq(take(full, 2), 18);
+    cr_assert_eq(take(full, 2), 130);
+    cr_assert_eq(take(full, 1), 17);
+    /* No aligned 8 or 4 left in the full arena (132, 133 are a pair): the other one serves. */
+    cr_assert_eq(take(other, 8), 8);
+    cr_assert_eq(take(other, 4), 16); /* 4..7 holds unit 4, 8..15 was just taken */
+    cr_assert_eq(take(other, 32), 32);
+    cr_assert_eq(take(full, 2), 132);
+    pm_unlock(&pm_arena_lock);
+}
+
 /* ---- detach and release: the last free releases a pool, whoever makes it ---------------- */
 
 typedef struct handoff {
