@@ -237,8 +237,9 @@ void pm_pool_release_spares(pm_heap *heap) {
     errno = saved;
 }
 
-void pm_pool_free_atomic(pm_pool *pool, pm_block *block) {
-    block->key = pm_free_key(block); /* a second free of the block is now detectable (I2) */
+/* Every case of a push: the first block on a detached pool's list (which links the pool on
+ * its owner's pending list), the last block out (which releases the pool) and misuse. */
+static PM_NOINLINE void free_atomic_rare(pm_pool *pool, pm_block *block) {
     uintptr_t w = atomic_load_explicit(&pool->xfree, memory_order_relaxed), next;
     for (;;) {
         bool detached = (w & PM_XF_DETACHED) != 0;
@@ -264,6 +265,28 @@ void pm_pool_free_atomic(pm_pool *pool, pm_block *block) {
     }
     if (next & PM_XF_RELEASING)
         finish_release(pool, next, true);
+}
+
+/* The common pushes stay lean (no call, so no registers to save): onto an attached pool's
+ * list, counted up, and onto a detached pool's list that has blocks already and more than one
+ * block out, counted down. Everything else takes free_atomic_rare. A program tearing down a
+ * big structure makes most of its frees here (its cache is full and most pools are
+ * detached): randslot's final frees went from 75 instructions each to about 30 (callgrind). */
+void pm_pool_free_atomic(pm_pool *pool, pm_block *block) {
+    block->key = pm_free_key(block); /* a second free of the block is now detectable (I2) */
+    uintptr_t w = atomic_load_explicit(&pool->xfree, memory_order_relaxed), next;
+    do {
+        uintptr_t flags = w & PM_XF_FLAGS;
+        uint32_t count = xf_count(w);
+        if (flags == 0)
+            next = xf_make(block, count + 1, 0);
+        else if (flags == PM_XF_DETACHED && count > 1 && xf_head(w) != NULL)
+            next = xf_make(block, count - 1, PM_XF_DETACHED);
+        else
+            return free_atomic_rare(pool, block);
+        block->link = pm_link_encode(block, xf_head(w));
+    } while (!atomic_compare_exchange_weak_explicit(&pool->xfree, &w, next, memory_order_release,
+                                                    memory_order_relaxed));
 }
 
 /* Moves a list taken from xfree (length blocks) onto the local free list. Its links are
