@@ -82,7 +82,7 @@ static pm_arena *arena_create(void) {
         return NULL;
     a->nunits = pm_arena_units;
     for (unsigned u = 0; u < PM_UNITS_MAX; u++)
-        a->unit_pool[u] = &pm_dead_pool;
+        a->pools[u].unit_pool = &pm_dead_pool;
     for (unsigned u = PM_HEADER_UNITS; u < a->nunits; u++)
         bit_set(a->free_map, u);
     a->nfree = a->nunits - (uint32_t)PM_HEADER_UNITS;

@@ -12,7 +12,8 @@
  *   unit    16 KiB, the granule in which arenas hand out memory to pools.
  *   pool    1..64 contiguous units holding blocks of one class (pymalloc's pool).
  *   arena   a 4 MiB slot aligned to 4 MiB, mapped whole, carved into pools. Its first 4 units
- *           hold the arena header: the unit->pool map and the 256 pool descriptors.
+ *           hold the arena header: 256 pool descriptor slots, one per unit, each also holding
+ *           its unit's entry of the unit->pool map.
  *   heap    one thread's allocator state: per class a current pool and a small cache of the
  *           blocks it freed (one cache line per class), plus pending lists of its detached
  *           pools that have free blocks.
@@ -66,8 +67,9 @@
  *
  * Arenas are registered in a flat byte map indexed by address >> 22 (a 32 MiB array in .bss
  * that the kernel backs only where written). free(p) therefore finds p's arena with one load,
- * the pool with a second (header->unit_pool[unit of p]), and knows without touching p whether
- * poolmalloc owns it. A pointer not in the map is looked up in the large table; a pointer in
+ * the pool with a second (the unit map entry in the descriptor slot of p's unit, on the same
+ * cache line as the descriptor itself for one-unit pools), and knows without touching p
+ * whether poolmalloc owns it. A pointer not in the map is looked up in the large table; a pointer in
  * neither is reported and the process aborts. POOLMALLOC_ARENA_SIZE (1M, 2M, 4M) sets how many
  * units of each slot are used; the slot is mapped whole all the same, so that the kernel can
  * never place another mapping inside a slot the byte map calls ours.
@@ -253,6 +255,11 @@ struct pm_arena;
 typedef struct __attribute__((aligned(64))) pm_pool {
     /* line 1: read-mostly */
     struct pm_heap *owner;  /* NULL while FREE; | PM_OWNER_DETACHED while detached (I6) */
+    /* The unit map (I3): in the descriptor slot of EVERY unit, the pool that covers the unit
+     * (for a pool's first unit, the pool itself), or &pm_dead_pool. Free loads it from the
+     * slot of the block's unit, so that for a one-unit pool (every class up to 2 KiB) the
+     * map and the descriptor are one cache line: a cold free misses once, not twice. */
+    struct pm_pool *unit_pool;
     char *start;            /* first block (after the tail, see I3) */
     uint64_t div_magic;     /* ceil(2^64 / block_size): exact divisibility test (I3) */
     uint32_t carved;        /* bytes from start ever carved: blocks past it were never given */
@@ -260,13 +267,13 @@ typedef struct __attribute__((aligned(64))) pm_pool {
     uint8_t cls, state;
     uint16_t first_unit, units;
     uint16_t cls_offset;    /* offsetof(pm_heap, cls[cls]): free finds its class line in one add */
-    uint32_t capacity;      /* blocks in the pool */
-    uint32_t detached_used; /* used when the owner detached it (blocks out then) */
     char *end;              /* start + capacity * block_size */
     struct pm_arena *arena;
     /* line 2: the owner's */
     _Alignas(64) pm_block *free; /* local free list (the owner's; links encoded) */
     uint32_t used;          /* I1: blocks handed out and not on the local free list */
+    uint32_t capacity;      /* blocks in the pool */
+    uint32_t detached_used; /* used when the owner detached it (blocks out then) */
     /* line 3: other threads' */
     _Alignas(64) _Atomic uintptr_t xfree;
     struct pm_pool *next, *prev; /* owner->pending[cls], under owner->xlock */
@@ -281,8 +288,7 @@ _Static_assert(offsetof(pm_pool, arena) < 64 && offsetof(pm_pool, free) == 64 &&
  * which the first pm_arena_units units are used (POOLMALLOC_ARENA_SIZE); the header takes the
  * first PM_HEADER_UNITS of them. */
 typedef struct pm_arena {
-    pm_pool *unit_pool[PM_UNITS_MAX]; /* unit -> its pool, or &pm_dead_pool: read by free */
-    /* below: under pm_arena_lock */
+    /* under pm_arena_lock */
     struct pm_arena *next, *prev;     /* all arenas */
     uint32_t nunits;                  /* units in use in this arena (arena size / unit) */
     uint32_t nfree;                   /* free units */
@@ -290,7 +296,9 @@ typedef struct pm_arena {
     uint64_t free_map[PM_UNITS_MAX / 64];
     uint64_t dirty_map[PM_UNITS_MAX / 64];
     uint64_t dirty_since_ms;          /* when the oldest dirty unit was freed */
-    pm_pool pools[PM_UNITS_MAX];      /* descriptor of the pool whose first unit is u */
+    /* pools[u]: the descriptor of the pool whose first unit is u; in every slot, the unit map
+     * (unit_pool). Line-aligned, so that a slot's map entry and line 1 share a line. */
+    pm_pool pools[PM_UNITS_MAX];
 } pm_arena;
 
 #define PM_HEADER_UNITS ((sizeof(pm_arena) + PM_UNIT_SIZE - 1) / PM_UNIT_SIZE)
@@ -338,7 +346,7 @@ typedef struct pm_heap {
  * can test any pointer, even before initialisation, with one load and no NULL check. */
 PM_HIDDEN extern uint8_t pm_arena_map[];
 PM_HIDDEN extern pm_pool pm_empty_pool;          /* current[] sentinel: free == NULL */
-PM_HIDDEN extern pm_pool pm_dead_pool;           /* unit_pool[] sentinel: owner == NULL */
+PM_HIDDEN extern pm_pool pm_dead_pool;           /* unit map sentinel: owner == NULL */
 PM_HIDDEN extern pm_heap pm_sentinel_heap;       /* fast heap before init and in checked mode */
 /* What the fast paths use, stored XOR &pm_sentinel_heap so that zero means the sentinel: a
  * malloc from an IFUNC resolver runs before libc has copied the initial values of thread-local
@@ -514,9 +522,12 @@ PM_INLINE bool pm_in_arena(const void *p) {
 /* Acquire: pairs with the release store that publishes a pool (pool.c), so that a thread
  * freeing one of its blocks sees the descriptor initialised (a plain load on x86). */
 PM_INLINE pm_pool *pm_pool_of(const void *p) {
-    return __atomic_load_n(
-        &pm_arena_of(p)->unit_pool[((uintptr_t)p >> PM_UNIT_SHIFT) & (PM_UNITS_MAX - 1)],
-        __ATOMIC_ACQUIRE);
+    /* The slot's offset as (unit * 64) * 3, the unit taken already shifted: shift, and, lea
+     * (compilers scale unit * 192 with three instructions and an add). */
+    _Static_assert(sizeof(pm_pool) == 3 * 64, "the unit map's offset arithmetic");
+    uintptr_t unit64 = ((uintptr_t)p >> (PM_UNIT_SHIFT - 6)) & ((uintptr_t)(PM_UNITS_MAX - 1) << 6);
+    pm_pool *slot = (pm_pool *)((char *)pm_arena_of(p)->pools + unit64 * 3);
+    return __atomic_load_n(&slot->unit_pool, __ATOMIC_ACQUIRE);
 }
 
 /* ---- pool.c: pools, their blocks and their atomic free lists --------------------------- */

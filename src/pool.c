@@ -58,7 +58,7 @@ pm_pool *pm_pool_acquire(pm_heap *heap, unsigned cls) {
         pool_init(pool, a, u, n, cls, heap);
         /* Publish the unit map last: a stale entry must never point at a half-made pool. */
         for (unsigned k = 0; k < n; k++)
-            __atomic_store_n(&a->unit_pool[u + k], pool, __ATOMIC_RELEASE);
+            __atomic_store_n(&a->pools[u + k].unit_pool, pool, __ATOMIC_RELEASE);
         pm_gstats.pools_acquired++;
     }
     pm_unlock(&pm_arena_lock);
@@ -73,7 +73,8 @@ void pm_pool_release(pm_pool *pool) {
         (unsigned)((pool->start + pool->carved - base + PM_UNIT_SIZE - 1) / PM_UNIT_SIZE);
     pm_lock(&pm_arena_lock);
     for (unsigned k = 0; k < pool->units; k++)
-        __atomic_store_n(&a->unit_pool[pool->first_unit + k], &pm_dead_pool, __ATOMIC_RELAXED);
+        __atomic_store_n(&a->pools[pool->first_unit + k].unit_pool, &pm_dead_pool,
+                         __ATOMIC_RELAXED);
     pm_pool_set_owner(pool, NULL, false);
     PM_OWN_SET(pool->state, PM_POOL_FREE);
     pool->free = NULL;
