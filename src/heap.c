@@ -169,18 +169,66 @@ void pm_heap_free_local(pm_heap *heap, pm_pool *pool, pm_block *b) {
     pm_pool_free_atomic(pool, b);
 }
 
+/* Gives head..tail (n cached blocks of pool, already linked, keys set) back to their pool:
+ * onto the local list if the pool is our current one, else in one atomic push. */
+static void give_run(pm_heap *heap, pm_pool *pool, pm_block *head, pm_block *tail, uint32_t n) {
+    if (pool->state == PM_POOL_CURRENT && pm_pool_owner(pool) == heap) {
+        tail->link = pm_link_encode(tail, pool->free);
+        pool->free = head;
+        PM_OWN_ADD(pool->used, -n);
+        return;
+    }
+    pm_pool_free_list(pool, head, tail, n);
+}
+
+/* Gives every block of a cache list back to its pool, a run of consecutive blocks of one pool
+ * at a time: the links inside a run stay as they are, and the run goes on in one push. A
+ * program that frees what it allocated, in order (a structure torn down), fills its cache
+ * with runs of one pool: one compare-and-swap per run instead of one per block. Each block
+ * is checked as a pop from the cache checks it (I8): in an arena, carrying its free key. */
+static void give_cache_list(pm_heap *heap, pm_block *b) {
+    while (b != NULL) {
+        if (PM_UNLIKELY(!pm_in_arena(b) || b->key != pm_free_key(b)))
+            pm_heap_corrupt(b, "thread cache");
+        pm_pool *pool = pm_pool_of(b);
+        pm_block *head = b, *tail = b;
+        uint32_t n = 1;
+        for (b = pm_link_decode(tail); b != NULL; b = pm_link_decode(tail)) {
+            /* A block in the same unit as the last is in the same pool: no lookup. */
+            bool same_unit = (((uintptr_t)b ^ (uintptr_t)tail) >> PM_UNIT_SHIFT) == 0;
+            if (!same_unit && (!pm_in_arena(b) || pm_pool_of(b) != pool))
+                break; /* checked in full as the head of the next run */
+            if (PM_UNLIKELY(b->key != pm_free_key(b)))
+                pm_heap_corrupt(tail, "thread cache");
+            tail = b;
+            n++;
+        }
+        give_run(heap, pool, head, tail, n);
+    }
+}
+
 static void flush_class_cache(pm_heap *heap, unsigned c) {
     pm_class_state *cs = &heap->cls[c];
     pm_block *b = cs->cache;
     cs->cache = NULL;
     PM_OWN_SET(cs->cache_room, pm_class_cache_limit[c]);
-    while (b != NULL) {
-        pm_block *next = pm_link_decode(b);
-        if (PM_UNLIKELY(next != NULL && !pm_in_arena(next)))
-            pm_heap_corrupt(b, "thread cache");
-        pm_heap_free_local(heap, pm_pool_of(b), b);
-        b = next;
-    }
+    give_cache_list(heap, b);
+}
+
+/* The free fast path found the cache full; b is checked already (ours, a handed-out block
+ * boundary, not free). The cache goes back to its pools a run at a time and b starts it
+ * anew. A program that tears a structure down in the order it built it frees runs of one
+ * pool: one compare-and-swap per run instead of one per block (1M frees of 32 B blocks in
+ * order: 13.8 -> 10.5 ns each, best of 15 rounds). In random order the runs are of one
+ * block, but the walk still came out ahead of pushing each block as it is freed (121 ->
+ * 103-112 ns): the lookups of 32 blocks' pools overlap their cache misses. */
+void pm_heap_cache_overflow(pm_heap *heap, pm_class_state *cs, pm_block *b) {
+    pm_block *list = cs->cache;
+    b->key = pm_free_key(b);
+    b->link = pm_link_encode(b, NULL);
+    cs->cache = b;
+    PM_OWN_SET(cs->cache_room, pm_class_cache_limit[cs - heap->cls] - 1);
+    give_cache_list(heap, list);
 }
 
 void pm_heap_flush_cache(pm_heap *heap) {

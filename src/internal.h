@@ -539,8 +539,11 @@ PM_HIDDEN void pm_pool_release(pm_pool *pool);
 PM_HIDDEN bool pm_pool_carve(pm_pool *pool);
 /* Any thread, any pool state but FREE: puts a checked block on the pool's atomic list. The
  * pool may be released by this call (the last block of a detached pool came back). errno is
- * kept: the free fast path calls it directly for the thread's own detached pools. */
+ * kept. */
 PM_HIDDEN void pm_pool_free_atomic(pm_pool *pool, pm_block *block);
+/* The same for n blocks of pool, head..tail, linked (links encoded) and their keys set: one
+ * compare-and-swap for the whole run. */
+PM_HIDDEN void pm_pool_free_list(pm_pool *pool, pm_block *head, pm_block *tail, uint32_t n);
 /* Owner only: moves the atomic list onto the local free list; false if it was empty. */
 PM_HIDDEN bool pm_pool_collect(pm_pool *pool);
 /* Owner only: the pool stops being current. Released here if every block is already back. */
@@ -594,6 +597,9 @@ PM_HIDDEN void *pm_heap_alloc_borrowed(unsigned cls);
 /* Owner only: a local free that could not take the fast path (poisoning, a full cache and a
  * detached pool...). */
 PM_HIDDEN void pm_heap_free_local(pm_heap *heap, pm_pool *pool, pm_block *b);
+/* The free fast path's block b (checked: this heap's, a handed-out block boundary) found the
+ * cache of cs full: the cache goes back to its pools and b starts it anew. */
+PM_HIDDEN PM_NOINLINE void pm_heap_cache_overflow(pm_heap *heap, pm_class_state *cs, pm_block *b);
 /* Frees every block in the heap's caches into its pools. */
 PM_HIDDEN void pm_heap_flush_cache(pm_heap *heap);
 /* The thread's exit: gives back what it can and puts the heap up for adoption. */
@@ -847,14 +853,7 @@ PM_INLINE void pm_free_inline(void *p) {
                 cs->cache = b;
                 return;
             }
-            if (PM_LIKELY(theirs == 0)) { /* the cache is full: the current pool */
-                b->key = pm_free_key(b);
-                b->link = pm_link_encode(b, pool->free);
-                pool->free = b;
-                PM_OWN_ADD(pool->used, -1);
-                return;
-            }
-            pm_pool_free_atomic(pool, b); /* one of our detached pools: checked already */
+            pm_heap_cache_overflow(heap, cs, b); /* full: the cache goes back to its pools */
             return;
         }
     }

@@ -8,6 +8,7 @@
 
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <signal.h>
 
 #define BLOCK 48
 #define BLOCKS 200000
@@ -24,26 +25,43 @@ static uint64_t pools_acquired(void) {
     return s.pools_acquired;
 }
 
-/* The owner's frees past its cache go onto its detached pools' atomic lists (pm_free_inline
- * calls pm_pool_free_atomic), and the last of each releases the pool: a thread that frees
- * what it built gets the memory back without calling malloc again. */
+/* The owner's frees past its cache send the cache back to its pools (pm_heap_cache_overflow:
+ * runs of one pool in one push onto its detached pool's atomic list), and the last block of
+ * each pool releases it: a thread that frees what it built gets the memory back without
+ * calling malloc again, whether it frees in the order it allocated or in any other. */
+typedef struct teardown {
+    void **blocks;
+    bool shuffled;
+} teardown;
+
 static void *build_and_free(void *arg) {
-    void **blocks = arg;
-    for (size_t i = 0; i < BLOCKS; i++)
+    teardown *td = arg;
+    void **blocks = td->blocks;
+    for (size_t i = 0; i < BLOCKS; i++) {
         blocks[i] = pm_malloc(BLOCK);
+        memset(blocks[i], 0x5a, BLOCK);
+    }
+    uint64_t seed = 0x2545f4914f6cdd1dull;
+    for (size_t i = BLOCKS - 1; td->shuffled && i > 0; i--) { /* Fisher-Yates, xorshift */
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        size_t j = (size_t)(seed % (i + 1));
+        void *tmp = blocks[i];
+        blocks[i] = blocks[j];
+        blocks[j] = tmp;
+    }
     uint64_t before = pools_released();
-    for (size_t i = 0; i < BLOCKS; i++) /* oldest first: nearly every pool is detached */
+    for (size_t i = 0; i < BLOCKS; i++) /* nearly every pool is detached */
         pm_free(blocks[i]);
     return (void *)(uintptr_t)(pools_released() - before);
 }
 
-Test(frees, owner_frees_into_its_own_detached_pools_release_them) {
-    void **blocks = calloc(BLOCKS, sizeof *blocks);
-    cr_assert_not_null(blocks);
+static void check_teardown(bool shuffled) {
+    teardown td = {calloc(BLOCKS, sizeof(void *)), shuffled};
+    cr_assert_not_null(td.blocks);
     pthread_t t;
     void *released;
     /* A thread of its own: a fresh heap, so that no earlier test's pools are counted. */
-    pthread_create(&t, NULL, build_and_free, blocks);
+    pthread_create(&t, NULL, build_and_free, &td);
     pthread_join(t, &released);
     /* 200000 x 48 B in about 590 pools of 341 blocks: all but the current pool and those the
      * cache still pins (its 32 blocks, at most one pool each) must be back in the arenas. */
@@ -51,7 +69,25 @@ Test(frees, owner_frees_into_its_own_detached_pools_release_them) {
     size_t expected = BLOCKS / per_pool - 1 - 32;
     cr_assert_geq((uintptr_t)released, expected, "only %zu of about %zu pools released",
                   (size_t)(uintptr_t)released, BLOCKS / per_pool);
-    free(blocks);
+    free(td.blocks);
+}
+
+Test(frees, owner_frees_into_its_own_detached_pools_release_them) { check_teardown(false); }
+
+Test(frees, owner_frees_in_random_order_release_them_too) { check_teardown(true); }
+
+/* The walk that sends a full cache back follows the links of blocks the program has freed: a
+ * write after free into one of them must stop it (I8), not steer blocks onto a pool's list. */
+Test(frees, a_cached_block_overwritten_is_caught_when_the_cache_goes_back,
+     .signal = SIGABRT) {
+    void *blocks[64];
+    for (int i = 0; i < 64; i++)
+        blocks[i] = pm_malloc(BLOCK);
+    unsigned cls = pm_size_class(BLOCK);
+    for (uint32_t i = 0; i < pm_class_cache_limit[cls]; i++)
+        pm_free(blocks[i]); /* fills the cache */
+    memset(blocks[5], 0x41, sizeof(pm_block)); /* a write after free: link and key */
+    pm_free(blocks[63]); /* the cache is full: its walk meets the block */
 }
 
 /* ---- another thread frees blocks of a pool its owner is still allocating from ------------- */
