@@ -26,6 +26,7 @@ static void heap_reset(pm_heap *h) {
         h->cls[c].cache = NULL;
         h->cls[c].cache_room = pm_class_cache_limit[c];
         h->cls[c].current = &pm_empty_pool;
+        h->cls[c].full_unit = 0;
         h->cls[c].countdown = h->cls[c].armed = pm_sample_first_countdown();
         h->pending[c] = NULL;
     }
@@ -215,13 +216,15 @@ static void flush_class_cache(pm_heap *heap, unsigned c) {
     give_cache_list(heap, b);
 }
 
-/* The free fast path found the cache full; b is checked already (ours, a handed-out block
- * boundary, not free). The cache goes back to its pools a run at a time and b starts it
- * anew. A program that tears a structure down in the order it built it frees runs of one
- * pool: one compare-and-swap per run instead of one per block (1M frees of 32 B blocks in
- * order: 13.8 -> 10.5 ns each, best of 15 rounds). In random order the runs are of one
- * block, but the walk still came out ahead of pushing each block as it is freed (121 ->
- * 103-112 ns): the lookups of 32 blocks' pools overlap their cache misses. */
+/* The free fast path found the cache full twice running with blocks of one unit: the program
+ * frees in runs (a structure torn down in the order it was built). b is checked already
+ * (ours, a handed-out block boundary, not free). The cache goes back to its pools a run at
+ * a time, one compare-and-swap per run instead of one per block, and b starts it anew.
+ * (Tear-down of 1M 32-byte blocks in build order: 10-13 -> 7.3-8.6 ns a free, best of 15
+ * rounds: scripts/results/issue10-teardown-bench.c.)
+ * In random order the runs would be of one block and the walk pure cost (11% more
+ * instructions on scripts/workloads/teardown when every full cache was walked): those frees
+ * go to their pools one by one, from the fast path. */
 void pm_heap_cache_overflow(pm_heap *heap, pm_class_state *cs, pm_block *b) {
     pm_block *list = cs->cache;
     b->key = pm_free_key(b);

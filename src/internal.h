@@ -324,6 +324,7 @@ typedef struct __attribute__((aligned(64))) pm_class_state {
     uint64_t nmalloc;        /* PM_STATS: allocations (frees are allocs - blocks in use) */
     uint32_t cache_room;     /* how many more the cache may take */
     uint32_t tick_mark;      /* countdown's low half at the last tick: unchanged = class idle */
+    uintptr_t full_unit;     /* the unit of the last block freed past a full cache */
 } pm_class_state;
 _Static_assert(sizeof(pm_class_state) == 64, "one class, one cache line");
 
@@ -853,7 +854,24 @@ PM_INLINE void pm_free_inline(void *p) {
                 cs->cache = b;
                 return;
             }
-            pm_heap_cache_overflow(heap, cs, b); /* full: the cache goes back to its pools */
+            /* The cache is full. Two frees past it in one unit: the program frees in runs
+             * (pm_heap_cache_overflow sends the cache back a run at a time). Otherwise b goes
+             * to its pool alone: onto our current pool's list, or one of our detached pools'
+             * atomic lists. */
+            uintptr_t unit = (uintptr_t)p >> PM_UNIT_SHIFT;
+            if (unit == cs->full_unit) {
+                pm_heap_cache_overflow(heap, cs, b);
+                return;
+            }
+            cs->full_unit = unit;
+            if (PM_LIKELY(theirs == 0)) {
+                b->key = pm_free_key(b);
+                b->link = pm_link_encode(b, pool->free);
+                pool->free = b;
+                PM_OWN_ADD(pool->used, -1);
+                return;
+            }
+            pm_pool_free_atomic(pool, b); /* one of our detached pools: checked already */
             return;
         }
     }
