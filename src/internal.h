@@ -119,9 +119,9 @@
  * the class, else the current pool's free list; free checks that the calling thread's heap
  * owns the pool (attached or detached) and pushes onto the cache, else (cache full) onto the
  * current pool. Everything else goes through pool.c's xfree: one compare-and-swap pushes the
- * block, counts it and sees the DETACHED flag. A thread that frees in runs past its full cache
- * (two frees in one unit running: a structure torn down in build order) sends the whole cache
- * back instead, a run of one pool per compare-and-swap (heap.c, pm_heap_cache_overflow). The owner collects its current pool's xfree
+ * block, counts it and sees the DETACHED flag. A free that finds the cache full sends the
+ * whole cache back to its pools, a run of blocks of one pool per compare-and-swap (a structure
+ * torn down in build order frees in such runs: heap.c, pm_heap_cache_overflow). The owner collects its current pool's xfree
  * when the local list runs dry, and reattaches detached pools from its pending lists, which
  * freeing threads fill under the heap's xlock when they put the first block on a detached
  * pool's xfree. Because a detached pool's last free releases it, memory freed into the pools
@@ -326,7 +326,6 @@ typedef struct __attribute__((aligned(64))) pm_class_state {
     uint64_t nmalloc;        /* PM_STATS: allocations (frees are allocs - blocks in use) */
     uint32_t cache_room;     /* how many more the cache may take */
     uint32_t tick_mark;      /* countdown's low half at the last tick: unchanged = class idle */
-    uintptr_t full_unit;     /* the unit of the last block freed past a full cache */
 } pm_class_state;
 _Static_assert(sizeof(pm_class_state) == 64, "one class, one cache line");
 
@@ -856,24 +855,7 @@ PM_INLINE void pm_free_inline(void *p) {
                 cs->cache = b;
                 return;
             }
-            /* The cache is full. Two frees past it in one unit: the program frees in runs
-             * (pm_heap_cache_overflow sends the cache back a run at a time). Otherwise b goes
-             * to its pool alone: onto our current pool's list, or one of our detached pools'
-             * atomic lists. */
-            uintptr_t unit = (uintptr_t)p >> PM_UNIT_SHIFT;
-            if (unit == cs->full_unit) {
-                pm_heap_cache_overflow(heap, cs, b);
-                return;
-            }
-            cs->full_unit = unit;
-            if (PM_LIKELY(theirs == 0)) {
-                b->key = pm_free_key(b);
-                b->link = pm_link_encode(b, pool->free);
-                pool->free = b;
-                PM_OWN_ADD(pool->used, -1);
-                return;
-            }
-            pm_pool_free_atomic(pool, b); /* one of our detached pools: checked already */
+            pm_heap_cache_overflow(heap, cs, b); /* full: the cache goes back to its pools */
             return;
         }
     }
