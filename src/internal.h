@@ -190,6 +190,11 @@
 #define PM_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define PM_NOINLINE __attribute__((noinline))
 #define PM_COLD __attribute__((cold, noinline))
+/* For constants that every process reads (the strings start-up compares): kept in .data, whose
+ * pages are resident anyway, so that a program that never reaches an error path never faults
+ * in the library's .rodata and .eh_frame (44 KiB, issue 10). Arrays, not const: GCC would put
+ * a const one in .rodata whatever the section. */
+#define PM_STARTUP_DATA __attribute__((section(".data.pm_startup")))
 #define PM_INLINE static inline __attribute__((always_inline))
 #define PM_TLS __thread __attribute__((tls_model("initial-exec")))
 #define PM_NORETURN __attribute__((noreturn))

@@ -141,12 +141,15 @@ static void *elf_image_symbol(const char *image, const char *name) {
 }
 
 static pm_clock_fn vdso_clock(void) {
+    /* The names each architecture gives it; in .data, as every process reads them. */
+    static char x86_64_riscv[] PM_STARTUP_DATA = "__vdso_clock_gettime";
+    static char arm64[] PM_STARTUP_DATA = "__kernel_clock_gettime";
     const char *image = (const char *)getauxval(AT_SYSINFO_EHDR);
     if (image == NULL)
         return NULL;
-    void *f = elf_image_symbol(image, "__vdso_clock_gettime"); /* x86-64, riscv */
+    void *f = elf_image_symbol(image, x86_64_riscv);
     if (f == NULL)
-        f = elf_image_symbol(image, "__kernel_clock_gettime"); /* arm64 */
+        f = elf_image_symbol(image, arm64);
     return (pm_clock_fn)f;
 }
 
