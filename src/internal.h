@@ -414,6 +414,7 @@ PM_HIDDEN bool pm_os_move(void *from, size_t size, void *to, size_t new_size);
 PM_HIDDEN void *pm_os_remap(void *p, size_t old_size, size_t new_size, bool may_move);
 PM_HIDDEN void pm_os_purge(void *p, size_t size);        /* contents discarded, stays mapped */
 PM_HIDDEN uint64_t pm_os_now_ms(void);                   /* monotonic, coarse */
+PM_HIDDEN bool pm_os_clock_is_vdso(void);                /* read without libc's wrapper */
 /* Bytes for the per-process secrets (AT_RANDOM, no system call), mixed with addresses. */
 PM_HIDDEN uint64_t pm_os_random_seed(void);
 PM_HIDDEN size_t pm_os_resident_bytes(void);

@@ -168,6 +168,12 @@ static void clock_read(clockid_t id, struct timespec *ts) {
         clock_gettime(id, ts);
 }
 
+bool pm_os_clock_is_vdso(void) {
+    struct timespec ts;
+    clock_read(CLOCK_MONOTONIC_COARSE, &ts); /* resolves it */
+    return __atomic_load_n(&clock_fn, __ATOMIC_RELAXED) != clock_gettime;
+}
+
 uint64_t pm_os_now_ms(void) {
     int saved = errno;
     struct timespec ts;
