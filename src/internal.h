@@ -194,6 +194,11 @@
 #define PM_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define PM_NOINLINE __attribute__((noinline))
 #define PM_COLD __attribute__((cold, noinline))
+/* For constants that every process reads (the strings start-up compares): kept in .data, whose
+ * pages are resident anyway, so that a program that never reaches an error path never faults
+ * in the library's .rodata and .eh_frame (44 KiB, issue 10). Arrays, not const: GCC would put
+ * a const one in .rodata whatever the section. */
+#define PM_STARTUP_DATA __attribute__((section(".data.pm_startup")))
 #define PM_INLINE static inline __attribute__((always_inline))
 #define PM_TLS __thread __attribute__((tls_model("initial-exec")))
 #define PM_NORETURN __attribute__((noreturn))
@@ -419,6 +424,7 @@ PM_HIDDEN bool pm_os_move(void *from, size_t size, void *to, size_t new_size);
 PM_HIDDEN void *pm_os_remap(void *p, size_t old_size, size_t new_size, bool may_move);
 PM_HIDDEN void pm_os_purge(void *p, size_t size);        /* contents discarded, stays mapped */
 PM_HIDDEN uint64_t pm_os_now_ms(void);                   /* monotonic, coarse */
+PM_HIDDEN bool pm_os_clock_is_vdso(void);                /* read without libc's wrapper */
 /* Bytes for the per-process secrets (AT_RANDOM, no system call), mixed with addresses. */
 PM_HIDDEN uint64_t pm_os_random_seed(void);
 PM_HIDDEN size_t pm_os_resident_bytes(void);

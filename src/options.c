@@ -516,14 +516,16 @@ static int apply_env(char *const *env, pm_options *into, env_mode mode) {
     if (env == NULL)
         return 0;
     int bad = 0;
-    static const char strict_name[] = PM_OPTION_PREFIX "STRICT=";
-    const size_t strict_len = sizeof strict_name - 1, prefix_len = sizeof PM_OPTION_PREFIX - 1;
+    /* Every process compares these: in .data (PM_STARTUP_DATA), not .rodata. */
+    static char strict_name[] PM_STARTUP_DATA = PM_OPTION_PREFIX "STRICT=";
+    static char prefix[] PM_STARTUP_DATA = PM_OPTION_PREFIX;
+    const size_t strict_len = sizeof strict_name - 1, prefix_len = sizeof prefix - 1;
     /* STRICT first, so that it governs every other variable whatever the order of environ. */
     for (char *const *e = env; *e != NULL; e++)
         if (strncmp(*e, strict_name, strict_len) == 0)
             bad += apply_entry(*e, into, mode);
     for (char *const *e = env; *e != NULL; e++)
-        if (strncmp(*e, PM_OPTION_PREFIX, prefix_len) == 0 &&
+        if (strncmp(*e, prefix, prefix_len) == 0 &&
             strncmp(*e, strict_name, strict_len) != 0)
             bad += apply_entry(*e, into, mode);
     return bad;
