@@ -26,6 +26,8 @@ static void heap_reset(pm_heap *h) {
         h->cls[c].cache = NULL;
         h->cls[c].cache_room = pm_class_cache_limit[c];
         h->cls[c].current = &pm_empty_pool;
+        h->cls[c].full_unit = 0;
+        h->cls[c].full_run = 0;
         h->cls[c].countdown = h->cls[c].armed = pm_sample_first_countdown();
         h->pending[c] = NULL;
     }
@@ -215,22 +217,21 @@ static void flush_class_cache(pm_heap *heap, unsigned c) {
     give_cache_list(heap, b);
 }
 
-/* The free fast path found the cache full; b is checked already (ours, a handed-out block
- * boundary, not free). The cache goes back to its pools a run of one pool at a time, and b
- * starts it anew. A program that tears a structure down in the order it built it frees runs:
- * one compare-and-swap per run instead of one per block. In random order the runs are of one
- * block and the walk costs instructions (randslot -s 0.1: 140 -> 153 M in all, teardown
- * +11%), but it still came out faster than pushing each block as it is freed: the walk looks
- * up 32 blocks' pools back to back, their misses overlapping, where a compare-and-swap after
- * every free keeps the program's own loads from overlapping it. Tear-down of 1M 32-byte
- * blocks (scripts/results/issue10-teardown-bench.c, best of 15 rounds, 3 repetitions): in
- * build order 12.1-12.9 -> 7.7-9.7 ns a free, shuffled 114-177 -> 94-100 ns. */
+/* The free fast path found the cache full, and the last PM_RUN_FREES frees past it were all in
+ * b's unit: the program frees in runs (a structure torn down in the order it was built). b is
+ * checked already (ours, a handed-out block boundary, not free). The cache goes back to its
+ * pools a run of one pool at a time, one compare-and-swap per run instead of one per block,
+ * and b starts it anew. Tear-down of 1M 32-byte blocks in build order
+ * (scripts/results/issue10-teardown-bench.c, best of 15 rounds, 3 repetitions) with another
+ * program busy on the second core: 12.1-12.9 -> 10.2-10.5 ns a free; on a quiet machine,
+ * where an uncontended compare-and-swap on a line in L1 is cheap, 6.8-6.9 either way. */
 void pm_heap_cache_overflow(pm_heap *heap, pm_class_state *cs, pm_block *b) {
     pm_block *list = cs->cache;
     b->key = pm_free_key(b);
     b->link = pm_link_encode(b, NULL);
     cs->cache = b;
     PM_OWN_SET(cs->cache_room, pm_class_cache_limit[cs - heap->cls] - 1);
+    cs->full_run = 0;
     give_cache_list(heap, list);
 }
 

@@ -76,8 +76,9 @@ Test(frees, owner_frees_into_its_own_detached_pools_release_them) { check_teardo
 
 Test(frees, owner_frees_in_random_order_release_them_too) { check_teardown(true); }
 
-/* The walk that sends a full cache back follows the links of blocks the program has freed: a
- * write after free into one of them must stop it (I8), not steer blocks onto a pool's list. */
+/* The walk that sends a full cache back (after PM_RUN_FREES frees past it in one unit) follows
+ * the links of blocks the program has freed: a write after free into one of them must stop it
+ * (I8), not steer blocks onto a pool's list. */
 Test(frees, a_cached_block_overwritten_is_caught_when_the_cache_goes_back,
      .signal = SIGABRT) {
     void *blocks[64];
@@ -87,7 +88,8 @@ Test(frees, a_cached_block_overwritten_is_caught_when_the_cache_goes_back,
     for (uint32_t i = 0; i < pm_class_cache_limit[cls]; i++)
         pm_free(blocks[i]); /* fills the cache */
     memset(blocks[5], 0x41, sizeof(pm_block)); /* a write after free: link and key */
-    pm_free(blocks[63]); /* the cache is full: its walk meets the block */
+    for (int i = 63; i >= 63 - PM_RUN_FREES; i--) /* past the full cache, in one unit */
+        pm_free(blocks[i]); /* the last: a run, the cache goes back, its walk meets block 5 */
 }
 
 /* ---- another thread frees blocks of a pool its owner is still allocating from ------------- */
