@@ -68,8 +68,8 @@
  * Arenas are registered in a flat byte map indexed by address >> 22 (a 32 MiB array in .bss
  * that the kernel backs only where written). free(p) therefore finds p's arena with one load,
  * the pool with a second (the unit map entry in the descriptor slot of p's unit, on the same
- * cache line as the descriptor itself for one-unit pools), and knows without touching p
- * whether poolmalloc owns it. A pointer not in the map is looked up in the large table; a pointer in
+ * cache line as the descriptor itself for one-unit pools), and knows without touching p whether
+ * poolmalloc owns it. A pointer not in the map is looked up in the large table; a pointer in
  * neither is reported and the process aborts. POOLMALLOC_ARENA_SIZE (1M, 2M, 4M) sets how many
  * units of each slot are used; the slot is mapped whole all the same, so that the kernel can
  * never place another mapping inside a slot the byte map calls ours.
@@ -116,18 +116,18 @@
  * Threads and cross-thread frees
  * ===========================================================================================
  * The fast paths take no lock and use no atomic instruction: malloc pops the heap's cache of
- * the class, else the current pool's free list; free checks that the calling thread's heap
- * owns the pool (attached or detached) and pushes onto the cache, else (cache full) onto the
- * current pool. Everything else goes through pool.c's xfree: one compare-and-swap pushes the
- * block, counts it and sees the DETACHED flag. A thread that frees in runs past its full cache
- * (a structure torn down in build order) sends the whole cache back instead, a run of blocks
- * of one pool per compare-and-swap (heap.c, pm_heap_cache_overflow). The owner collects its current pool's xfree
- * when the local list runs dry, and reattaches detached pools from its pending lists, which
- * freeing threads fill under the heap's xlock when they put the first block on a detached
- * pool's xfree. Because a detached pool's last free releases it, memory freed into the pools
- * of a thread that never calls malloc again comes back anyway: what such a thread strands is
- * bounded by its current pools (one per class), its cache (at most 64 KiB per class) and its
- * spares (one empty 16 KiB pool per class).
+ * the class, else the current pool's free list; free checks that the calling thread's heap owns
+ * the pool (attached or detached) and pushes onto the cache, else (cache full) onto the current
+ * pool. Everything else goes through pool.c's xfree: one compare-and-swap pushes the block,
+ * counts it and sees the DETACHED flag. A thread that frees in runs past its full cache (a
+ * structure torn down in build order) sends the whole cache back instead, a run of blocks of
+ * one pool per compare-and-swap (heap.c, pm_heap_cache_overflow). The owner collects its
+ * current pool's xfree when the local list runs dry, and reattaches detached pools from its
+ * pending lists, which freeing threads fill under the heap's xlock when they put the first
+ * block on a detached pool's xfree. Because a detached pool's last free releases it, memory
+ * freed into the pools of a thread that never calls malloc again comes back anyway: what such a
+ * thread strands is bounded by its current pools (one per class), its cache (at most 64 KiB per
+ * class) and its spares (one empty 16 KiB pool per class).
  *
  * ===========================================================================================
  * Invariants (checked in debug builds; the cheap ones on every free)        file that keeps it
