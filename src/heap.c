@@ -160,17 +160,6 @@ void *pm_heap_alloc_borrowed(unsigned cls) {
 
 /* ---- local frees off the fast path ---------------------------------------------------------- */
 
-void pm_heap_free_local(pm_heap *heap, pm_pool *pool, pm_block *b) {
-    if (pool->state == PM_POOL_CURRENT && pm_pool_owner(pool) == heap) {
-        b->key = pm_free_key(b);
-        b->link = pm_link_encode(b, pool->free);
-        pool->free = b;
-        PM_OWN_ADD(pool->used, -1);
-        return;
-    }
-    pm_pool_free_atomic(pool, b);
-}
-
 /* Gives head..tail (n cached blocks of pool, already linked, keys set) back to their pool:
  * onto the local list if the pool is our current one, else in one atomic push. */
 static void give_run(pm_heap *heap, pm_pool *pool, pm_block *head, pm_block *tail, uint32_t n) {
@@ -207,6 +196,12 @@ static void give_cache_list(pm_heap *heap, pm_block *b) {
         }
         give_run(heap, pool, head, tail, n);
     }
+}
+
+/* A free of one block off the fast path: a run of one. */
+void pm_heap_free_local(pm_heap *heap, pm_pool *pool, pm_block *b) {
+    b->key = pm_free_key(b); /* a second free of the block is now detectable (I2) */
+    give_run(heap, pool, b, b, 1);
 }
 
 static void flush_class_cache(pm_heap *heap, unsigned c) {
