@@ -301,8 +301,8 @@ typedef struct pm_arena {
     uint32_t nfree;                   /* free units */
     uint32_t ndirty;                  /* free units whose memory is still resident */
     uint64_t free_map[PM_UNITS_MAX / 64];
-    uint64_t dirty_map[PM_UNITS_MAX / 64];
-    uint64_t dirty_since_ms;          /* when the oldest dirty unit was freed */
+    uint64_t dirty_map[PM_UNITS_MAX / 64]; /* free units whose memory is still resident */
+    uint64_t young_map[PM_UNITS_MAX / 64]; /* the dirty units freed since the last purge tick */
     /* pools[u]: the descriptor of the pool whose first unit is u; in every slot, the unit map
      * (unit_pool). Line-aligned, so that a slot's map entry and line 1 share a line. */
     pm_pool pools[PM_UNITS_MAX];

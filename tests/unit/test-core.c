@@ -7,6 +7,8 @@
 
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
 
 Test(sizeclass, every_size_gets_the_smallest_class_that_fits) {
     pm_free(pm_malloc(1)); /* initialise */
@@ -120,6 +122,57 @@ Test(arena, free_runs_are_the_first_aligned_fit) {
     cr_assert_eq(take(other, 32), 32);
     cr_assert_eq(take(full, 2), 132);
     pm_unlock(&pm_arena_lock);
+}
+
+/* A released unit stays resident for one to two purge ticks, whatever else its arena holds: a
+ * tick ages the units freed since the one before and purges only those already aged. (Timing
+ * the whole arena from its oldest dirty unit purged units freed a moment before, and a program
+ * that rebuilt what it had just freed paid a page fault per page, round after round.) */
+static bool unit_resident(pm_arena *a, unsigned u) {
+    unsigned char vec[PM_UNIT_SIZE / 4096];
+    cr_assert_eq(mincore((char *)a + (size_t)u * PM_UNIT_SIZE, PM_UNIT_SIZE, vec), 0);
+    return vec[0] & 1;
+}
+
+static unsigned take_touched(pm_arena **a) {
+    unsigned u = 0;
+    pm_lock(&pm_arena_lock);
+    *a = pm_arena_take_units(1, &u);
+    pm_unlock(&pm_arena_lock);
+    cr_assert_not_null(*a);
+    memset((char *)*a + (size_t)u * PM_UNIT_SIZE, 0x5a, PM_UNIT_SIZE);
+    return u;
+}
+
+static void give_touched(pm_arena *a, unsigned u) {
+    pm_lock(&pm_arena_lock);
+    pm_arena_give_units(a, u, 1, 1);
+    pm_unlock(&pm_arena_lock);
+}
+
+Test(arena, a_released_unit_survives_the_next_purge_tick) {
+    pm_free(pm_malloc(1));
+    pm_opt.purge_delay_ms = 3600 * 1000; /* only the test's own ticks */
+    pm_arena_purge(false);
+    pm_arena *a, *b;
+    unsigned old = take_touched(&a), young = take_touched(&b);
+    cr_assert_eq(a, b, "both units from the one arena");
+    give_touched(a, old);
+    pm_arena_purge(false); /* tick 1: `old` is aged, not purged */
+    cr_assert(unit_resident(a, old), "a unit released just before a tick was purged by it");
+    give_touched(a, young);
+    pm_arena_purge(false); /* tick 2: `old` goes, `young` (released after tick 1) stays */
+    cr_assert(!unit_resident(a, old), "a unit free for a whole tick should be purged");
+    cr_assert(unit_resident(a, young), "the arena's older dirty unit took the young one along");
+    cr_assert_eq(a->ndirty, 1);
+    unsigned again = take_touched(&b); /* reuse: taken clean of its dirty and young marks */
+    give_touched(b, again);
+    pm_arena_purge(false); /* tick 3: `young` goes; `again` was released after tick 2 */
+    cr_assert(!unit_resident(a, young));
+    cr_assert(unit_resident(b, again), "a unit taken and released again is young again");
+    pm_arena_purge(true); /* pm_trim's forced purge takes the young ones too */
+    cr_assert(!unit_resident(b, again));
+    cr_assert_eq(a->ndirty, 0);
 }
 
 /* ---- detach and release: the last free releases a pool, whoever makes it ---------------- */
