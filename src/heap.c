@@ -226,8 +226,28 @@ void pm_heap_cache_overflow(pm_heap *heap, pm_class_state *cs, pm_block *b) {
     b->link = pm_link_encode(b, NULL);
     cs->cache = b;
     PM_OWN_SET(cs->cache_room, pm_class_cache_limit[cs - heap->cls] - 1);
-    cs->full_run = 0;
+    cs->full_run = PM_PAST_MARK(cs);
     give_cache_list(heap, list);
+}
+
+void pm_heap_cache_stale(pm_heap *heap, pm_class_state *cs, pm_pool *pool, pm_block *b) {
+    uint32_t mark = PM_PAST_MARK(cs);
+    bool malloc_between = ((cs->full_run ^ mark) >> 16) != 0;
+    cs->full_run = mark | (cs->full_run & PM_RUN_MASK); /* the next count begins */
+    uint32_t limit = pm_class_cache_limit[cs - heap->cls];
+    if (!malloc_between && cs->cache != NULL) { /* stale: drain */
+        pm_block *list = cs->cache;
+        cs->cache = NULL;
+        PM_OWN_SET(cs->cache_room, 0);
+        give_cache_list(heap, list);
+    } else if (malloc_between && cs->cache == NULL && limit > 0) { /* drained: take blocks */
+        b->key = pm_free_key(b);
+        b->link = pm_link_encode(b, NULL);
+        cs->cache = b;
+        PM_OWN_SET(cs->cache_room, limit - 1);
+        return;
+    }
+    pm_heap_free_local(heap, pool, b);
 }
 
 void pm_heap_flush_cache(pm_heap *heap) {
@@ -359,7 +379,8 @@ static void check_heap(const pm_heap *heap) {
                          (const void *)heap, c, (const void *)b);
             cached++;
         }
-        if (cached + cs->cache_room != pm_class_cache_limit[c])
+        bool drained = cs->cache == NULL && cs->cache_room == 0; /* pm_heap_cache_drain */
+        if (!drained && cached + cs->cache_room != pm_class_cache_limit[c])
             pm_fatal("debug: heap %p: cache of class %u holds %u blocks, room %u, limit %u",
                      (const void *)heap, c, cached, cs->cache_room, pm_class_cache_limit[c]);
         if (cs->current != &pm_empty_pool)

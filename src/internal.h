@@ -332,7 +332,7 @@ typedef struct __attribute__((aligned(64))) pm_class_state {
     uint32_t cache_room;     /* how many more the cache may take */
     uint32_t tick_mark;      /* countdown's low half at the last tick: unchanged = class idle */
     uint32_t full_unit;      /* the unit (low 32 bits) of the last block freed past a full cache */
-    uint32_t full_run;       /* how many frees past the full cache before it were in that unit */
+    uint32_t full_run;       /* frees past the full cache: PM_RUN_MASK, PM_PAST_MASK, PM_PAST_MARK */
 } pm_class_state;
 _Static_assert(sizeof(pm_class_state) == 64, "one class, one cache line");
 
@@ -610,6 +610,12 @@ PM_HIDDEN void pm_heap_free_local(pm_heap *heap, pm_pool *pool, pm_block *b);
 /* The free fast path's block b (checked: this heap's, a handed-out block boundary) found the
  * cache of cs full: the cache goes back to its pools and b starts it anew. */
 PM_HIDDEN PM_NOINLINE void pm_heap_cache_overflow(pm_heap *heap, pm_class_state *cs, pm_block *b);
+/* PM_STALE_FREES frees past the full cache of cs, b the last: if no malloc of the class came
+ * between, the cache is stale and goes back to its pools (drained: room 0, so every free goes
+ * past it); if one did, a drained cache takes blocks again. Then b is freed. A tail call of the
+ * free fast path: no frame there. */
+PM_HIDDEN PM_NOINLINE void pm_heap_cache_stale(pm_heap *heap, pm_class_state *cs, pm_pool *pool,
+                                               pm_block *b);
 /* Frees every block in the heap's caches into its pools. */
 PM_HIDDEN void pm_heap_flush_cache(pm_heap *heap);
 /* The thread's exit: gives back what it can and puts the heap up for adoption. */
@@ -827,6 +833,21 @@ PM_INLINE void *pm_malloc_inline(size_t size) {
  * comparison of 2026-12-01 evening); with 8, a tear-down in build order still takes one push
  * per run after 8 single ones each time the cache fills. */
 #define PM_RUN_FREES 8
+/* Frees past a full cache with no malloc of the class in between, after which the cache is
+ * stale: the program is freeing, not reusing. It goes back to its pools and takes nothing
+ * more until the class's next malloc (heap.c, pm_heap_cache_drain). A stale cache pins up to
+ * 32 pools a class that would otherwise be released when the program has freed everything:
+ * their other blocks are on free lists in the order they were freed, and a structure rebuilt
+ * from them is laid out in that order. (teardown, shuffled round then build-order round: the
+ * walk of the rebuilt list 15 ns a node, 8 with the pools released.) */
+#define PM_STALE_FREES 64
+/* full_run's fields: the frees running in full_unit, the frees past the full cache counted to
+ * PM_STALE_FREES, and the low 16 bits of the class's countdown when that count began (the
+ * countdown moves on every malloc, so a changed mark means a malloc came between). */
+#define PM_RUN_MASK 0xffu
+#define PM_PAST_ONE 0x100u
+#define PM_PAST_MASK 0xff00u
+#define PM_PAST_MARK(cs) ((uint32_t)(cs)->countdown << 16)
 
 /* Takes one place in the cache of cs; false (the room left at 0) when it is full. Outside
  * ThreadSanitizer one `sub $1` to memory does it, its borrow saying that the room was 0 and
@@ -875,13 +896,16 @@ PM_INLINE void pm_free_inline(void *p) {
              * Otherwise b goes to its pool alone: onto our current pool's list, or one of our
              * detached pools' atomic lists. */
             uint32_t unit = (uint32_t)((uintptr_t)p >> PM_UNIT_SHIFT);
+            uint32_t run = cs->full_run + PM_PAST_ONE;
             if (unit != cs->full_unit) {
                 cs->full_unit = unit;
-                cs->full_run = 0;
-            } else if (++cs->full_run >= PM_RUN_FREES) {
-                pm_heap_cache_overflow(heap, cs, b);
-                return;
+                run &= ~PM_RUN_MASK;
+            } else if ((++run & PM_RUN_MASK) >= PM_RUN_FREES) {
+                return pm_heap_cache_overflow(heap, cs, b);
             }
+            cs->full_run = run;
+            if (PM_UNLIKELY((run & PM_PAST_MASK) == PM_STALE_FREES * PM_PAST_ONE))
+                return pm_heap_cache_stale(heap, cs, pool, b);
             if (PM_LIKELY(theirs == 0)) {
                 b->key = pm_free_key(b);
                 b->link = pm_link_encode(b, pool->free);

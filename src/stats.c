@@ -34,7 +34,8 @@ static void collect_heaps(snapshot *s) {
                                          (uint64_t)(LOAD(h->cls[c].armed) - LOAD(h->cls[c].countdown));
             /* Blocks in a heap's cache count as used in their pools (I1) but are free. */
             uint32_t room = LOAD(h->cls[c].cache_room);
-            if (h != &pm_sentinel_heap && room <= pm_class_cache_limit[c])
+            bool drained = room == 0 && LOAD(h->cls[c].cache) == NULL; /* heap.c */
+            if (h != &pm_sentinel_heap && !drained && room <= pm_class_cache_limit[c])
                 s->cached[c] += pm_class_cache_limit[c] - room;
         }
         s->total.remote_frees += atomic_load_explicit(&h->remote_frees, memory_order_relaxed);

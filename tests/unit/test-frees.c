@@ -76,6 +76,41 @@ Test(frees, owner_frees_into_its_own_detached_pools_release_them) { check_teardo
 
 Test(frees, owner_frees_in_random_order_release_them_too) { check_teardown(true); }
 
+/* A thread that frees in random order, past its full cache, with no malloc between, is not
+ * reusing what it frees: after PM_STALE_FREES such frees its cache goes back (drained) and
+ * takes nothing more until the class's next malloc, so that it pins no pool once everything is
+ * free. Then mallocs and frees: within PM_STALE_FREES frees the cache takes blocks again. */
+static void *shuffled_teardown_then_reuse(void *arg) {
+    teardown td = {arg, true};
+    uintptr_t released = (uintptr_t)build_and_free(&td);
+    pm_class_state *cs = &pm_thread_heap->cls[pm_size_class(BLOCK)];
+    cr_assert_null(cs->cache, "the stale cache should have gone back to its pools");
+    cr_assert_eq(cs->cache_room, 0, "a drained cache takes nothing before a malloc");
+    void *again[PM_STALE_FREES];
+    for (int i = 0; i < PM_STALE_FREES; i++)
+        again[i] = pm_malloc(BLOCK);
+    for (int i = 0; i < PM_STALE_FREES; i++)
+        pm_free(again[i]);
+    cr_assert_eq(cs->cache, again[PM_STALE_FREES - 1],
+                 "after mallocs, the cache should take blocks again");
+    return (void *)released;
+}
+
+Test(frees, a_stale_cache_pins_no_pool_after_a_random_order_teardown) {
+    void **blocks = calloc(BLOCKS, sizeof(void *));
+    cr_assert_not_null(blocks);
+    pthread_t t;
+    void *released;
+    pthread_create(&t, NULL, shuffled_teardown_then_reuse, blocks);
+    pthread_join(t, &released);
+    /* Every pool but the current one and the spare (one empty pool kept per class). */
+    size_t per_pool = (pm_class_units[pm_size_class(BLOCK)] * PM_UNIT_SIZE) / BLOCK;
+    size_t pools = (BLOCKS + per_pool - 1) / per_pool;
+    cr_assert_geq((uintptr_t)released, pools - 2, "only %zu of %zu pools released",
+                  (size_t)(uintptr_t)released, pools);
+    free(blocks);
+}
+
 /* The walk that sends a full cache back (after PM_RUN_FREES frees past it in one unit) follows
  * the links of blocks the program has freed: a write after free into one of them must stop it
  * (I8), not steer blocks onto a pool's list. */
