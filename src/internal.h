@@ -121,7 +121,8 @@
  * pool. Everything else goes through pool.c's xfree: one compare-and-swap pushes the block,
  * counts it and sees the DETACHED flag. A thread that frees in runs past its full cache (a
  * structure torn down in build order) sends the whole cache back instead, a run of blocks of
- * one pool per compare-and-swap (heap.c, pm_heap_cache_overflow). The owner collects its
+ * one pool per compare-and-swap (heap.c, pm_heap_cache_overflow); one that frees on past it
+ * with no malloc of the class drains it (PM_STALE_FREES). The owner collects its
  * current pool's xfree when the local list runs dry, and reattaches detached pools from its
  * pending lists, which freeing threads fill under the heap's xlock when they put the first
  * block on a detached pool's xfree. Because a detached pool's last free releases it, memory
@@ -395,8 +396,9 @@ typedef struct pm_options {
     size_t mmap_threshold;   /* requests above go to mmap; 1K..128K, default 128K */
     size_t arena_size;       /* 1M, 2M or 4M; default 4M */
     long purge_delay_ms;     /* free units' memory goes back after this long; -1 never */
-    size_t large_cache;      /* bytes of freed large mappings kept for reuse; default 128M */
+    size_t large_cache;      /* bytes of freed large mappings kept for reuse; default 1G */
     long arena_retain;       /* empty arenas kept mapped; default 1 */
+    bool huge_pages;         /* large blocks of 4 MiB and more get huge pages (large.c) */
     bool stats;              /* POOLMALLOC_STATS: print statistics at exit */
     char stats_file[256];    /* POOLMALLOC_STATS_FILE: where; "" is stderr */
     bool verbose;            /* POOLMALLOC_VERBOSE: print effective options at start */
@@ -425,6 +427,8 @@ PM_HIDDEN bool pm_os_unmap(void *p, size_t size);
 PM_HIDDEN bool pm_os_move(void *from, size_t size, void *to, size_t new_size);
 PM_HIDDEN void *pm_os_remap(void *p, size_t old_size, size_t new_size, bool may_move);
 PM_HIDDEN void pm_os_purge(void *p, size_t size);        /* contents discarded, stays mapped */
+PM_HIDDEN void pm_os_hugepage(void *p, size_t size);     /* madvise(MADV_HUGEPAGE) */
+PM_HIDDEN bool pm_os_page_resident(const void *p);       /* mincore of p's page */
 PM_HIDDEN uint64_t pm_os_now_ms(void);                   /* monotonic, coarse */
 PM_HIDDEN bool pm_os_clock_is_vdso(void);                /* read without libc's wrapper */
 /* Bytes for the per-process secrets (AT_RANDOM, no system call), mixed with addresses. */

@@ -28,7 +28,8 @@ extern char **environ;
 #define PM_OPTIONS_DEFAULTS                                                                    \
     {                                                                                          \
         .mmap_threshold = 128 << 10, .arena_size = 4 << 20, .purge_delay_ms = 50,              \
-        .large_cache = (size_t)1 << 30, .arena_retain = 1, .stats = false, .stats_file = "",    \
+        .large_cache = (size_t)1 << 30, .arena_retain = 1, .huge_pages = false, .stats = false, \
+        .stats_file = "",                                                                      \
         .verbose = false, .poison = false, .strict = false,                                    \
     }
 
@@ -64,6 +65,10 @@ static const pm_option_desc core_options[] = {
     /* Read when an arena empties. */
     {"ARENA_RETAIN", PM_KIND_INT, SECURE_OK | LATE_OK, &pm_opt.arena_retain, 0, 1024, "1",
      "empty arenas kept mapped rather than returned to the OS", NULL},
+    /* Read at each large malloc; changes only how memory is backed: late and setuid are fine. */
+    {"HUGE_PAGES", PM_KIND_BOOL, SECURE_OK | LATE_OK, &pm_opt.huge_pages, 0, 1, "0",
+     "give large blocks of 4 MiB and more transparent huge pages while the program fills them",
+     NULL},
     /* Output: not under setuid. Late is fine: the report's destination is settled then. */
     {"STATS", PM_KIND_STATS, LATE_OK, &pm_opt.stats, 0, 1, "0",
      "print allocator statistics at exit (json: one JSON object per line; ignored under setuid)",

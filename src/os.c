@@ -74,6 +74,24 @@ void *pm_os_remap(void *p, size_t old_size, size_t new_size, bool may_move) {
     return q == MAP_FAILED ? NULL : q;
 }
 
+/* Asks for transparent huge pages (under the kernel's "madvise" policy); a kernel without THP
+ * refuses, which changes nothing. */
+void pm_os_hugepage(void *p, size_t size) {
+    int saved = errno;
+    madvise(p, size, MADV_HUGEPAGE);
+    errno = saved;
+}
+
+/* Whether the page holding p is resident (mincore); false if the kernel cannot say. */
+bool pm_os_page_resident(const void *p) {
+    int saved = errno;
+    unsigned char vec = 0;
+    void *page = (void *)((uintptr_t)p & ~(uintptr_t)(PM_PAGE_SIZE - 1));
+    bool resident = mincore(page, PM_PAGE_SIZE, &vec) == 0 && (vec & 1);
+    errno = saved;
+    return resident;
+}
+
 /* MADV_DONTNEED, not MADV_FREE: the memory leaves the resident set at once, so RSS (what users
  * and our tests measure) reflects what we hold, and a later touch gets zeroed pages. */
 void pm_os_purge(void *p, size_t size) {

@@ -58,6 +58,7 @@ Test(options, documented_defaults) {
     cr_assert_eq(o.purge_delay_ms, 50);
     cr_assert_eq(o.large_cache, (size_t)1 << 30);
     cr_assert_eq(o.arena_retain, 1);
+    cr_assert(!o.huge_pages);
     cr_assert(!o.stats && !o.verbose && !o.poison && !o.strict);
     cr_assert_str_empty(o.stats_file);
     cr_assert(memcmp(&pm_gc_options, &gc_defaults, sizeof gc_defaults) == 0,
@@ -76,6 +77,7 @@ Test(options, table_defaults_match_builtin_defaults) {
         /* Start from values unlike any default, so that a parse must really set the field. */
         o.mmap_threshold = 4096, o.arena_size = 1 << 20, o.purge_delay_ms = 7;
         o.large_cache = 12345, o.arena_retain = 99, o.stats = o.verbose = o.poison = true;
+        o.huge_pages = true;
         o.strict = true;
         pm_gc_options = (pm_gc_options_t){{3, 3, 3}, false, 15};
         pm_options want = defaults();
@@ -87,6 +89,7 @@ Test(options, table_defaults_match_builtin_defaults) {
         if (strcmp(name, "PURGE_DELAY") == 0) cr_assert_eq(o.purge_delay_ms, want.purge_delay_ms);
         if (strcmp(name, "LARGE_CACHE") == 0) cr_assert_eq(o.large_cache, want.large_cache);
         if (strcmp(name, "ARENA_RETAIN") == 0) cr_assert_eq(o.arena_retain, want.arena_retain);
+        if (strcmp(name, "HUGE_PAGES") == 0) cr_assert_eq(o.huge_pages, want.huge_pages);
         if (strcmp(name, "STATS") == 0) cr_assert_eq(o.stats, want.stats);
         if (strcmp(name, "VERBOSE") == 0) cr_assert_eq(o.verbose, want.verbose);
         if (strcmp(name, "POISON") == 0) cr_assert_eq(o.poison, want.poison);

@@ -105,6 +105,35 @@ static char *cache_two_separate_pieces(void) {
     return guard;
 }
 
+/* Huge pages (large.c): blocks of 4 MiB and more are whole huge pages (2 MiB-aligned, sizes
+ * rounded up to 2 MiB) while the program fills its large blocks; a block freed with most of it
+ * never touched turns that off, and a filled one on again. */
+Test(large, huge_pages_follow_how_the_program_fills_its_blocks) {
+    settle_options();
+    pm_opt.huge_pages = true; /* POOLMALLOC_HUGE_PAGES=1 */
+    char *a = alloc_filled(5 * MiB, 0x21);
+    cr_assert_eq((uintptr_t)a % (2 * MiB), 0, "a block of 5 MiB should start a huge page");
+    cr_assert_eq(pm_large_usable(a), 6 * MiB, "and be rounded to whole huge pages");
+    char *sparse = pm_large_alloc(16 * MiB, 0, false);
+    cr_assert_not_null(sparse);
+    sparse[0] = 1; /* one page of 16 MiB touched */
+    cr_assert(pm_large_free(sparse));
+    char *b = pm_large_alloc(5 * MiB, 0, false);
+    cr_assert_not_null(b);
+    cr_assert_eq(pm_large_usable(b), 5 * MiB, "after a sparse block, no rounding to huge pages");
+    cr_assert(pm_large_free(a)); /* filled: huge pages again */
+    char *c = pm_large_alloc(7 * MiB, 0, false);
+    cr_assert_not_null(c);
+    cr_assert_eq(pm_large_usable(c), 8 * MiB);
+    pm_opt.huge_pages = false; /* POOLMALLOC_HUGE_PAGES=0 */
+    char *d = pm_large_alloc(7 * MiB, 0, false);
+    cr_assert_not_null(d);
+    cr_assert_eq(pm_large_usable(d), 7 * MiB, "POOLMALLOC_HUGE_PAGES=0 should keep 4 KiB pages");
+    cr_assert(pm_large_free(b));
+    cr_assert(pm_large_free(c));
+    cr_assert(pm_large_free(d));
+}
+
 Test(large, a_block_is_stitched_from_separate_pieces_without_new_faults) {
     settle_options();
     char *guard = cache_two_separate_pieces();
