@@ -379,7 +379,7 @@ static void check_heap(const pm_heap *heap) {
                          (const void *)heap, c, (const void *)b);
             cached++;
         }
-        bool drained = cs->cache == NULL && cs->cache_room == 0; /* pm_heap_cache_drain */
+        bool drained = cs->cache == NULL && cs->cache_room == 0; /* pm_heap_cache_stale */
         if (!drained && cached + cs->cache_room != pm_class_cache_limit[c])
             pm_fatal("debug: heap %p: cache of class %u holds %u blocks, room %u, limit %u",
                      (const void *)heap, c, cached, cs->cache_room, pm_class_cache_limit[c]);

@@ -839,7 +839,7 @@ PM_INLINE void *pm_malloc_inline(size_t size) {
 #define PM_RUN_FREES 8
 /* Frees past a full cache with no malloc of the class in between, after which the cache is
  * stale: the program is freeing, not reusing. It goes back to its pools and takes nothing
- * more until the class's next malloc (heap.c, pm_heap_cache_drain). A stale cache pins up to
+ * more until the class's next malloc (heap.c, pm_heap_cache_stale). A stale cache pins up to
  * 32 pools a class that would otherwise be released when the program has freed everything:
  * their other blocks are on free lists in the order they were freed, and a structure rebuilt
  * from them is laid out in that order. (teardown, shuffled round then build-order round: the
