@@ -529,7 +529,7 @@ bool pm_large_free(void *p) {
     }
     large_block b = e->b;
     table_remove(e);
-    if (b.size >= HUGE_MIN)
+    if (b.size >= HUGE_MIN && pm_opt.huge_pages) /* 8 mincore calls: only when they matter */
         __atomic_store_n(&huge_ok, block_filled(&b), __ATOMIC_RELAXED);
     remember_freed(p);
     stats.nfree++;
