@@ -420,6 +420,7 @@ PM_HIDDEN void pm_stats_init(void);               /* stats.c: registers the exit
 PM_HIDDEN void *pm_os_map(size_t size);                  /* NULL on failure */
 PM_HIDDEN void *pm_os_map_aligned(size_t size, size_t align);
 PM_HIDDEN void *pm_os_reserve(size_t size);              /* NORESERVE, lazily backed */
+PM_HIDDEN bool pm_os_map_at(void *at, size_t size);      /* only where nothing is mapped */
 /* false when the kernel refuses (ENOMEM at vm.max_map_count when it must split a mapping):
  * never fatal, the caller keeps the memory (purged) and goes on. */
 PM_HIDDEN bool pm_os_unmap(void *p, size_t size);
@@ -652,6 +653,8 @@ PM_HIDDEN void pm_large_fork_child(void);
 typedef struct pm_large_stats {
     uint64_t live_blocks, live_bytes, mapped_bytes, cached_bytes, nalloc, nfree, nremap;
     uint64_t cache_hits;
+    uint64_t in_place;       /* blocks built where cached pieces lie (no system call) */
+    uint64_t extended;       /* ... with fresh pages mapped right before or after them */
     uint64_t stitched;       /* blocks assembled from several cached pieces (pages moved) */
     uint64_t unmap_failures; /* munmap refused (map count): the memory was purged instead */
     uint64_t pending_bytes;  /* purged, still mapped, waiting for an unmap to succeed */

@@ -1,29 +1,38 @@
 /*
- * large.c: blocks above the mmap threshold. Each gets pages of its own (a mapping, or cached
- * pieces moved together); a hash table keyed by the block's address records it, so that free() can tell a large block from a foreign pointer
- * without reading memory in front of the pointer (which may not be mapped).
+ * large.c: blocks above the mmap threshold. Each gets pages of its own (a mapping, cached
+ * pieces where they lie, or cached pieces moved together); a hash table keyed by the block's
+ * address records it, so that free() can tell a large block from a foreign pointer without
+ * reading memory in front of the pointer (which may not be mapped).
  *
  * Reuse. Programs that free a big buffer usually allocate another of a different size soon
  * after, and a fresh mapping costs a page fault and a zeroed page per 4 KiB the program
- * touches. So freed mappings stay cached, resident, and are handed out again:
- *   - best fit: the smallest cached piece that holds the request, split when much larger (the
- *     rest stays cached);
- *   - stitching: when no piece is large enough, the largest is grown with mremap and other
- *     cached pieces are moved (mremap MREMAP_FIXED: page-table entries move, nothing is copied
- *     or faulted) into the grown part; only what the cache cannot cover is fresh memory;
+ * touches. So freed mappings stay cached, resident, and are handed out again, preferably where
+ * they lie, since pages that stay put cost nothing to touch again:
+ *   - in place: the shortest stretch of cached pieces that follow one another in memory
+ *     (blocks mapped side by side and freed, whatever their mappings) that holds the request;
+ *     the rest of its last piece stays cached. No system call.
+ *   - extended in place: else the largest run of adjacent pieces, with fresh pages mapped
+ *     right below or above it where nothing is mapped (MAP_FIXED_NOREPLACE; the kernel maps
+ *     top-down, so the space below the lowest mapping is usually free): only the missing part
+ *     is fresh memory;
+ *   - stitching: else the largest piece is grown with mremap and other cached pieces are
+ *     moved (mremap MREMAP_FIXED: page-table entries move, nothing is copied) into the grown
+ *     part. Moved pages are cheaper than fresh ones but not free: on the KVM guests we measure
+ *     on, the first touch of a moved page costs half a fault;
  *   - adjacent cached pieces of one kernel mapping (VMA) merge again.
  * mremap needs its source range inside one VMA, and moving pages into a range splits it. So
  * every block is a list of segments and every cached piece one segment, each tagged with a
- * VMA id: pieces merge only when their ids match; a block of several segments grows by moving
- * each into a larger mapping (the last one extended there). The ids only guide: one that is
- * wrong makes an mremap fail, and every mremap failure falls back to fresh pages or a copy.
+ * VMA id: pieces merge only when their ids match (a block built in place keeps one segment per
+ * piece); a block of several segments grows by mapping fresh pages after it, or by moving each
+ * into a larger mapping (the last one extended there). The ids only guide: one that is wrong
+ * makes an mremap fail, and every mremap failure falls back to fresh pages or a copy.
  *
- * The resident budget. The cache may hold what the program itself had live a moment ago:
- * cached bytes <= peak live bytes - live bytes (and <= POOLMALLOC_LARGE_CACHE), so large
- * blocks plus cache never exceed the live high-water mark, which no allocator can go below.
- * The peak decays to what is still held whenever cached pieces expire (20 purge delays), so a
- * program that stops using large buffers gets its memory back. What exceeds the budget is
- * unmapped, oldest first.
+ * The resident budget. The cache may hold what the program itself had live a moment ago, plus
+ * a margin: cached bytes <= peak live bytes - live bytes + peak / LARGE_MARGIN (and <=
+ * POOLMALLOC_LARGE_CACHE), so large blocks plus cache stay within 9/8 of the live high-water
+ * mark, which no allocator can go below. The peak decays to what is still held whenever cached
+ * pieces expire (20 purge delays), so a program that stops using large buffers gets its memory
+ * back. What exceeds the budget is unmapped, oldest first.
  *
  * Failures. An unmap the kernel refuses (ENOMEM at vm.max_map_count) is never fatal: the pages
  * are purged (MADV_DONTNEED) and the range waits on a retry list. A request that mmap refuses
@@ -63,6 +72,7 @@
  * stopped using large blocks, and a 50 ms horizon threw away buffers that a busy or slower
  * program reuses a few steps later, each one a page fault per 4 KiB to build again. */
 #define LARGE_AGE_FACTOR 20
+#define LARGE_MARGIN 8 /* the cache may hold an eighth of the live peak beyond what was freed */
 
 typedef struct segment {
     size_t size;
@@ -230,9 +240,15 @@ static void forget_freed(const void *p) {
 
 /* ---- the cache of freed pieces (under large_lock) ------------------------------------------- */
 
+/* What the program gave up since its peak, plus an eighth of the peak: with the pieces of only
+ * the last few frees cached, a request larger than each of them found no stretch of cached
+ * memory and faulted fresh pages (bigbuf: 120,700 page faults with no margin, 96,800 with an
+ * eighth, the first 77,000 of them the buffers that were never freed). glibc keeps more: its
+ * heap holds every freed chunk below the trim threshold. */
 static size_t cache_budget(void) {
     size_t slack = peak_live > live_bytes ? peak_live - live_bytes : 0;
-    return min_size(slack, pm_opt.large_cache);
+    size_t budget = min_size(slack + peak_live / LARGE_MARGIN, pm_opt.large_cache);
+    return budget & ~(size_t)(PM_PAGE_SIZE - 1); /* trims cut whole pages */
 }
 
 static void cache_remove(size_t i) {
@@ -347,7 +363,155 @@ static bool take_at_most(size_t want, range *r, uint32_t *vma) {
     return true;
 }
 
-/* ---- building a block from the cache -------------------------------------------------------- */
+static void add_segment(large_block *b, size_t size, uint32_t vma) {
+    if (size == 0)
+        return;
+    b->seg[b->nseg++] = (segment){size, vma};
+    b->size += size;
+}
+
+/* ---- building a block where cached pieces lie ------------------------------------------------ */
+
+/* A run: cached pieces that follow one another in memory, whatever their mappings. Blocks made
+ * next to each other (the kernel places mappings top-down, side by side) leave runs behind when
+ * they are freed together, and a block built on a run is used where it lies: its pages stay
+ * resident and mapped, so the program touches them at no cost, where pages moved by mremap
+ * cost a fault each on the guests we measure and fresh ones a fault and a zeroed page. */
+typedef struct run {
+    char *p;
+    size_t size;
+    uint32_t count; /* pieces, i.e. segments of a block built on it */
+} run;
+
+/* The cache's indexes in address order (insertion sort: at most CACHE_SLOTS). */
+static void cache_by_address(size_t *order) {
+    for (size_t i = 0; i < cache_count; i++) {
+        size_t j = i;
+        for (; j > 0 && cache[order[j - 1]].p > cache[i].p; j--)
+            order[j] = order[j - 1];
+        order[j] = i;
+    }
+}
+
+/* The best place for need bytes among the cache's runs: the shortest stretch of whole pieces,
+ * starting at a piece, that holds need bytes in at most LARGE_SEGS pieces. */
+static bool best_stretch(size_t need, run *best) {
+    size_t order[CACHE_SLOTS];
+    cache_by_address(order);
+    bool found = false;
+    for (size_t k = 0; k < cache_count; k++) {
+        const cached_piece *first = &cache[order[k]];
+        run r = {first->p, 0, 0};
+        for (size_t j = k; j < cache_count && r.count < LARGE_SEGS; j++) {
+            const cached_piece *c = &cache[order[j]];
+            if (c->p != r.p + r.size)
+                break;
+            r.size += c->size;
+            r.count++;
+            if (r.size >= need)
+                break;
+        }
+        if (r.size >= need && (!found || r.size < best->size)) {
+            *best = r;
+            found = true;
+        }
+    }
+    return found;
+}
+
+/* The cache's maximal runs, largest first; returns how many (at most `max`). */
+static size_t largest_runs(run *out, size_t max) {
+    size_t order[CACHE_SLOTS], n = 0;
+    cache_by_address(order);
+    for (size_t k = 0; k < cache_count;) {
+        run r = {cache[order[k]].p, 0, 0};
+        for (; k < cache_count && cache[order[k]].p == r.p + r.size; k++) {
+            r.size += cache[order[k]].size;
+            r.count++;
+        }
+        if (n < max)
+            out[n++] = r;
+        else if (r.size > out[max - 1].size)
+            out[max - 1] = r;
+        else
+            continue;
+        for (size_t j = n - 1; j > 0 && out[j - 1].size < out[j].size; j--) {
+            run t = out[j];
+            out[j] = out[j - 1];
+            out[j - 1] = t;
+        }
+    }
+    return n;
+}
+
+/* Takes [p, p + size) out of the cache, which holds all of it as whole pieces save for the
+ * last, whose tail stays (unless smaller than SPLIT_MIN: it joins the block, which may then
+ * exceed size). Appends the pieces to b as segments; returns the bytes taken. */
+static size_t take_span(char *p, size_t size, large_block *b) {
+    size_t taken = 0;
+    while (taken < size) {
+        size_t i = 0;
+        while (cache[i].p != p + taken)
+            i++; /* present: the span was found in the cache under this lock */
+        uint32_t vma = cache[i].vma;
+        range r = cache_take(i, size - taken);
+        if (b->nseg > 0 && b->seg[b->nseg - 1].vma == vma) {
+            b->seg[b->nseg - 1].size += r.size;
+            b->size += r.size;
+        } else {
+            add_segment(b, r.size, vma);
+        }
+        taken += r.size;
+    }
+    return taken;
+}
+
+/* A block of need bytes where cached pieces lie: on a stretch of them, or on a run with fresh
+ * pages mapped right below or above it (MAP_FIXED_NOREPLACE: only where nothing is mapped;
+ * the kernel's top-down placement leaves the space below the lowest mapping free). *old_from
+ * and *old_to: the part that may hold old data. Under large_lock; false if neither works. */
+static bool take_in_place(size_t need, large_block *b, size_t *old_from, size_t *old_to) {
+    *b = (large_block){0};
+    run r = {0};
+    if (best_stretch(need, &r)) {
+        b->p = r.p;
+        take_span(r.p, need, b);
+        *old_from = 0;
+        *old_to = b->size;
+        stats.in_place++;
+        stats.cache_hits++;
+        return true;
+    }
+    run runs[2];
+    size_t n = largest_runs(runs, 2);
+    for (size_t k = 0; k < n; k++) {
+        r = runs[k];
+        if (r.size >= need || r.count >= LARGE_SEGS) /* too many pieces for one block */
+            continue;
+        size_t miss = need - r.size;
+        if ((uintptr_t)r.p > miss && pm_os_map_at(r.p - miss, miss)) {
+            b->p = r.p - miss;
+            add_segment(b, miss, fresh_vma_id());
+            take_span(r.p, r.size, b);
+            *old_from = miss;
+            *old_to = b->size;
+        } else if (r.p + r.size + miss > r.p && pm_os_map_at(r.p + r.size, miss)) {
+            b->p = r.p;
+            take_span(r.p, r.size, b);
+            add_segment(b, miss, fresh_vma_id());
+            *old_from = 0;
+            *old_to = r.size;
+        } else {
+            continue;
+        }
+        stats.extended++;
+        stats.cache_hits++;
+        return true;
+    }
+    return false;
+}
+
+/* ---- building a block from the cache by moving pieces ---------------------------------------- */
 
 /* What the cache gives for one request: a head piece and pieces to move in behind it. */
 typedef struct plan {
@@ -382,13 +546,6 @@ static void plan_return(const plan *pl, uint64_t now) {
     for (size_t i = 0; i < pl->nmoved; i++)
         cache_insert(pl->moved[i].p, pl->moved[i].size, pl->moved_vma[i], now);
     pm_unlock(&large_lock);
-}
-
-static void add_segment(large_block *b, size_t size, uint32_t vma) {
-    if (size == 0)
-        return;
-    b->seg[b->nseg++] = (segment){size, vma};
-    b->size += size;
 }
 
 /* Carries out a plan outside the lock: grows the head to need bytes (mremap), then moves the
@@ -500,9 +657,17 @@ void *pm_large_alloc(size_t size, size_t align, bool zero) {
     if (huge)
         need = (need + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1); /* whole huge pages */
     large_block b;
-    size_t reused = 0; /* bytes at the start of the block that hold old data */
+    size_t old_from = 0, old_to = 0; /* the part of the block that may hold old data */
     int saved = errno; /* a refused mremap on the way to success must not show */
-    if (align != PM_PAGE_SIZE || !take_from_cache(need, &b, &reused)) {
+    bool built = false;
+    if (align == PM_PAGE_SIZE) {
+        pm_lock(&large_lock);
+        built = take_in_place(need, &b, &old_from, &old_to);
+        pm_unlock(&large_lock);
+        if (!built)
+            built = take_from_cache(need, &b, &old_to);
+    }
+    if (!built) {
         char *p = map_fresh(need, align, huge);
         if (p == NULL && pm_large_release_cache() > 0) /* the cache held what the OS lacks */
             p = map_fresh(need, align, huge);
@@ -511,8 +676,8 @@ void *pm_large_alloc(size_t size, size_t align, bool zero) {
         b = (large_block){.p = p};
         add_segment(&b, need, 0);
     }
-    if (zero && reused)
-        memset(b.p, 0, min_size(reused, size)); /* the rest is fresh, hence zero */
+    if (zero && old_from < min_size(old_to, size)) /* the rest is fresh, hence zero */
+        memset(b.p + old_from, 0, min_size(old_to, size) - old_from);
     if (!register_block(&b, pm_os_now_ms()))
         return NULL;
     errno = saved;
@@ -654,11 +819,18 @@ void *pm_large_realloc(void *p, size_t size) {
     if (need < b.size / 2) {
         release_tail(&b, need, now); /* shrinks a lot: the rest serves other requests */
     } else if (need > b.size) {
-        /* mremap needs one VMA: a stitched block moves segment by segment */
-        q = b.nseg == 1 ? pm_os_remap(p, b.size, need, true) : grow_by_moving(&b, need);
+        /* mremap needs one VMA: a block of several grows in place when the pages after it
+         * are free, and otherwise moves segment by segment */
+        size_t old_size = b.size;
+        if (b.nseg == 1)
+            q = pm_os_remap(p, b.size, need, true);
+        else if (b.nseg < LARGE_SEGS && pm_os_map_at(b.p + b.size, need - b.size))
+            add_segment(&b, need - b.size, fresh_vma_id());
+        else
+            q = grow_by_moving(&b, need);
         if (q != NULL) {
             stats.nremap++;
-            live_bytes += need - b.size;
+            live_bytes += need - old_size;
             if (b.nseg == 1)
                 b.seg[0] = (segment){need, q == p ? b.seg[0].vma : fresh_vma_id()};
             b.size = need;

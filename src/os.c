@@ -15,6 +15,9 @@
 #ifndef MAP_NORESERVE
 #define MAP_NORESERVE 0
 #endif
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000 /* Linux 4.17; older kernels take the address as a hint */
+#endif
 
 void *pm_os_map(size_t size) {
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -25,6 +28,20 @@ void *pm_os_reserve(size_t size) {
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     return p == MAP_FAILED ? NULL : p;
+}
+
+/* Maps size bytes exactly at `at` if nothing is mapped there; false otherwise. Never replaces
+ * a mapping (MAP_FIXED_NOREPLACE). A kernel older than 4.17 ignores the flag and may map
+ * elsewhere: that mapping is undone and the answer is false. */
+bool pm_os_map_at(void *at, size_t size) {
+    int saved = errno;
+    void *p = mmap(at, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    bool ok = p == at;
+    if (!ok && p != MAP_FAILED)
+        munmap(p, size);
+    errno = saved;
+    return ok;
 }
 
 /* Maps size bytes aligned to align (a power of two >= the page size) by over-mapping and

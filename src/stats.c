@@ -21,6 +21,7 @@ typedef struct snapshot {
     pm_class_stats_t cls[PM_NUM_CLASSES]; /* index 0 unused */
     uint64_t cached[PM_NUM_CLASSES];      /* blocks in heaps' caches */
     uint64_t arena_size;
+    pm_large_stats large;                 /* how large blocks were built (report only) */
 } snapshot;
 
 /* ---- collecting --------------------------------------------------------------------------- */
@@ -100,6 +101,7 @@ static void collect(snapshot *s) {
     pm_large_stats large;
     memset(&large, 0, sizeof large);
     pm_large_get_stats(&large);
+    s->large = large;
     t->large_blocks_in_use = large.live_blocks;
     t->large_bytes_in_use = large.live_bytes;
     t->large_allocs = large.nalloc;
@@ -215,6 +217,9 @@ static void print_text(pm_writer *w, const snapshot *s) {
     row(w, "large frees", t->large_frees);
     row(w, "large remaps", t->large_remaps);
     row(w, "large cache hits", t->large_cache_hits);
+    row(w, "  built where cached pieces lie", s->large.in_place);
+    row(w, "  ... with fresh pages beside them", s->large.extended);
+    row(w, "  stitched (cached pages moved)", s->large.stitched);
     pm_writer_printf(w, "\n");
     row(w, "bytes requested (small, all time)", t->small_bytes_requested);
     row(w, "bytes in small blocks in use", t->small_bytes_in_use);
@@ -259,6 +264,9 @@ static void print_json(pm_writer *w, const snapshot *s) {
     json_u64(w, "large_frees", t->large_frees, true);
     json_u64(w, "large_remaps", t->large_remaps, true);
     json_u64(w, "large_cache_hits", t->large_cache_hits, true);
+    json_u64(w, "large_in_place", s->large.in_place, true);
+    json_u64(w, "large_extended", s->large.extended, true);
+    json_u64(w, "large_stitched", s->large.stitched, true);
     json_u64(w, "large_cached_bytes", t->large_cached_bytes, true);
     json_u64(w, "bytes_mapped", t->bytes_mapped, true);
     json_u64(w, "bytes_resident", t->bytes_resident, true);
