@@ -109,7 +109,7 @@ static void heap_tick(pm_heap *heap) {
     if (!pm_arena_purge_due(now))
         return;
     flush_idle_caches(heap);
-    pm_arena_purge(false);
+    pm_arena_tick();
     pm_large_expire(now); /* outside every lock: large.c is a leaf (I7) */
 }
 

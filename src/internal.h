@@ -304,6 +304,7 @@ typedef struct pm_arena {
     uint64_t free_map[PM_UNITS_MAX / 64];
     uint64_t dirty_map[PM_UNITS_MAX / 64]; /* free units whose memory is still resident */
     uint64_t young_map[PM_UNITS_MAX / 64]; /* the dirty units freed since the last purge tick */
+    uint64_t purged_map[PM_UNITS_MAX / 64]; /* free units purged, not taken since (arena.c) */
     /* pools[u]: the descriptor of the pool whose first unit is u; in every slot, the unit map
      * (unit_pool). Line-aligned, so that a slot's map entry and line 1 share a line. */
     pm_pool pools[PM_UNITS_MAX];
@@ -520,10 +521,13 @@ PM_HIDDEN void pm_arena_init(void);
  * first unit, or NULL when the OS has no memory. */
 PM_HIDDEN pm_arena *pm_arena_take_units(unsigned n, unsigned *unit);
 PM_HIDDEN void pm_arena_give_units(pm_arena *a, unsigned unit, unsigned n, unsigned touched);
-/* Purges free units whose delay has passed (or all, if force); returns bytes purged.
+/* One purge tick now (or, if force, a purge of every free unit); returns bytes purged.
  * Takes pm_arena_lock. Never calls into large.c (lock order I7). */
 PM_HIDDEN size_t pm_arena_purge(bool force);
-/* Under pm_arena_lock: true when the purge delay has passed since the last purge. */
+/* A purge tick if one is due (takes pm_arena_lock). */
+PM_HIDDEN void pm_arena_tick(void);
+/* Unlocked hint: true when a tick is due (the purge delay, spaced out by the backoff, has
+ * passed since the last one). */
 PM_HIDDEN bool pm_arena_purge_due(uint64_t now);
 
 PM_INLINE pm_arena *pm_arena_of(const void *p) {
@@ -698,6 +702,8 @@ typedef struct pm_global_stats {
     _Atomic uint64_t arenas_mapped, arenas_unmapped, arena_bytes;
     _Atomic uint64_t pools_acquired, pools_released;
     _Atomic uint64_t purged_bytes, purges;
+    _Atomic uint64_t purged_taken_bytes; /* purged, then taken again by a new pool */
+    _Atomic uint64_t purge_backoff;      /* purge ticks come every delay << this (arena.c) */
     _Atomic uint64_t heaps_created, heaps_abandoned, heaps_adopted;
     _Atomic uint64_t unmap_failures;
 } pm_global_stats;

@@ -208,6 +208,8 @@ static void print_text(pm_writer *w, const snapshot *s) {
     row(w, "pools released", t->pools_released);
     row(w, "purges", t->purges);
     row(w, "bytes purged", t->purged_bytes);
+    row(w, "  ... taken again by new pools", atomic_load(&pm_gstats.purged_taken_bytes));
+    row(w, "purge ticks spaced out (doublings)", atomic_load(&pm_gstats.purge_backoff));
     pm_writer_printf(w, "\n");
     row(w, "small allocations", t->small_allocs);
     row(w, "small frees", t->small_frees);
@@ -279,6 +281,8 @@ static void print_json(pm_writer *w, const snapshot *s) {
     json_u64(w, "pools_released", t->pools_released, true);
     json_u64(w, "purges", t->purges, true);
     json_u64(w, "purged_bytes", t->purged_bytes, true);
+    json_u64(w, "purged_taken_bytes", atomic_load(&pm_gstats.purged_taken_bytes), true);
+    json_u64(w, "purge_backoff", atomic_load(&pm_gstats.purge_backoff), true);
     json_u64(w, "remote_frees", t->remote_frees, true);
     json_u64(w, "heaps_created", t->heaps_created, true);
     json_u64(w, "heaps_abandoned", t->heaps_abandoned, true);

@@ -175,6 +175,48 @@ Test(arena, a_released_unit_survives_the_next_purge_tick) {
     cr_assert_eq(a->ndirty, 0);
 }
 
+/* Purge backoff (arena.c): when what a tick purged is taken again by new pools, the ticks
+ * space out (the purge delay doubled); after a purge that nothing came back to, they close in
+ * again. The test drives the ticks itself. */
+#define BACKOFF_UNITS 80 /* more than the 64 units (1 MiB) below which nothing backs off */
+
+static uint64_t backoff(void) { return atomic_load(&pm_gstats.purge_backoff); }
+
+static void take_all(pm_arena **a, unsigned *u) {
+    for (int i = 0; i < BACKOFF_UNITS; i++)
+        u[i] = take_touched(&a[i]);
+}
+
+static void give_all(pm_arena **a, const unsigned *u) {
+    for (int i = 0; i < BACKOFF_UNITS; i++)
+        give_touched(a[i], u[i]);
+}
+
+Test(arena, purge_ticks_space_out_while_purged_memory_comes_back) {
+    pm_free(pm_malloc(1));
+    pm_opt.purge_delay_ms = 3600 * 1000; /* only the test's own ticks */
+    pm_arena_purge(false);
+    cr_assert_eq(backoff(), 0);
+    pm_arena *a[BACKOFF_UNITS];
+    unsigned u[BACKOFF_UNITS];
+    take_all(a, u);
+    give_all(a, u);
+    pm_arena_purge(false); /* ages them */
+    pm_arena_purge(false); /* purges them */
+    cr_assert(!unit_resident(a[0], u[0]));
+    take_all(a, u); /* the program wanted them after all: the purge was lost */
+    pm_arena_purge(false);
+    cr_assert_eq(backoff(), 1, "a purge taken back whole should space the ticks out");
+    cr_assert_geq(atomic_load(&pm_gstats.purged_taken_bytes), BACKOFF_UNITS * PM_UNIT_SIZE);
+
+    give_all(a, u);
+    pm_arena_purge(false); /* ages them (no purge since the last score) */
+    pm_arena_purge(false); /* purges them */
+    cr_assert_eq(backoff(), 1, "ticks without a purge to score change nothing");
+    pm_arena_purge(false); /* nothing of that purge came back */
+    cr_assert_eq(backoff(), 0, "a purge nobody took back should close the ticks in again");
+}
+
 /* ---- detach and release: the last free releases a pool, whoever makes it ---------------- */
 
 typedef struct handoff {
