@@ -57,7 +57,9 @@ static const pm_option_desc core_options[] = {
      "memory mapped from the OS at a time and carved into pools (ignored under setuid)", NULL},
     /* Read at each purge: late and setuid are fine. */
     {"PURGE_DELAY", PM_KIND_MS, SECURE_OK | LATE_OK, &pm_opt.purge_delay_ms, -1, 3600 * 1000,
-     "50", "milliseconds free pool memory waits before going back to the OS (-1 never, 0 at once)",
+     "50",
+     "milliseconds free pool memory waits before going back to the OS (-1 never, 0 at once; up "
+     "to 16x longer while purged memory keeps being taken back)",
      NULL},
     /* Read at each large free. */
     {"LARGE_CACHE", PM_KIND_SIZE, SECURE_OK | LATE_OK, &pm_opt.large_cache, 0, 4 * GIB, "1G",

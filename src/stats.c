@@ -218,6 +218,7 @@ static void print_text(pm_writer *w, const snapshot *s) {
     row(w, "large allocations", t->large_allocs);
     row(w, "large frees", t->large_frees);
     row(w, "large remaps", t->large_remaps);
+    row(w, "  ... into cached pages (copied)", s->large.moved_to_cache);
     row(w, "large cache hits", t->large_cache_hits);
     row(w, "  built where cached pieces lie", s->large.in_place);
     row(w, "  ... with fresh pages beside them", s->large.extended);
@@ -265,6 +266,7 @@ static void print_json(pm_writer *w, const snapshot *s) {
     json_u64(w, "large_allocs", t->large_allocs, true);
     json_u64(w, "large_frees", t->large_frees, true);
     json_u64(w, "large_remaps", t->large_remaps, true);
+    json_u64(w, "large_remaps_into_cache", s->large.moved_to_cache, true);
     json_u64(w, "large_cache_hits", t->large_cache_hits, true);
     json_u64(w, "large_in_place", s->large.in_place, true);
     json_u64(w, "large_extended", s->large.extended, true);

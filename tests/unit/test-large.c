@@ -4,8 +4,8 @@
  * The cache of freed large mappings: best fit with a split, pieces of one mapping merging
  * again, a piece extended in place and adjacent pieces of separate mappings serving one block
  * where they lie, few page faults under random replacement, a block stitched from several
- * pieces by moving their pages (their contents arrive, so nothing was faulted anew), the
- * resident budget (cache <= peak live - live), its decay.
+ * pieces by moving their pages (their contents arrive, so nothing was faulted anew), a growing
+ * block moved into cached pages with room to grow, the resident budget (cache <= peak live - live), its decay.
  * The limits: an unmap the kernel refuses is survived (purged, retried later), a request mmap
  * refuses under RLIMIT_AS succeeds once the cache was given back, and a second free of a large
  * block is reported as a double free.
@@ -269,6 +269,37 @@ Test(large, a_stitched_block_shrinks_and_grows) {
     }
     cr_assert(pm_large_free(r));
     cr_assert(pm_large_free(guard));
+}
+
+/* A block that must move to grow goes into resident cached pages, its bytes copied, with half
+ * as much room again: the cached pages are not faulted anew, and the next reallocs within the
+ * room stay where they are. The old pages go to the cache. */
+Test(large, a_growing_block_moves_into_cached_pages_with_room) {
+    settle_options();
+    char *c = alloc_filled(16 * MiB, 0x5c); /* faulted in, then cached */
+    occupy_page(c - 4096);                   /* x must not lie right below c: it would absorb it */
+    char *x = alloc_filled(4 * MiB, 0x17);
+    occupy_page(x + 4 * MiB); /* x cannot grow where it lies */
+    cr_assert(pm_large_free(c));
+    pm_large_stats before = large_stats();
+    struct rusage r0, r1;
+    getrusage(RUSAGE_SELF, &r0);
+    char *g = pm_large_realloc(x, 6 * MiB);
+    cr_assert_not_null(g);
+    cr_assert(g >= c && g + 6 * MiB <= c + 16 * MiB, "the block should move into the cached piece");
+    cr_assert_eq(pm_large_usable(g), 9 * MiB, "half as much room again");
+    cr_assert(all_bytes(g, 4 * MiB, 0x17), "the block's bytes are copied");
+    cr_assert(all_bytes(g + 4 * MiB, 5 * MiB, 0x5c), "the room is the cached pages, as they were");
+    getrusage(RUSAGE_SELF, &r1);
+    cr_assert_lt(r1.ru_minflt - r0.ru_minflt, 256, "%ld faults: the cached pages were not reused",
+                 r1.ru_minflt - r0.ru_minflt);
+    pm_large_stats after = large_stats();
+    cr_assert_eq(after.moved_to_cache, before.moved_to_cache + 1);
+    cr_assert_eq(after.live_bytes, 9 * MiB);
+    cr_assert_eq(after.cached_bytes, 16 * MiB - 9 * MiB + 4 * MiB, "the old pages are cached");
+    cr_assert_eq(pm_large_realloc(g, 8 * MiB), g, "growth within the room stays in place");
+    cr_assert(pm_large_was_freed(x), "a free of the old address is a double free");
+    cr_assert(pm_large_free(g));
 }
 
 /* Cached bytes never exceed what the program had live and gave up: live + cached <= peak. */
