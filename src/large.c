@@ -1,13 +1,13 @@
 /*
- * large.c: blocks above the mmap threshold. Each gets pages of its own (a mapping, cached
- * pieces where they lie, or cached pieces moved together); a hash table keyed by the block's
- * address records it, so that free() can tell a large block from a foreign pointer without
- * reading memory in front of the pointer (which may not be mapped).
+ * large.c: blocks above the mmap threshold. Each gets pages of its own (a mapping, or cached
+ * pieces where they lie); a hash table keyed by the block's address records it, so that
+ * free() can tell a large block from a foreign pointer without reading memory in front of the
+ * pointer (which may not be mapped).
  *
  * Reuse. Programs that free a big buffer usually allocate another of a different size soon
  * after, and a fresh mapping costs a page fault and a zeroed page per 4 KiB the program
- * touches. So freed mappings stay cached, resident, and are handed out again, preferably where
- * they lie, since pages that stay put cost nothing to touch again:
+ * touches. So freed mappings stay cached, resident, and are handed out again where they lie,
+ * since pages that stay put cost nothing to touch again:
  *   - in place: the shortest stretch of cached pieces that follow one another in memory
  *     (blocks mapped side by side and freed, whatever their mappings) that holds the request;
  *     the rest of its last piece stays cached. No system call.
@@ -15,24 +15,29 @@
  *     right below or above it where nothing is mapped (MAP_FIXED_NOREPLACE; the kernel maps
  *     top-down, so the space below the lowest mapping is usually free): only the missing part
  *     is fresh memory;
- *   - stitching: else the largest piece is grown with mremap and other cached pieces are
- *     moved (mremap MREMAP_FIXED: page-table entries move, nothing is copied) into the grown
- *     part. Moved pages are cheaper than fresh ones but not free: on the KVM guests we measure
- *     on, the first touch of a moved page costs half a fault;
- *   - adjacent cached pieces of one kernel mapping (VMA) merge again.
- * mremap needs its source range inside one VMA, and moving pages into a range splits it. So
- * every block is a list of segments and every cached piece one segment, each tagged with a
- * VMA id: pieces merge only when their ids match (a block built in place keeps one segment per
- * piece); a block of several segments grows by mapping fresh pages after it, or by moving each
- * into a larger mapping (the last one extended there). The ids only guide: one that is wrong
- * makes an mremap fail, and every mremap failure falls back to fresh pages or a copy.
+ *   - else a fresh mapping; adjacent cached pieces of one kernel mapping (VMA) merge again.
+ * Cached pieces are never moved together with mremap to build a block ("stitching", until
+ * 2026-12-02): on the guests we measure on, a moved page cost more at its touch than a fresh
+ * one (bigbuf 3.8 s with stitching, 2.0-2.7 without, for 121,000 faults against 134,000-
+ * 166,000), and where moves are cheap (bare metal) they save a fault per page at most.
+ * A growing block (realloc) takes the cached pieces right after it, else moves into a cached
+ * stretch by a copy (pm_large_realloc), else grows by fresh pages after it or by mremap.
+ * mremap needs its source range inside one VMA. So every block is a list of segments and every
+ * cached piece one segment, each tagged with a VMA id: pieces merge only when their ids match
+ * (a block built in place keeps one segment per piece); a block of several segments grows by
+ * mapping fresh pages after it, or by moving each into a larger mapping (the last one extended
+ * there). The ids only guide: one that is wrong makes an mremap fail, and every mremap failure
+ * falls back to fresh pages or a copy.
  *
- * The resident budget. The cache may hold what the program itself had live a moment ago:
- * cached bytes <= peak live bytes - live bytes (and <= POOLMALLOC_LARGE_CACHE), so large blocks
- * plus cache never exceed the live high-water mark, which no allocator can go below. The peak
- * decays to what is still held whenever cached pieces expire (20 purge delays), so a program
- * that stops using large buffers gets its memory back. What exceeds the budget is unmapped,
- * oldest first, in whole pages.
+ * The resident budget. The cache may hold what the program itself had live a moment ago, and
+ * a quarter of its peak more: cached bytes <= peak live bytes * 5/4 - live bytes (and <=
+ * POOLMALLOC_LARGE_CACHE), so large blocks plus cache stay within a quarter of the live
+ * high-water mark, which no allocator can go below. The quarter is what reuse in place needs:
+ * freed pieces seldom lie where the next request fits, and without it the cache trimmed, then
+ * faulted in again, about as much as the program allocated (see cache_budget). The peak decays
+ * to what is still held whenever cached pieces expire (20 purge delays), so a program that
+ * stops using large buffers gets its memory back. What exceeds the budget is unmapped, oldest
+ * first, in whole pages.
  *
  * Failures. An unmap the kernel refuses (ENOMEM at vm.max_map_count) is never fatal: the pages
  * are purged (MADV_DONTNEED) and the range waits on a retry list. A request that mmap refuses
@@ -46,7 +51,7 @@
 /* Huge pages for large blocks (POOLMALLOC_HUGE_PAGES=1; off by default). On the KVM guests we
  * measure on, a page fault costs about 11 us a 4 KiB page, and a page that mremap moved costs
  * about 5 us at its first touch (the hypervisor's page tables are rebuilt page by page), so a
- * 64 MiB buffer that the cache stitched took 80 ms to touch where one in place takes 3. With
+ * 64 MiB buffer whose pages mremap had moved took 80 ms to touch where one in place takes 3. With
  * transparent huge pages both go 2 MiB at a time: the first touch of 64 MiB 114 ms instead of
  * 180, the touch after a move 2 ms (scripts/results/issue10-mremap-touch-bench.c). But random
  * access to a block in huge pages was slower there (6 MiB: 4.2 ns against 3.4; randslot and
@@ -61,14 +66,14 @@
 #define HUGE_PAGE ((size_t)2 << 20)
 #define HUGE_MIN ((size_t)4 << 20)
 #define HUGE_SAMPLES 8
-#define LARGE_SEGS 16   /* segments per block: a grown head, moved pieces, a fresh tail */
+#define LARGE_SEGS 16   /* segments per block: cached pieces side by side, fresh pages */
 #define CACHE_SLOTS 64  /* cached pieces */
 #define PENDING_SLOTS 32
 #define FREED_RING 64   /* recently freed block addresses, for the double-free report */
 #define SPLIT_MIN ((size_t)64 << 10) /* a smaller leftover goes with the block */
 #define DELETED ((uintptr_t)1)
 /* Cached pieces live this many purge delays (50 ms: 1 s). The budget, not age, is what keeps
- * resident memory at the live high-water mark; age only returns the memory of a program that
+ * resident memory near the live high-water mark; age only returns the memory of a program that
  * stopped using large blocks, and a 50 ms horizon threw away buffers that a busy or slower
  * program reuses a few steps later, each one a page fault per 4 KiB to build again. */
 #define LARGE_AGE_FACTOR 20
@@ -239,16 +244,21 @@ static void forget_freed(const void *p) {
 
 /* ---- the cache of freed pieces (under large_lock) ------------------------------------------- */
 
-/* What the program gave up since its peak. A margin above it (an eighth of the peak) was
- * measured and dropped: bigbuf faulted 113,000 pages instead of 154,000 but ran no faster
- * (2.6-4.1 s against 2.7-2.9 s) and held 75 MB more. */
+/* What the program gave up since its peak, and a quarter of the peak more (BUDGET_MARGIN_SHIFT).
+ * Without the margin, bigbuf (twenty 5-25 MiB buffers replaced at random) unmapped 550 MB and
+ * faulted 235,000 pages in 4.6-5.3 s; with an eighth of the peak, 3.7-4.0 s and 222,000-244,000
+ * faults; with a quarter, 2.0-2.1 s and 134,000-144,000 faults (tcmalloc 1.8 s, 125,000),
+ * resident 454-474 MB against 379 (glibc 460, tcmalloc 497). */
+#define BUDGET_MARGIN_SHIFT 2
 static size_t cache_budget(void) {
-    size_t slack = peak_live > live_bytes ? peak_live - live_bytes : 0;
+    size_t ceiling = peak_live + (peak_live >> BUDGET_MARGIN_SHIFT);
+    if (ceiling < peak_live) /* overflow: no margin */
+        ceiling = peak_live;
+    size_t slack = ceiling > live_bytes ? ceiling - live_bytes : 0;
     size_t budget = min_size(slack, pm_opt.large_cache);
     /* Trims cut whole pages. POOLMALLOC_LARGE_CACHE accepts any byte count, and a cut inside a
-     * page leaves a piece of unaligned size behind a range munmap refuses (EINVAL); a budget
-     * cut that way (a trial margin of peak / 8) had pieces at unaligned addresses handed out
-     * partly unmapped. */
+     * page leaves a piece of unaligned size behind a range munmap refuses (EINVAL): pieces at
+     * unaligned addresses were handed out partly unmapped. */
     return budget & ~(size_t)(PM_PAGE_SIZE - 1);
 }
 
@@ -337,33 +347,6 @@ static range cache_take(size_t i, size_t want) {
     return r;
 }
 
-/* The smallest piece of at least `size` bytes, else the largest; CACHE_SLOTS if empty. */
-static size_t cache_best(size_t size) {
-    size_t best = CACHE_SLOTS, largest = CACHE_SLOTS;
-    for (size_t i = 0; i < cache_count; i++) {
-        if (cache[i].size >= size && (best == CACHE_SLOTS || cache[i].size < cache[best].size))
-            best = i;
-        if (largest == CACHE_SLOTS || cache[i].size > cache[largest].size)
-            largest = i;
-    }
-    return best != CACHE_SLOTS ? best : largest;
-}
-
-/* A piece of at most `want` bytes, the best the cache has for filling that gap (a small leftover
- * of the piece stays cached); false if the cache is empty. */
-static bool take_at_most(size_t want, range *r, uint32_t *vma) {
-    size_t i = cache_best(want);
-    if (i == CACHE_SLOTS)
-        return false;
-    *vma = cache[i].vma;
-    *r = cache_take(i, want);
-    if (r->size > want) {
-        cache_insert(r->p + want, r->size - want, *vma, 0);
-        r->size = want;
-    }
-    return true;
-}
-
 static void add_segment(large_block *b, size_t size, uint32_t vma) {
     if (size == 0)
         return;
@@ -376,8 +359,8 @@ static void add_segment(large_block *b, size_t size, uint32_t vma) {
 /* A run: cached pieces that follow one another in memory, whatever their mappings. Blocks made
  * next to each other (the kernel places mappings top-down, side by side) leave runs behind when
  * they are freed together, and a block built on a run is used where it lies: its pages stay
- * resident and mapped, so the program touches them at no cost, where pages moved by mremap
- * cost a fault each on the guests we measure and fresh ones a fault and a zeroed page. */
+ * resident and mapped, so the program touches them at no cost, where fresh pages cost a
+ * fault and a zeroed page each. */
 typedef struct run {
     char *p;
     size_t size;
@@ -512,93 +495,6 @@ static bool take_in_place(size_t need, large_block *b, size_t *old_from, size_t 
     return false;
 }
 
-/* ---- building a block from the cache by moving pieces ---------------------------------------- */
-
-/* What the cache gives for one request: a head piece and pieces to move in behind it. */
-typedef struct plan {
-    range head;
-    uint32_t head_vma;
-    range moved[LARGE_SEGS - 2];
-    uint32_t moved_vma[LARGE_SEGS - 2];
-    size_t nmoved;
-} plan;
-
-/* Chooses the pieces for a request of need bytes and takes them out of the cache (so that the
- * system calls run outside the lock). False if the cache is empty. */
-static bool plan_take(size_t need, plan *pl) {
-    size_t i = cache_best(need);
-    if (i == CACHE_SLOTS)
-        return false;
-    pl->head_vma = cache[i].vma;
-    pl->head = cache_take(i, need);
-    pl->nmoved = 0;
-    size_t have = pl->head.size;
-    while (have < need && pl->nmoved < LARGE_SEGS - 2 &&
-           take_at_most(need - have, &pl->moved[pl->nmoved], &pl->moved_vma[pl->nmoved]))
-        have += pl->moved[pl->nmoved++].size;
-    stats.cache_hits++;
-    return true;
-}
-
-/* Puts back what a plan took when its growth failed. */
-static void plan_return(const plan *pl, uint64_t now) {
-    pm_lock(&large_lock);
-    cache_insert(pl->head.p, pl->head.size, pl->head_vma, now);
-    for (size_t i = 0; i < pl->nmoved; i++)
-        cache_insert(pl->moved[i].p, pl->moved[i].size, pl->moved_vma[i], now);
-    pm_unlock(&large_lock);
-}
-
-/* Carries out a plan outside the lock: grows the head to need bytes (mremap), then moves the
- * other pieces into the grown part. A move the kernel refuses leaves fresh zero pages there
- * and its piece goes back to the cache. *reused: the length of the prefix that may hold old
- * data. False (everything returned to the cache) if the growth fails. */
-static bool plan_build(const plan *pl, size_t need, large_block *b, size_t *reused) {
-    *b = (large_block){0};
-    if (pl->head.size >= need) { /* best fit: no system call at all */
-        b->p = pl->head.p;
-        add_segment(b, pl->head.size, pl->head_vma);
-        *reused = pl->head.size;
-        return true;
-    }
-    char *q = pm_os_remap(pl->head.p, pl->head.size, need, true);
-    if (q == NULL) {
-        plan_return(pl, pm_os_now_ms());
-        return false;
-    }
-    b->p = q;
-    /* Grown in place, the head is still part of its old mapping; moved, it is a new one. */
-    add_segment(b, pl->head.size, q == pl->head.p ? pl->head_vma : 0);
-    size_t off = pl->head.size;
-    bool any_moved = false;
-    for (size_t i = 0; i < pl->nmoved; i++) {
-        range r = pl->moved[i];
-        if (pm_os_move(r.p, r.size, q + off, r.size)) {
-            any_moved = true;
-        } else {
-            pm_lock(&large_lock);
-            cache_insert(r.p, r.size, pl->moved_vma[i], pm_os_now_ms());
-            pm_unlock(&large_lock);
-        }
-        add_segment(b, r.size, 0); /* split off the grown mapping either way */
-        off += r.size;
-    }
-    add_segment(b, need - off, 0); /* the fresh tail */
-    *reused = off;
-    if (any_moved)
-        __atomic_add_fetch(&stats.stitched, 1, __ATOMIC_RELAXED);
-    return true;
-}
-
-/* A block from cached pieces; false if the cache is empty or cannot grow one. */
-static bool take_from_cache(size_t need, large_block *b, size_t *reused) {
-    plan pl;
-    pm_lock(&large_lock);
-    bool planned = plan_take(need, &pl);
-    pm_unlock(&large_lock);
-    return planned && plan_build(&pl, need, b, reused);
-}
-
 static bool huge_ok = true; /* no block of HUGE_MIN freed yet, or the last one filled: atomic */
 
 /* Whether the program filled block b: HUGE_SAMPLES pages spread over it all resident. */
@@ -665,8 +561,6 @@ void *pm_large_alloc(size_t size, size_t align, bool zero) {
         pm_lock(&large_lock);
         built = take_in_place(need, &b, &old_from, &old_to);
         pm_unlock(&large_lock);
-        if (!built)
-            built = take_from_cache(need, &b, &old_to);
     }
     if (!built) {
         char *p = map_fresh(need, align, huge);

@@ -222,7 +222,6 @@ static void print_text(pm_writer *w, const snapshot *s) {
     row(w, "large cache hits", t->large_cache_hits);
     row(w, "  built where cached pieces lie", s->large.in_place);
     row(w, "  ... with fresh pages beside them", s->large.extended);
-    row(w, "  stitched (cached pages moved)", s->large.stitched);
     pm_writer_printf(w, "\n");
     row(w, "bytes requested (small, all time)", t->small_bytes_requested);
     row(w, "bytes in small blocks in use", t->small_bytes_in_use);
@@ -270,7 +269,6 @@ static void print_json(pm_writer *w, const snapshot *s) {
     json_u64(w, "large_cache_hits", t->large_cache_hits, true);
     json_u64(w, "large_in_place", s->large.in_place, true);
     json_u64(w, "large_extended", s->large.extended, true);
-    json_u64(w, "large_stitched", s->large.stitched, true);
     json_u64(w, "large_cached_bytes", t->large_cached_bytes, true);
     json_u64(w, "bytes_mapped", t->bytes_mapped, true);
     json_u64(w, "bytes_resident", t->bytes_resident, true);

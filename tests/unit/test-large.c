@@ -3,9 +3,9 @@
  *
  * The cache of freed large mappings: best fit with a split, pieces of one mapping merging
  * again, a piece extended in place and adjacent pieces of separate mappings serving one block
- * where they lie, few page faults under random replacement, a block stitched from several
- * pieces by moving their pages (their contents arrive, so nothing was faulted anew), a growing
- * block moved into cached pages with room to grow, the resident budget (cache <= peak live - live), its decay.
+ * where they lie, few page faults under random replacement, pieces lying apart never moved
+ * together, a block of two mappings resized, a growing block moved into cached pages with room
+ * to grow, the resident budget (cache <= 5/4 peak live - live), its decay.
  * The limits: an unmap the kernel refuses is survived (purged, retried later), a request mmap
  * refuses under RLIMIT_AS succeeds once the cache was given back, and a second free of a large
  * block is reported as a double free.
@@ -86,17 +86,15 @@ Test(large, best_fit_splits_and_the_pieces_merge_again) {
 
     cr_assert(pm_large_free(head));
     cr_assert(pm_large_free(tail));
-    uint64_t remaps = large_stats().nremap, stitched = large_stats().stitched;
+    uint64_t remaps = large_stats().nremap, in_place = large_stats().in_place;
     char *whole = pm_large_alloc(8 * MiB, 0, false);
     cr_assert_eq(whole, a, "the two pieces of one mapping should have merged back");
-    cr_assert_eq(large_stats().stitched, stitched, "a merged piece needs no stitching");
+    cr_assert_eq(large_stats().in_place, in_place + 1, "a merged piece serves in place");
     cr_assert_eq(large_stats().nremap, remaps);
     cr_assert_eq(large_stats().cached_bytes, 0);
     cr_assert(pm_large_free(whole));
 }
 
-/* Two separate mappings (a live block between them) serve one request twice their size: the
- * second's pages are moved behind the first's, so both patterns are found in the new block. */
 /* Makes sure something is mapped at `at`: a page of ours (PROT_NONE; true), or what was
  * there already (false). */
 static bool occupy_page(char *at) {
@@ -130,11 +128,10 @@ Test(large, a_piece_is_extended_in_place_and_adjacent_pieces_serve_in_place) {
     char *c = alloc_filled(4 * MiB, 0x41);
     bool ours = occupy_page(c + 4 * MiB); /* it can only grow downwards */
     cr_assert(pm_large_free(c));
-    uint64_t extended = large_stats().extended, stitched = large_stats().stitched;
+    uint64_t extended = large_stats().extended;
     char *p = pm_large_alloc(6 * MiB, 0, false);
     cr_assert_eq(p, c - 2 * MiB, "the block should end where the cached piece does");
     cr_assert_eq(large_stats().extended, extended + 1);
-    cr_assert_eq(large_stats().stitched, stitched, "nothing should have moved");
     cr_assert(all_bytes(p, 2 * MiB, 0), "the fresh part is zero");
     cr_assert(all_bytes(p + 2 * MiB, 4 * MiB, 0x41), "the cached part keeps its pages");
     memset(p, 0x42, 6 * MiB);
@@ -184,9 +181,8 @@ Test(large, random_replacement_faults_few_pages_in) {
     long faults = after.ru_minflt - before.ru_minflt;
     pm_large_stats s = large_stats();
     cr_assert_lt((size_t)faults * 5, pages,
-                 "%ld page faults for %zu pages (in place %llu, extended %llu, stitched %llu)",
-                 faults, pages, (unsigned long long)s.in_place, (unsigned long long)s.extended,
-                 (unsigned long long)s.stitched);
+                 "%ld page faults for %zu pages (in place %llu, extended %llu)", faults, pages,
+                 (unsigned long long)s.in_place, (unsigned long long)s.extended);
     for (int i = 0; i < 12; i++)
         cr_assert(pm_large_free(live[i]));
 }
@@ -220,34 +216,37 @@ Test(large, huge_pages_follow_how_the_program_fills_its_blocks) {
     cr_assert(pm_large_free(d));
 }
 
-Test(large, a_block_is_stitched_from_separate_pieces_without_new_faults) {
+/* Pieces that lie apart, neither extensible, never serve a larger request by moving their pages
+ * (stitching was slower than fresh pages on the guests we measure on): the block is a fresh
+ * mapping, zero, and the pieces stay cached within the budget, their contents intact. */
+Test(large, separate_pieces_are_not_moved_together) {
     settle_options();
     char *guard = cache_two_separate_pieces();
-
-    uint64_t stitched = large_stats().stitched;
+    pm_large_stats before = large_stats();
     char *p = pm_large_alloc(8 * MiB, 0, false);
     cr_assert_not_null(p);
-    cr_assert_eq(large_stats().stitched, stitched + 1, "the block was not stitched (in place %llu, extended %llu)", (unsigned long long)large_stats().in_place, (unsigned long long)large_stats().extended);
-    cr_assert_eq(large_stats().cached_bytes, 0, "both pieces should have been used");
-    bool ab = all_bytes(p, 4 * MiB, 0xaa) && all_bytes(p + 4 * MiB, 4 * MiB, 0xbb);
-    bool ba = all_bytes(p, 4 * MiB, 0xbb) && all_bytes(p + 4 * MiB, 4 * MiB, 0xaa);
-    cr_assert(ab || ba, "the moved pages lost their contents: they were faulted anew");
-    memset(p, 0x5c, 8 * MiB); /* the whole block is writable memory */
+    pm_large_stats after = large_stats();
+    cr_assert_eq(after.in_place, before.in_place);
+    cr_assert_eq(after.extended, before.extended);
+    cr_assert_eq(after.cache_hits, before.cache_hits);
+    cr_assert(all_bytes(p, 8 * MiB, 0), "a fresh mapping is zero: no cached page was moved in");
+    cr_assert_leq(after.cached_bytes, after.budget);
+    cr_assert_eq(after.cached_bytes, after.budget, "the budget (%llu) keeps what it can",
+                 (unsigned long long)after.budget);
+    memset(p, 0x5c, 8 * MiB);
     cr_assert(pm_large_free(p));
-
-    /* zeroed memory from the same pieces: old contents must not show */
-    char *z = pm_large_alloc(8 * MiB, 0, true);
-    cr_assert_not_null(z);
-    cr_assert(all_bytes(z, 8 * MiB, 0), "calloc-style block from the cache is not zeroed");
-    cr_assert(pm_large_free(z));
     cr_assert(pm_large_free(guard));
 }
 
-/* A block from stitched pieces spans several kernel mappings: realloc must still work. */
-Test(large, a_stitched_block_shrinks_and_grows) {
+/* A block of two kernel mappings (a cached piece extended below by fresh pages) shrinks, takes
+ * its cached rest back, and grows past the cache, its data intact each time. */
+Test(large, a_block_of_two_mappings_shrinks_and_grows) {
     settle_options();
-    char *guard = cache_two_separate_pieces();
+    char *c = alloc_filled(4 * MiB, 0x41);
+    occupy_page(c + 4 * MiB); /* it can only grow downwards */
+    cr_assert(pm_large_free(c));
     char *p = pm_large_alloc(8 * MiB, 0, false);
+    cr_assert_eq(p, c - 4 * MiB, "the cached piece should have been extended below");
     memset(p, 0x77, 8 * MiB);
     char *q = pm_large_realloc(p, 2 * MiB);
     cr_assert_eq(q, p, "a shrink stays in place");
@@ -257,18 +256,17 @@ Test(large, a_stitched_block_shrinks_and_grows) {
     cr_assert_eq(r, q, "the cached rest right behind the block should be absorbed");
     cr_assert_geq(pm_large_usable(r), 6 * MiB);
     cr_assert(all_bytes(r, 6 * MiB, 0x77));
-    /* growing past the cache: the segments move (no copy) into a larger mapping, each time */
+    /* growing past the cache: into cached pages, fresh pages after it, or moved, each time */
     size_t size = 6 * MiB;
     for (int i = 0; i < 10; i++) {
         memset(r, 0x30 + i, size);
         size += MiB + (size_t)i * 4096;
         r = pm_large_realloc(r, size);
-        cr_assert_not_null(r, "growth %d of a stitched block failed", i);
+        cr_assert_not_null(r, "growth %d of a block of two mappings failed", i);
         cr_assert_geq(pm_large_usable(r), size);
         cr_assert(all_bytes(r, size - MiB - (size_t)i * 4096, 0x30 + i), "growth %d lost data", i);
     }
     cr_assert(pm_large_free(r));
-    cr_assert(pm_large_free(guard));
 }
 
 /* A block that must move to grow goes into resident cached pages, its bytes copied, with half
@@ -302,7 +300,8 @@ Test(large, a_growing_block_moves_into_cached_pages_with_room) {
     cr_assert(pm_large_free(g));
 }
 
-/* Cached bytes never exceed what the program had live and gave up: live + cached <= peak. */
+/* Cached bytes never exceed what the program gave up and a quarter of its peak more:
+ * live + cached <= peak * 5/4. */
 Test(large, the_cache_stays_within_the_resident_budget) {
     settle_options();
     uint64_t seed = 0x9e3779b97f4a7c15ull;
@@ -320,8 +319,8 @@ Test(large, the_cache_stays_within_the_resident_budget) {
             memset(live[slot], step & 0xff, size);
         }
         pm_large_stats s = large_stats();
-        cr_assert_leq(s.live_bytes + s.cached_bytes, s.peak_live,
-                      "step %d: live %llu + cached %llu > peak %llu", step,
+        cr_assert_leq(s.live_bytes + s.cached_bytes, s.peak_live + s.peak_live / 4,
+                      "step %d: live %llu + cached %llu > 5/4 of the peak %llu", step,
                       (unsigned long long)s.live_bytes, (unsigned long long)s.cached_bytes,
                       (unsigned long long)s.peak_live);
         cr_assert_leq(s.cached_bytes, s.budget);
