@@ -811,8 +811,13 @@ void *pm_large_realloc(void *p, size_t size) {
             stats.nremap++;
             live_bytes += need - old_size;
         } else {
-            /* mremap needs one VMA: a block of several moves segment by segment */
+            /* mremap needs one VMA: a block of several moves segment by segment. The room is
+             * address space only, but under a tight RLIMIT_AS the request alone may fit. */
             q = b.nseg == 1 ? pm_os_remap(p, b.size, want, true) : grow_by_moving(&b, want);
+            if (q == NULL && want > need) {
+                want = need;
+                q = b.nseg == 1 ? pm_os_remap(p, b.size, want, true) : grow_by_moving(&b, want);
+            }
             if (q != NULL) {
                 stats.nremap++;
                 live_bytes += want - old_size;

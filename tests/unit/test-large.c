@@ -7,8 +7,9 @@
  * together, a block of two mappings resized, a growing block moved into cached pages with room
  * to grow, the resident budget (cache <= 5/4 peak live - live), its decay.
  * The limits: an unmap the kernel refuses is survived (purged, retried later), a request mmap
- * refuses under RLIMIT_AS succeeds once the cache was given back, and a second free of a large
- * block is reported as a double free.
+ * refuses under RLIMIT_AS succeeds once the cache was given back, a growth whose room does not
+ * fit under the limit gets what it asked for, and a second free of a large block is reported
+ * as a double free.
  *
  * Each Criterion test runs in its own process, so large.c's state starts empty in each; the
  * tests call pm_large_* directly and set pm_opt (no pm_init, which would reread it).
@@ -415,6 +416,15 @@ static int enomem_child(void) {
     memset(p, 1, 200 * MiB);
     if (large_stats().cached_bytes != 0)
         return 15;
+    /* growth that must move: the room (1.5x: 250 MiB more) exceeds the limit, the request
+     * alone (100 MiB more) fits, and is what realloc then gets */
+    mmap(p + 200 * MiB, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    char *q = pm_large_realloc(p, 300 * MiB);
+    if (q == NULL)
+        return 16;
+    if (q[0] != 1 || q[200 * MiB - 1] != 1 || pm_large_usable(q) < 300 * MiB)
+        return 17;
+    memset(q + 200 * MiB, 2, 100 * MiB);
     return 0;
 }
 
