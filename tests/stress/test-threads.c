@@ -1,6 +1,7 @@
 /*
- * test-threads.c: blocks crossing threads, thousands of short-lived threads, and frees that
- * come after a thread's heap has been handed over.
+ * test-threads.c: blocks crossing threads, thousands of short-lived threads, frees that come
+ * after a thread's heap has been handed over, and large blocks grown by realloc in threads
+ * that share large.c's cache.
  *
  * Linked with the core only; pm_stats_get's heap counters show whether exited threads' heaps
  * are adopted rather than new ones created for every thread.
@@ -315,4 +316,56 @@ Test(threads, destructors_free_and_allocate_after_thread_exit, .timeout = 60) {
     void *p = pm_malloc(123);
     cr_assert(p != NULL && pm_owns(p));
     pm_free(p);
+}
+
+/* ---- large blocks grown by realloc while other threads churn large blocks ------------------ */
+
+/* A growing large block may move into cached pages, its bytes copied outside large.c's lock
+ * while other threads free, allocate and trim: each thread grows buffers to 1-6 MiB, a step at
+ * a time, checking a pattern that depends on the offset and the thread after every realloc,
+ * and frees them; the cache is what the others freed. ThreadSanitizer runs this too. */
+enum { GROWERS = 4, GROWER_ROUNDS = 40 };
+
+static unsigned char grown_byte(size_t i, uintptr_t who) { return (unsigned char)((i >> 12) ^ who); }
+
+static bool grown_ok(const unsigned char *p, size_t len, uintptr_t who) {
+    for (size_t i = 0; i < len; i += 4096)
+        if (p[i] != grown_byte(i, who))
+            return false;
+    return len == 0 || p[len - 1] == grown_byte(len - 1, who);
+}
+
+static void *grower(void *arg) {
+    uintptr_t who = (uintptr_t)arg;
+    uint64_t seed = 0x51a7e + who;
+    for (int round = 0; round < GROWER_ROUNDS; round++) {
+        size_t final = MiB + (size_t)(rng_next(&seed) % (5 * MiB)), len = 0;
+        unsigned char *p = NULL;
+        while (len < final) {
+            size_t add = 200 * KiB + (size_t)(rng_next(&seed) % (300 * KiB));
+            if (len + add > final)
+                add = final - len;
+            unsigned char *q = pm_realloc(p, len + add);
+            if (q == NULL || !grown_ok(q, len, who))
+                return (void *)1;
+            for (size_t i = (len + 4095) & ~(size_t)4095; i < len + add; i += 4096)
+                q[i] = grown_byte(i, who);
+            q[len + add - 1] = grown_byte(len + add - 1, who);
+            p = q;
+            len += add;
+        }
+        pm_free(p);
+    }
+    return NULL;
+}
+
+Test(threads, large_blocks_grow_by_realloc_while_others_free_them, .timeout = 120) {
+    pthread_t t[GROWERS];
+    for (uintptr_t i = 0; i < GROWERS; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, grower, (void *)(i + 1)), 0);
+    for (int i = 0; i < GROWERS; i++) {
+        void *failed = (void *)2;
+        pthread_join(t[i], &failed);
+        cr_assert_null(failed, "thread %d: a realloc failed or lost its contents", i);
+    }
 }
