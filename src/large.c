@@ -354,6 +354,13 @@ static void add_segment(large_block *b, size_t size, uint32_t vma) {
     b->size += size;
 }
 
+/* Caches every segment of a block (freed, or never handed out). */
+static void cache_segments(const large_block *b, uint64_t now) {
+    size_t off = 0;
+    for (uint32_t i = 0; i < b->nseg; off += b->seg[i++].size)
+        cache_insert(b->p + off, b->seg[i].size, b->seg[i].vma, now);
+}
+
 /* ---- building a block where cached pieces lie ------------------------------------------------ */
 
 /* A run: cached pieces that follow one another in memory, whatever their mappings. Blocks made
@@ -523,9 +530,7 @@ static bool register_block(large_block *b, uint64_t now) {
             b->seg[i].vma = fresh_vma_id();
     pm_lock(&large_lock);
     if (!table_reserve()) {
-        size_t off = 0;
-        for (uint32_t i = 0; i < b->nseg; off += b->seg[i++].size)
-            cache_insert(b->p + off, b->seg[i].size, b->seg[i].vma, now);
+        cache_segments(b, now);
         cache_trim(cache_budget());
         pm_unlock(&large_lock);
         return false;
@@ -595,9 +600,7 @@ bool pm_large_free(void *p) {
     stats.nfree++;
     cache_expire(now, false); /* before live shrinks: the peak then keeps this block's bytes */
     live_bytes -= b.size;
-    size_t off = 0;
-    for (uint32_t i = 0; i < b.nseg; off += b.seg[i++].size)
-        cache_insert(b.p + off, b.seg[i].size, b.seg[i].vma, now);
+    cache_segments(&b, now);
     cache_trim(cache_budget());
     pm_unlock(&large_lock);
     return true;
@@ -729,9 +732,7 @@ static enum move_result move_into_cache(char *p, large_entry *e, const large_blo
     pm_lock(&large_lock);
     if (!table_reserve()) {
         live_bytes -= nb.size;
-        size_t off = 0;
-        for (uint32_t i = 0; i < nb.nseg; off += nb.seg[i++].size)
-            cache_insert(nb.p + off, nb.seg[i].size, nb.seg[i].vma, now);
+        cache_segments(&nb, now);
         return MOVE_ABANDONED;
     }
     /* Found unless the program freed p while it was being reallocated (its race): then
@@ -742,9 +743,7 @@ static enum move_result move_into_cache(char *p, large_entry *e, const large_blo
         table_remove(e);
         remember_freed(p); /* a free of the old address is a double free */
         live_bytes -= ob.size;
-        size_t off = 0;
-        for (uint32_t i = 0; i < ob.nseg; off += ob.seg[i++].size)
-            cache_insert(ob.p + off, ob.seg[i].size, ob.seg[i].vma, now);
+        cache_segments(&ob, now);
     }
     table_insert(&nb);
     forget_freed(nb.p);

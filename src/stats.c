@@ -22,6 +22,8 @@ typedef struct snapshot {
     uint64_t cached[PM_NUM_CLASSES];      /* blocks in heaps' caches */
     uint64_t arena_size;
     pm_large_stats large;                 /* how large blocks were built (report only) */
+    uint64_t purged_taken_bytes;          /* purged, then taken again by new pools */
+    uint64_t purge_backoff;               /* doublings of the purge tick interval */
 } snapshot;
 
 /* ---- collecting --------------------------------------------------------------------------- */
@@ -102,6 +104,8 @@ static void collect(snapshot *s) {
     memset(&large, 0, sizeof large);
     pm_large_get_stats(&large);
     s->large = large;
+    s->purged_taken_bytes = atomic_load(&pm_gstats.purged_taken_bytes);
+    s->purge_backoff = atomic_load(&pm_gstats.purge_backoff);
     t->large_blocks_in_use = large.live_blocks;
     t->large_bytes_in_use = large.live_bytes;
     t->large_allocs = large.nalloc;
@@ -208,8 +212,8 @@ static void print_text(pm_writer *w, const snapshot *s) {
     row(w, "pools released", t->pools_released);
     row(w, "purges", t->purges);
     row(w, "bytes purged", t->purged_bytes);
-    row(w, "  ... taken again by new pools", atomic_load(&pm_gstats.purged_taken_bytes));
-    row(w, "purge ticks spaced out (doublings)", atomic_load(&pm_gstats.purge_backoff));
+    row(w, "  ... taken again by new pools", s->purged_taken_bytes);
+    row(w, "purge ticks spaced out (doublings)", s->purge_backoff);
     pm_writer_printf(w, "\n");
     row(w, "small allocations", t->small_allocs);
     row(w, "small frees", t->small_frees);
@@ -281,8 +285,8 @@ static void print_json(pm_writer *w, const snapshot *s) {
     json_u64(w, "pools_released", t->pools_released, true);
     json_u64(w, "purges", t->purges, true);
     json_u64(w, "purged_bytes", t->purged_bytes, true);
-    json_u64(w, "purged_taken_bytes", atomic_load(&pm_gstats.purged_taken_bytes), true);
-    json_u64(w, "purge_backoff", atomic_load(&pm_gstats.purge_backoff), true);
+    json_u64(w, "purged_taken_bytes", s->purged_taken_bytes, true);
+    json_u64(w, "purge_backoff", s->purge_backoff, true);
     json_u64(w, "remote_frees", t->remote_frees, true);
     json_u64(w, "heaps_created", t->heaps_created, true);
     json_u64(w, "heaps_abandoned", t->heaps_abandoned, true);
