@@ -40,7 +40,6 @@ pm_arena *pm_arenas;
 pm_global_stats pm_gstats;
 
 pm_pool pm_empty_pool = {.state = PM_POOL_FREE};
-pm_pool pm_dead_pool = {.state = PM_POOL_FREE};
 uint32_t pm_arena_units = PM_UNITS_MAX;
 
 static uint64_t last_purge_ms;
@@ -102,9 +101,7 @@ static pm_arena *arena_create(void) {
     pm_arena *a = pm_os_map_aligned(PM_ARENA_ALIGN, PM_ARENA_ALIGN);
     if (a == NULL)
         return NULL;
-    a->nunits = pm_arena_units;
-    for (unsigned u = 0; u < PM_UNITS_MAX; u++)
-        a->pools[u].unit_pool = &pm_dead_pool;
+    a->nunits = pm_arena_units; /* every unit's map entry is 0 already: no pool (I3) */
     for (unsigned u = PM_HEADER_UNITS; u < a->nunits; u++)
         bit_set(a->free_map, u);
     a->nfree = a->nunits - (uint32_t)PM_HEADER_UNITS;

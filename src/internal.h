@@ -263,11 +263,17 @@ struct pm_arena;
 typedef struct __attribute__((aligned(64))) pm_pool {
     /* line 1: read-mostly */
     struct pm_heap *owner;  /* NULL while FREE; | PM_OWNER_DETACHED while detached (I6) */
-    /* The unit map (I3): in the descriptor slot of EVERY unit, the pool that covers the unit
-     * (for a pool's first unit, the pool itself), or &pm_dead_pool. Free loads it from the
-     * slot of the block's unit, so that for a one-unit pool (every class up to 2 KiB) the
-     * map and the descriptor are one cache line: a cold free misses once, not twice. */
-    struct pm_pool *unit_pool;
+    /* The unit map (I3): in the descriptor slot of EVERY unit, the distance in bytes from
+     * the slot to the pool that covers the unit: 0 for a pool's first unit (the slot is the
+     * pool), -192 * k for its k-th unit. A unit no pool covers holds 0 too: its slot is then
+     * its own descriptor, all zero or left by a released pool, with a NULL owner, which every
+     * free rejects. Relative, so that a new arena's slots are right as the kernel hands them
+     * over (zero) and the 48 KiB of descriptors are touched only as pools use them; absolute,
+     * every slot had to be written first (48 KiB of resident memory per arena, a fifth of a
+     * trivial program's overhead). Free loads it from the slot of the block's unit, so that
+     * for a one-unit pool (every class up to 2 KiB) the map and the descriptor are one cache
+     * line: a cold free misses once, not twice. */
+    intptr_t unit_offset;
     char *start;            /* first block (after the tail, see I3) */
     uint64_t div_magic;     /* ceil(2^64 / block_size): exact divisibility test (I3) */
     uint32_t carved;        /* bytes from start ever carved: blocks past it were never given */
@@ -306,7 +312,7 @@ typedef struct pm_arena {
     uint64_t young_map[PM_UNITS_MAX / 64]; /* the dirty units freed since the last purge tick */
     uint64_t purged_map[PM_UNITS_MAX / 64]; /* free units purged, not taken since (arena.c) */
     /* pools[u]: the descriptor of the pool whose first unit is u; in every slot, the unit map
-     * (unit_pool). Line-aligned, so that a slot's map entry and line 1 share a line. */
+     * (unit_offset). Line-aligned, so that a slot's map entry and line 1 share a line. */
     pm_pool pools[PM_UNITS_MAX];
 } pm_arena;
 
@@ -357,7 +363,6 @@ typedef struct pm_heap {
  * can test any pointer, even before initialisation, with one load and no NULL check. */
 PM_HIDDEN extern uint8_t pm_arena_map[];
 PM_HIDDEN extern pm_pool pm_empty_pool;          /* current[] sentinel: free == NULL */
-PM_HIDDEN extern pm_pool pm_dead_pool;           /* unit map sentinel: owner == NULL */
 PM_HIDDEN extern pm_heap pm_sentinel_heap;       /* fast heap before init and in checked mode */
 /* What the fast paths use, stored XOR &pm_sentinel_heap so that zero means the sentinel: a
  * malloc from an IFUNC resolver runs before libc has copied the initial values of thread-local
@@ -546,7 +551,7 @@ PM_INLINE pm_pool *pm_pool_of(const void *p) {
     _Static_assert(sizeof(pm_pool) == 3 * 64, "the unit map's offset arithmetic");
     uintptr_t unit64 = ((uintptr_t)p >> (PM_UNIT_SHIFT - 6)) & ((uintptr_t)(PM_UNITS_MAX - 1) << 6);
     pm_pool *slot = (pm_pool *)((char *)pm_arena_of(p)->pools + unit64 * 3);
-    return __atomic_load_n(&slot->unit_pool, __ATOMIC_ACQUIRE);
+    return (pm_pool *)((char *)slot + __atomic_load_n(&slot->unit_offset, __ATOMIC_ACQUIRE));
 }
 
 /* ---- pool.c: pools, their blocks and their atomic free lists --------------------------- */

@@ -53,7 +53,7 @@ static void collect_arenas(snapshot *s) {
         s->total.arenas++;
         for (unsigned u = PM_HEADER_UNITS; u < a->nunits;) {
             const pm_pool *p = &a->pools[u];
-            if (a->pools[u].unit_pool != p || LOAD(p->state) == PM_POOL_FREE || p->units == 0) {
+            if (a->pools[u].unit_offset != 0 || LOAD(p->state) == PM_POOL_FREE || p->units == 0) {
                 u++;
                 continue;
             }

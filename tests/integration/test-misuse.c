@@ -107,6 +107,15 @@ static void *free_interior_small(void) {
     return p + 32;
 }
 
+/* A pointer into an arena's header: inside an arena, but in a unit no pool ever covers (its
+ * unit map entry is 0, the slot its own descriptor, which has no owner). */
+static void *free_arena_header(void) {
+    char *p = pm_malloc(32);
+    char *header = (char *)((uintptr_t)p & ~(uintptr_t)(4 * MiB - 1)) + 4096;
+    pm_free(note(header));
+    return header;
+}
+
 static void *free_interior_large(void) {
     char *p = pm_malloc(2 * MiB);
     pm_free(note(p + 8192));
@@ -146,6 +155,7 @@ ABORTS(free_glibc_small)
 ABORTS(free_glibc_large)
 ABORTS(free_interior_small)
 ABORTS(free_interior_large)
+ABORTS(free_arena_header)
 ABORTS(realloc_foreign)
 ABORTS(usable_size_foreign)
 ABORTS(free_sized_too_big)
@@ -225,6 +235,7 @@ MESSAGE_TEST(glibc_pointer, free_glibc_small, "free()", "not allocated by poolma
 MESSAGE_TEST(glibc_mmapped_pointer, free_glibc_large, "free()", "not allocated by poolmalloc")
 MESSAGE_TEST(interior_pointer_small, free_interior_small, "free()", "not the start of a block")
 MESSAGE_TEST(interior_pointer_large, free_interior_large, "free()", "invalid pointer")
+MESSAGE_TEST(arena_header_pointer, free_arena_header, "free()", "in no allocated pool")
 MESSAGE_TEST(realloc_of_a_foreign_pointer, realloc_foreign, "realloc()", "invalid pointer")
 MESSAGE_TEST(usable_size_of_a_foreign_pointer, usable_size_foreign, "malloc_usable_size()",
              "invalid pointer")

@@ -75,6 +75,62 @@ Test(arena, every_class_served_and_arena_slots_aligned) {
     }
 }
 
+/* The unit map is relative (internal.h, unit_offset): a unit no pool covers, in the header,
+ * never used or given back, reads 0 and maps to its own slot, whose owner is NULL, so that
+ * free rejects any pointer into it; a new arena's map needs no writing for that. */
+static void *alloc_and_exit(void *arg) {
+    return pm_malloc((size_t)(uintptr_t)arg);
+}
+
+static bool unit_is_free(const pm_arena *a, unsigned u) {
+    return u >= PM_HEADER_UNITS && u < a->nunits && (a->free_map[u / 64] >> (u % 64) & 1);
+}
+
+/* Every unit of a: free ones map to their own ownerless slot, the others to their pool. */
+static void check_unit_map(pm_arena *a, unsigned *uncovered, unsigned *covered) {
+    for (unsigned u = 0; u < PM_UNITS_MAX; u++) {
+        const pm_pool *pool = pm_pool_of((char *)a + (size_t)u * PM_UNIT_SIZE + 64);
+        if (u < PM_HEADER_UNITS || u >= a->nunits || unit_is_free(a, u)) {
+            cr_assert_eq(pool, &a->pools[u], "unit %u: not its own slot", u);
+            cr_assert_null(pm_pool_owner(pool), "unit %u: a free unit with an owner", u);
+            ++*uncovered;
+        } else {
+            cr_assert(u >= pool->first_unit && u < pool->first_unit + pool->units,
+                      "unit %u maps to a pool that does not cover it", u);
+            cr_assert_not_null(pm_pool_owner(pool), "unit %u: a pool in use with no owner", u);
+            ++*covered;
+        }
+    }
+}
+
+Test(arena, units_no_pool_covers_map_to_a_descriptor_without_owner) {
+    void *keep[8];
+    for (int i = 0; i < 8; i++) /* pools of 1, 2, 4 and 8 units: some multi-unit */
+        keep[i] = pm_malloc((size_t)16 << (i + 6));
+    /* A pool of 32 units given back: a thread's only block of its class, freed after the
+     * thread left (its pools detached), releases it; its 31 other units must read 0 again. */
+    pthread_t t;
+    void *gone = NULL;
+    pthread_create(&t, NULL, alloc_and_exit, (void *)(uintptr_t)(40 << 10));
+    pthread_join(t, &gone);
+    pm_pool *released = pm_pool_of(gone);
+    pm_arena *ra = released->arena;
+    unsigned first = released->first_unit;
+    cr_assert_geq(released->units, 2, "the test wants a multi-unit pool");
+    pm_free(gone);
+    unsigned uncovered = 0, covered = 0;
+    pm_lock(&pm_arena_lock);
+    cr_assert(unit_is_free(ra, first + 1), "the released pool's units should be free");
+    check_unit_map(ra, &uncovered, &covered);
+    if (pm_arena_of(keep[0]) != ra)
+        check_unit_map(pm_arena_of(keep[0]), &uncovered, &covered);
+    pm_unlock(&pm_arena_lock);
+    cr_assert_gt(uncovered, PM_HEADER_UNITS + 30);
+    cr_assert_gt(covered, 8);
+    for (int i = 0; i < 8; i++)
+        pm_free(keep[i]);
+}
+
 /* The run finder searches the free map a word at a time: each pool size must get the first
  * run of its size aligned to its size, in the fullest arena that has one, and nothing that
  * straddles a taken unit or the header. */
