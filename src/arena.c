@@ -95,6 +95,63 @@ static int find_free_run(const pm_arena *a, unsigned n) {
     return -1;
 }
 
+/* ---- the placement index ------------------------------------------------------------------- */
+/* Every arena's free unit count beside its address, packed: the search for a pool's units
+ * reads this array, four arenas a line, and an arena's header only when it is a better
+ * candidate than the best so far. It used to walk the list of headers: a cache miss per arena
+ * per pool acquired, which in randslot (150 MB of small blocks in 40 arenas, pools acquired and
+ * released all the time) was a fifth of the process's last-level cache misses (cachegrind).
+ * Under pm_arena_lock; mapped from the OS and doubled as arenas come. */
+typedef struct arena_entry {
+    pm_arena *arena;
+    uint32_t nfree;
+} arena_entry;
+
+static arena_entry *arena_index;
+static uint32_t arena_count, arena_capacity;
+
+static bool index_add(pm_arena *a) {
+    if (arena_count == arena_capacity) {
+        uint32_t capacity = arena_capacity ? arena_capacity * 2 : 256;
+        arena_entry *bigger = pm_os_map((size_t)capacity * sizeof *bigger);
+        if (bigger == NULL)
+            return false;
+        if (arena_count)
+            memcpy(bigger, arena_index, (size_t)arena_count * sizeof *bigger);
+        if (arena_index != NULL)
+            pm_os_unmap(arena_index, (size_t)arena_capacity * sizeof *arena_index);
+        arena_index = bigger;
+        arena_capacity = capacity;
+    }
+    a->index = arena_count;
+    arena_index[arena_count++] = (arena_entry){a, a->nfree};
+    return true;
+}
+
+/* index: the removed arena's entry, read before its header was unmapped. */
+static void index_remove(uint32_t index) {
+    arena_entry last = arena_index[--arena_count];
+    arena_index[index] = last;
+    if (index != arena_count)
+        last.arena->index = index;
+}
+
+/* Under pm_arena_lock: the index holds every arena once, each with its free count. */
+void pm_arena_check_index(void) {
+    uint32_t n = 0;
+    for (pm_arena *a = pm_arenas; a; a = a->next, n++)
+        if (a->index >= arena_count || arena_index[a->index].arena != a ||
+            arena_index[a->index].nfree != a->nfree)
+            pm_fatal("debug: arena %p: placement index entry %u wrong", (void *)a, a->index);
+    if (n != arena_count)
+        pm_fatal("debug: %u arenas, %u entries in the placement index", n, arena_count);
+}
+
+static void set_nfree(pm_arena *a, uint32_t nfree) {
+    a->nfree = nfree;
+    arena_index[a->index].nfree = nfree;
+}
+
 /* ---- arenas ---------------------------------------------------------------------------------- */
 
 static pm_arena *arena_create(void) {
@@ -105,6 +162,10 @@ static pm_arena *arena_create(void) {
     for (unsigned u = PM_HEADER_UNITS; u < a->nunits; u++)
         bit_set(a->free_map, u);
     a->nfree = a->nunits - (uint32_t)PM_HEADER_UNITS;
+    if (!index_add(a)) {
+        pm_os_unmap(a, PM_ARENA_ALIGN);
+        return NULL;
+    }
     a->next = pm_arenas;
     if (pm_arenas)
         pm_arenas->prev = a;
@@ -120,12 +181,14 @@ static pm_arena *arena_create(void) {
 static bool arena_destroy(pm_arena *a) {
     pm_arena *next = a->next, *prev = a->prev;
     size_t usable = (size_t)a->nunits * PM_UNIT_SIZE; /* read before the unmap */
+    uint32_t index = a->index;
     __atomic_store_n(&pm_arena_map[(uintptr_t)a >> PM_ARENA_SHIFT], 0, __ATOMIC_RELAXED);
     if (!pm_os_unmap(a, PM_ARENA_ALIGN)) {
         __atomic_store_n(&pm_arena_map[(uintptr_t)a >> PM_ARENA_SHIFT], 1, __ATOMIC_RELAXED);
         pm_gstats.unmap_failures++;
         return false;
     }
+    index_remove(index);
     if (prev)
         prev->next = next;
     else
@@ -144,13 +207,18 @@ static bool arena_is_empty(const pm_arena *a) {
 /* The fullest arena that has room for n units: pymalloc's rule, so empty arenas can go. */
 static pm_arena *arena_for_pool(unsigned n, int *unit) {
     pm_arena *best = NULL;
+    uint32_t best_nfree = 0;
     int best_unit = -1;
-    for (pm_arena *a = pm_arenas; a; a = a->next) {
-        if (a->nfree < n || (best && a->nfree >= best->nfree))
+    if (PM_DEBUG)
+        pm_arena_check_index();
+    for (uint32_t i = 0; i < arena_count; i++) {
+        const arena_entry *e = &arena_index[i];
+        if (e->nfree < n || (best && e->nfree >= best_nfree))
             continue;
-        int u = find_free_run(a, n);
+        int u = find_free_run(e->arena, n);
         if (u >= 0) {
-            best = a;
+            best = e->arena;
+            best_nfree = e->nfree;
             best_unit = u;
         }
     }
@@ -181,7 +249,7 @@ pm_arena *pm_arena_take_units(unsigned n, unsigned *unit) {
             a->ndirty--;
         }
     }
-    a->nfree -= n;
+    set_nfree(a, a->nfree - n);
     *unit = (unsigned)u;
     purge_if_due(pm_os_now_ms());
     return a;
@@ -197,7 +265,7 @@ void pm_arena_give_units(pm_arena *a, unsigned unit, unsigned n, unsigned touche
         if (k < touched)
             bit_set(a->young_map, unit + k);
     }
-    a->nfree += n;
+    set_nfree(a, a->nfree + n);
     purge_if_due(pm_os_now_ms());
 }
 

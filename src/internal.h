@@ -307,6 +307,7 @@ typedef struct pm_arena {
     uint32_t nunits;                  /* units in use in this arena (arena size / unit) */
     uint32_t nfree;                   /* free units */
     uint32_t ndirty;                  /* free units whose memory is still resident */
+    uint32_t index;                   /* its entry in arena.c's placement index */
     uint64_t free_map[PM_UNITS_MAX / 64];
     uint64_t dirty_map[PM_UNITS_MAX / 64]; /* free units whose memory is still resident */
     uint64_t young_map[PM_UNITS_MAX / 64]; /* the dirty units freed since the last purge tick */
@@ -529,6 +530,9 @@ PM_HIDDEN void pm_arena_give_units(pm_arena *a, unsigned unit, unsigned n, unsig
 /* One purge tick now (or, if force, a purge of every free unit); returns bytes purged.
  * Takes pm_arena_lock. Never calls into large.c (lock order I7). */
 PM_HIDDEN size_t pm_arena_purge(bool force);
+/* Debug builds and tests, under pm_arena_lock: fatal unless arena.c's placement index (each
+ * arena's free units, packed for the search) matches the arenas. */
+PM_HIDDEN void pm_arena_check_index(void);
 /* A purge tick if one is due (takes pm_arena_lock). */
 PM_HIDDEN void pm_arena_tick(void);
 /* Unlocked hint: true when a tick is due (the purge delay, spaced out by the backoff, has

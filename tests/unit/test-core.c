@@ -180,6 +180,75 @@ Test(arena, free_runs_are_the_first_aligned_fit) {
     pm_unlock(&pm_arena_lock);
 }
 
+/* The placement search reads arena.c's packed index, not the arenas' headers: whatever units
+ * are taken and given back, and after empty arenas went back to the OS (the index loses an
+ * entry in the middle), a single unit must come from an arena with the fewest free units, as
+ * a walk of the arena list finds it. */
+static uint32_t fewest_free(void) {
+    uint32_t fewest = UINT32_MAX;
+    for (pm_arena *a = pm_arenas; a; a = a->next)
+        if (a->nfree >= 1 && a->nfree < fewest)
+            fewest = a->nfree;
+    return fewest;
+}
+
+static void take_one_from_the_fullest(void) {
+    uint32_t expected = fewest_free();
+    unsigned u = 0;
+    pm_arena *a = pm_arena_take_units(1, &u);
+    cr_assert_not_null(a);
+    if (expected == UINT32_MAX) /* no room anywhere: a new arena */
+        expected = a->nunits - PM_HEADER_UNITS;
+    cr_assert_eq(a->nfree + 1, expected, "a unit from an arena with %u free, not %u",
+                 a->nfree + 1, expected);
+}
+
+Test(arena, units_come_from_the_fullest_arena_also_after_arenas_went_back) {
+    pm_free(pm_malloc(1));
+    pm_lock(&pm_arena_lock);
+    pm_arena *seen[8] = {pm_arenas};
+    unsigned nseen = 1, units[8][4], nunits[8] = {0};
+    while (nseen < 5) { /* four more arenas, filled with 64-unit runs */
+        unsigned u = 0;
+        pm_arena *a = pm_arena_take_units(64, &u);
+        cr_assert_not_null(a);
+        unsigned k = 0;
+        while (k < nseen && seen[k] != a)
+            k++;
+        if (k == nseen)
+            seen[nseen++] = a;
+        if (nunits[k] < 4)
+            units[k][nunits[k]++] = u;
+    }
+    /* Fullness against the order of creation: the older an arena, the more it gets back (the
+     * first new one 3 runs, the next 2, then 1; the last stays full). */
+    for (unsigned k = 0; k < 4; k++)
+        for (unsigned j = 0; j < nunits[k] && j + k < 4; j++)
+            give(seen[k], units[k][j], 64);
+    for (int i = 0; i < 60; i++) /* from the third new arena, the fullest with room */
+        take_one_from_the_fullest();
+    pm_arena_check_index();
+    /* The second new arena empties and goes back to the OS: the index loses an entry in its
+     * middle and its last one moves there; that arena then changes. */
+    for (unsigned j = 0; j < nunits[2]; j++)
+        if (!(seen[2]->free_map[units[2][j] / 64] >> (units[2][j] % 64) & 1))
+            give(seen[2], units[2][j], 64);
+    pm_arena *gone = seen[2];
+    cr_assert_eq(gone->nfree, gone->nunits - PM_HEADER_UNITS, "the arena should be empty now");
+    pm_unlock(&pm_arena_lock);
+    pm_arena_purge(true);
+    pm_lock(&pm_arena_lock);
+    for (pm_arena *a = pm_arenas; a; a = a->next)
+        cr_assert_neq(a, gone, "an empty arena should have gone back to the OS");
+    pm_arena_check_index();
+    give(seen[4], units[4][0], 64); /* the newest arena: its entry moved */
+    pm_arena_check_index();
+    for (int i = 0; i < 300; i++)
+        take_one_from_the_fullest();
+    pm_arena_check_index();
+    pm_unlock(&pm_arena_lock);
+}
+
 /* A released unit stays resident for one to two purge ticks, whatever else its arena holds: a
  * tick ages the units freed since the one before and purges only those already aged. (Timing
  * the whole arena from its oldest dirty unit purged units freed a moment before, and a program
