@@ -20,7 +20,7 @@ void pm_report_foreign(const void *p, const char *fn) {
 /* I3 and I2 for a pointer inside an arena; aborts with a clear message on misuse. The order
  * matters: p is read (its key) only once it is known to be a block that was handed out. */
 static void check_pool_block(const pm_pool *pool, const void *p, const char *fn) {
-    if (PM_UNLIKELY(pm_pool_owner(pool) == NULL))
+    if (PM_UNLIKELY(pm_pool_owner_acquire(pool) == NULL))
         pm_fatal("%s(): invalid pointer %p (inside a poolmalloc arena, but in no allocated pool: "
                  "a double free, or a pointer that was never allocated)", fn, p);
     if (PM_UNLIKELY(!pm_pool_is_block(pool, p)))
@@ -114,7 +114,7 @@ int pm_owns(const void *p) {
         return pm_instr_owns(p);
     if (pm_in_arena(p)) {
         const pm_pool *pool = pm_pool_of(p);
-        return pm_pool_owner(pool) != NULL && pm_pool_is_carved_block(pool, p) &&
+        return pm_pool_owner_acquire(pool) != NULL && pm_pool_is_carved_block(pool, p) &&
                ((const pm_block *)p)->key != pm_free_key(p);
     }
     return pm_large_usable(p) != 0;

@@ -608,6 +608,12 @@ PM_INLINE pm_heap *pm_pool_owner(const pm_pool *pool) {
     uintptr_t raw = (uintptr_t)__atomic_load_n(&pool->owner, __ATOMIC_RELAXED);
     return (pm_heap *)(raw & ~PM_OWNER_DETACHED);
 }
+/* The same, ordered before the reads of the descriptor that follow: for a thread that may be
+ * looking at a pool another thread is making (pool.c, pool_init), the slow paths' checks. */
+PM_INLINE pm_heap *pm_pool_owner_acquire(const pm_pool *pool) {
+    uintptr_t raw = (uintptr_t)__atomic_load_n(&pool->owner, __ATOMIC_ACQUIRE);
+    return (pm_heap *)(raw & ~PM_OWNER_DETACHED);
+}
 PM_INLINE void pm_pool_set_owner(pm_pool *pool, pm_heap *heap, bool detached) {
     __atomic_store_n(&pool->owner,
                      (pm_heap *)((uintptr_t)heap | (detached ? PM_OWNER_DETACHED : 0)),

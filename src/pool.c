@@ -23,7 +23,6 @@ static void pool_init(pm_pool *pool, pm_arena *a, unsigned u, unsigned n, unsign
     uint32_t bs = pm_class_size[cls];
     size_t bytes = (size_t)n * PM_UNIT_SIZE;
     pool->free = NULL;
-    pm_pool_set_owner(pool, heap, false);
     /* Blocks end at the pool's end; the tail goes in front (I3). */
     pool->start = (char *)a + (size_t)u * PM_UNIT_SIZE + bytes % bs;
     pool->div_magic = UINT64_MAX / bs + 1; /* ceil(2^64 / bs) for bs not a power of two, */
@@ -44,6 +43,11 @@ static void pool_init(pm_pool *pool, pm_arena *a, unsigned u, unsigned n, unsign
     pool->arena = a;
     pool->first_unit = (uint16_t)u;
     pool->units = (uint16_t)n;
+    /* The owner last, released: the first unit's map entry is 0 (the slot is the pool) before
+     * and during all this, so another thread's free of a stray pointer into the unit reads
+     * this descriptor as it is made; its owner, NULL until now, makes free reject it, and
+     * once set (acquire in check_pool_block) every field above is visible. */
+    __atomic_store_n(&pool->owner, heap, __ATOMIC_RELEASE);
 }
 
 pm_pool *pm_pool_acquire(pm_heap *heap, unsigned cls) {
