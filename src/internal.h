@@ -823,7 +823,10 @@ PM_INLINE void *pm_pop_current(unsigned cls, size_t size) {
         if (PM_UNLIKELY(b == NULL))
             return NULL;
         pm_block *next = pm_link_decode(b);
-        if (PM_HARDEN && PM_UNLIKELY((next != NULL && !pm_link_in_slot(b, next)) ||
+        /* In the slot first: a pool's list ends once a carved page or collected list, so
+         * the NULL test is the rarer one here (2 instructions fewer a pop; in the cache,
+         * whose pair benchmark pops a last block each time, NULL comes first). */
+        if (PM_HARDEN && PM_UNLIKELY((!pm_link_in_slot(b, next) && next != NULL) ||
                                      b->key != pm_free_key(b)))
             return pm_heap_corrupt_jump(b, "pool free list");
         pool->free = next;
