@@ -2,9 +2,10 @@
  * free.c: the freeing half of the public API (pm_free, free_sized, usable_size, pm_owns), the
  * free slow path behind pm_free_inline (internal.h), and every misuse report.
  *
- * Every free of a pool block ends in one of two places: the owner's local push (the fast path,
- * or pm_heap_free_local) or the pool's atomic list (pm_pool_free_atomic: another thread's free,
- * or the owner's into a pool that is not current). Before either, the pointer is checked (I3:
+ * Every free of a pool block ends in one of three places: the owner's local push (the fast
+ * path, or pm_heap_free_local), the freeing thread's cache (a block of another heap's pool, when
+ * the thread allocates from the class: pm_heap_cache_foreign) or the pool's atomic list
+ * (pm_pool_free_atomic: another thread's free, or the owner's into a pool that is not current). Before either, the pointer is checked (I3:
  * a carved block boundary of an allocated pool; I2: not free already), without reading the
  * block until it is known to be one.
  */
@@ -59,6 +60,8 @@ static void free_pool_block(pm_pool *pool, void *p) {
         pm_heap_free_local(me, pool, p);
         return;
     }
+    if (me != NULL && pm_heap_cache_foreign(me, pool, p))
+        return;
     if (me != NULL)
         PM_STAT(atomic_store_explicit(&me->remote_frees,
                                       atomic_load_explicit(&me->remote_frees, memory_order_relaxed) + 1,

@@ -118,8 +118,12 @@
  * The fast paths take no lock and use no atomic instruction: malloc pops the heap's cache of
  * the class, else the current pool's free list; free checks that the calling thread's heap owns
  * the pool (attached or detached) and pushes onto the cache, else (cache full) onto the current
- * pool. Everything else goes through pool.c's xfree: one compare-and-swap pushes the block,
- * counts it and sees the DETACHED flag. A thread that frees in runs past its full cache (a
+ * pool. A free of another heap's block (checked in full off the fast path) goes into the
+ * freeing thread's cache too when that thread allocates from the class: its next malloc takes
+ * it back, on lines it has just read, as jemalloc's and tcmalloc's thread caches do, and the
+ * cache, once full, goes back to the blocks' pools a run per compare-and-swap
+ * (pm_heap_cache_foreign). Everything else goes through pool.c's xfree: one compare-and-swap
+ * pushes the block, counts it and sees the DETACHED flag. A thread that frees in runs past its full cache (a
  * structure torn down in build order) sends the whole cache back instead, a run of blocks of
  * one pool per compare-and-swap (heap.c, pm_heap_cache_overflow); one that frees on past it
  * with no malloc of the class drains it (PM_STALE_FREES). The owner collects its
@@ -388,7 +392,23 @@ PM_INLINE void pm_fast_heap_set(pm_heap *h) {
  * (malloc from a signal handler that interrupted malloc) gets a clear message, not a hang. */
 #define PM_LOCK_INITIALIZER PTHREAD_ERRORCHECK_MUTEX_INITIALIZER_NP
 PM_HIDDEN PM_NORETURN void pm_lock_failed(int rc);
+PM_HIDDEN PM_NOINLINE void pm_lock_contended(pthread_mutex_t *m);
+/* A spin-wait hint: lets the sibling hardware thread run and saves power while we wait. */
+PM_INLINE void pm_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#else
+    __asm__ __volatile__("" ::: "memory");
+#endif
+}
 PM_INLINE void pm_lock(pthread_mutex_t *m) {
+    if (PM_LIKELY(pthread_mutex_trylock(m) == 0))
+        return;
+    pm_lock_contended(m);
+}
+PM_INLINE void pm_lock_blocking(pthread_mutex_t *m) {
     int rc = pthread_mutex_lock(m);
     if (PM_UNLIKELY(rc != 0))
         pm_lock_failed(rc);
@@ -631,6 +651,9 @@ PM_HIDDEN void *pm_heap_alloc_borrowed(unsigned cls);
 /* Owner only: a local free that could not take the fast path (poisoning, a full cache and a
  * detached pool...). */
 PM_HIDDEN void pm_heap_free_local(pm_heap *heap, pm_pool *pool, pm_block *b);
+/* A checked block of another heap's pool freed by this thread: into this thread's cache if the
+ * thread allocates from the class and the cache has room (true), else false. */
+PM_HIDDEN bool pm_heap_cache_foreign(pm_heap *heap, pm_pool *pool, pm_block *b);
 /* The free fast path's block b (checked: this heap's, a handed-out block boundary) found the
  * cache of cs full: the cache goes back to its pools and b starts it anew. */
 PM_HIDDEN PM_NOINLINE void pm_heap_cache_overflow(pm_heap *heap, pm_class_state *cs, pm_block *b);
