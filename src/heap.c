@@ -161,9 +161,11 @@ void *pm_heap_alloc_borrowed(unsigned cls) {
 /* ---- local frees off the fast path ---------------------------------------------------------- */
 
 /* Gives head..tail (n cached blocks of pool, already linked, keys set) back to their pool:
- * onto the local list if the pool is our current one, else in one atomic push. */
+ * onto the local list if the pool is our current one, else in one atomic push. The owner is
+ * tested first: `state` is the owner's to write, and the pool may be another heap's (a block
+ * cached by pm_heap_cache_foreign), whose owner may be detaching it right now. */
 static void give_run(pm_heap *heap, pm_pool *pool, pm_block *head, pm_block *tail, uint32_t n) {
-    if (pool->state == PM_POOL_CURRENT && pm_pool_owner(pool) == heap) {
+    if (pm_pool_owner(pool) == heap && pool->state == PM_POOL_CURRENT) {
         tail->link = pm_link_encode(tail, pool->free);
         pool->free = head;
         PM_OWN_ADD(pool->used, -n);
