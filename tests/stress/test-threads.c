@@ -180,6 +180,59 @@ Test(threads, two_threads_trade_batches, .timeout = 60) {
     cr_assert_not(atomic_load(&the_trade.failed), "a traded block was corrupted");
 }
 
+/* A ring of threads, each freeing the blocks the previous one allocated while allocating for
+ * the next: other threads' blocks go through each thread's cache (pm_heap_cache_foreign) and
+ * back to their pools in runs. When every thread has exited, every block must be back in its
+ * pool and every pool released: a block lost or counted twice on the way shows here. */
+enum { RING_THREADS = 3, RING_BATCH = 300, RING_ROUNDS = 300 };
+
+typedef struct trade_ring {
+    pthread_barrier_t barrier;
+    void *batch[RING_THREADS][RING_BATCH];
+    _Atomic bool failed;
+} trade_ring;
+
+static trade_ring the_ring;
+
+static void *ring_member(void *arg) {
+    int me = (int)(intptr_t)arg, from = (me + RING_THREADS - 1) % RING_THREADS;
+    uint64_t s = 991 + (uint64_t)me;
+    for (int round = 0; round < RING_ROUNDS; round++) {
+        for (int i = 0; i < RING_BATCH; i++) {
+            size_t size = random_size(&s);
+            if (size > 32 * KiB)
+                size = 16 + size % 2048; /* pool blocks only: the test counts pools */
+            the_ring.batch[me][i] = make_stamped(size, (uint64_t)(round * RING_BATCH + i));
+        }
+        pthread_barrier_wait(&the_ring.barrier);
+        for (int i = 0; i < RING_BATCH; i++) {
+            void *p = the_ring.batch[from][i];
+            if (p == NULL || !stamp_ok(p, (uint64_t)(round * RING_BATCH + i)))
+                atomic_store(&the_ring.failed, true);
+            pm_free(p);
+        }
+        pthread_barrier_wait(&the_ring.barrier);
+    }
+    return NULL;
+}
+
+Test(threads, a_ring_of_threads_gives_every_block_and_pool_back, .timeout = 60) {
+    pthread_barrier_init(&the_ring.barrier, NULL, RING_THREADS);
+    pthread_t t[RING_THREADS];
+    for (int i = 0; i < RING_THREADS; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, ring_member, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < RING_THREADS; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&the_ring.barrier);
+    cr_assert_not(atomic_load(&the_ring.failed), "a block was corrupted on its way round");
+    pm_stats_t st;
+    cr_assert_eq(pm_stats_get(&st), 0);
+    cr_assert_eq(st.small_blocks_in_use, 0, "%llu blocks still counted in use",
+                 (unsigned long long)st.small_blocks_in_use);
+    cr_assert_eq(st.pools_in_use, 0, "%llu pools still in use after every thread exited",
+                 (unsigned long long)st.pools_in_use);
+}
+
 /* ---- thousands of short-lived threads ------------------------------------------------------- */
 
 enum { GENERATIONS = 20, PER_GENERATION = 100, LEFT_BEHIND = 8 };
