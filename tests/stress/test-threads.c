@@ -140,26 +140,34 @@ Test(threads, producer_consumer_remote_frees, .timeout = 60) {
                   after_first, after_third);
 }
 
-/* Two threads trading batches both ways: each frees the other's blocks while allocating. */
-enum { TRADE_BATCH = 500, TRADE_ROUNDS = 400 };
+/* Threads in a ring trading batches: each frees the blocks the previous one allocated while it
+ * allocates for the next (with two, each frees the other's). Other threads' blocks go through
+ * each thread's cache (pm_heap_cache_foreign) and back to their pools in runs. */
+enum { TRADE_MAX_THREADS = 3, TRADE_BATCH = 500, TRADE_ROUNDS = 400 };
 
 typedef struct trade {
     pthread_barrier_t barrier;
-    void *batch[2][TRADE_BATCH];
+    int threads;
+    bool pool_blocks_only; /* no large blocks: the caller counts pools */
+    void *batch[TRADE_MAX_THREADS][TRADE_BATCH];
     _Atomic bool failed;
 } trade;
 
 static trade the_trade;
 
 static void *trader(void *arg) {
-    int me = (int)(intptr_t)arg;
+    int me = (int)(intptr_t)arg, from = (me + the_trade.threads - 1) % the_trade.threads;
     uint64_t s = 77 + (uint64_t)me;
     for (int round = 0; round < TRADE_ROUNDS; round++) {
-        for (int i = 0; i < TRADE_BATCH; i++)
-            the_trade.batch[me][i] = make_stamped(random_size(&s), (uint64_t)(round * TRADE_BATCH + i));
+        for (int i = 0; i < TRADE_BATCH; i++) {
+            size_t size = random_size(&s);
+            if (the_trade.pool_blocks_only && size > 32 * KiB)
+                size = 16 + size % 2048;
+            the_trade.batch[me][i] = make_stamped(size, (uint64_t)(round * TRADE_BATCH + i));
+        }
         pthread_barrier_wait(&the_trade.barrier);
         for (int i = 0; i < TRADE_BATCH; i++) {
-            void *p = the_trade.batch[1 - me][i];
+            void *p = the_trade.batch[from][i];
             if (p == NULL || !stamp_ok(p, (uint64_t)(round * TRADE_BATCH + i)))
                 atomic_store(&the_trade.failed, true);
             pm_free(p);
@@ -169,62 +177,25 @@ static void *trader(void *arg) {
     return NULL;
 }
 
-Test(threads, two_threads_trade_batches, .timeout = 60) {
-    pthread_barrier_init(&the_trade.barrier, NULL, 2);
-    pthread_t a, b;
-    cr_assert_eq(pthread_create(&a, NULL, trader, (void *)0), 0);
-    cr_assert_eq(pthread_create(&b, NULL, trader, (void *)1), 0);
-    pthread_join(a, NULL);
-    pthread_join(b, NULL);
+static void run_trade(int threads, bool pool_blocks_only) {
+    the_trade.threads = threads;
+    the_trade.pool_blocks_only = pool_blocks_only;
+    pthread_barrier_init(&the_trade.barrier, NULL, (unsigned)threads);
+    pthread_t t[TRADE_MAX_THREADS];
+    for (int i = 0; i < threads; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, trader, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < threads; i++)
+        pthread_join(t[i], NULL);
     pthread_barrier_destroy(&the_trade.barrier);
     cr_assert_not(atomic_load(&the_trade.failed), "a traded block was corrupted");
 }
 
-/* A ring of threads, each freeing the blocks the previous one allocated while allocating for
- * the next: other threads' blocks go through each thread's cache (pm_heap_cache_foreign) and
- * back to their pools in runs. When every thread has exited, every block must be back in its
- * pool and every pool released: a block lost or counted twice on the way shows here. */
-enum { RING_THREADS = 3, RING_BATCH = 300, RING_ROUNDS = 300 };
+Test(threads, two_threads_trade_batches, .timeout = 60) { run_trade(2, false); }
 
-typedef struct trade_ring {
-    pthread_barrier_t barrier;
-    void *batch[RING_THREADS][RING_BATCH];
-    _Atomic bool failed;
-} trade_ring;
-
-static trade_ring the_ring;
-
-static void *ring_member(void *arg) {
-    int me = (int)(intptr_t)arg, from = (me + RING_THREADS - 1) % RING_THREADS;
-    uint64_t s = 991 + (uint64_t)me;
-    for (int round = 0; round < RING_ROUNDS; round++) {
-        for (int i = 0; i < RING_BATCH; i++) {
-            size_t size = random_size(&s);
-            if (size > 32 * KiB)
-                size = 16 + size % 2048; /* pool blocks only: the test counts pools */
-            the_ring.batch[me][i] = make_stamped(size, (uint64_t)(round * RING_BATCH + i));
-        }
-        pthread_barrier_wait(&the_ring.barrier);
-        for (int i = 0; i < RING_BATCH; i++) {
-            void *p = the_ring.batch[from][i];
-            if (p == NULL || !stamp_ok(p, (uint64_t)(round * RING_BATCH + i)))
-                atomic_store(&the_ring.failed, true);
-            pm_free(p);
-        }
-        pthread_barrier_wait(&the_ring.barrier);
-    }
-    return NULL;
-}
-
+/* Once every thread of the ring has exited, every block must be back in its pool and every
+ * pool released: a block lost or counted twice on its way round shows here. */
 Test(threads, a_ring_of_threads_gives_every_block_and_pool_back, .timeout = 60) {
-    pthread_barrier_init(&the_ring.barrier, NULL, RING_THREADS);
-    pthread_t t[RING_THREADS];
-    for (int i = 0; i < RING_THREADS; i++)
-        cr_assert_eq(pthread_create(&t[i], NULL, ring_member, (void *)(intptr_t)i), 0);
-    for (int i = 0; i < RING_THREADS; i++)
-        pthread_join(t[i], NULL);
-    pthread_barrier_destroy(&the_ring.barrier);
-    cr_assert_not(atomic_load(&the_ring.failed), "a block was corrupted on its way round");
+    run_trade(3, true);
     pm_stats_t st;
     cr_assert_eq(pm_stats_get(&st), 0);
     cr_assert_eq(st.small_blocks_in_use, 0, "%llu blocks still counted in use",
