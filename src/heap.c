@@ -162,8 +162,7 @@ void *pm_heap_alloc_borrowed(unsigned cls) {
 
 /* Gives head..tail (n cached blocks of pool, already linked, keys set) back to their pool:
  * onto the local list if the pool is our current one, else in one atomic push. The owner is
- * tested first: `state` is the owner's to write, and the pool may be another heap's (a block
- * cached by pm_heap_cache_foreign), whose owner may be detaching it right now. */
+ * tested first: `state` is the owner's to write, and only the owner may read it plainly. */
 static void give_run(pm_heap *heap, pm_pool *pool, pm_block *head, pm_block *tail, uint32_t n) {
     if (pm_pool_owner(pool) == heap && pool->state == PM_POOL_CURRENT) {
         tail->link = pm_link_encode(tail, pool->free);
@@ -204,36 +203,6 @@ static void give_cache_list(pm_heap *heap, pm_block *b) {
 void pm_heap_free_local(pm_heap *heap, pm_pool *pool, pm_block *b) {
     b->key = pm_free_key(b); /* a second free of the block is now detectable (I2) */
     give_run(heap, pool, b, b, 1);
-}
-
-/* A block of another heap's pool, freed by this thread: kept in this thread's cache, as if it
- * were ours, when the thread allocates from the class (its countdown has moved since it was
- * last armed) and the cache has room. The next malloc of the class here takes it back: a
- * message freed by the thread that consumed it becomes that thread's next message, on lines
- * already in its cache, where a push to the owner's pool would cost a compare-and-swap now and
- * a transfer of the lines when the owner wrote them again (a pipeline, a server hand-off).
- * The block stays counted as used in its pool, as every cached block is; give_run returns it to
- * that pool, in a run with its neighbours, when the cache goes back. A thread that only frees
- * the class (a pure consumer) keeps nothing: its frees go to the owners at once, so that no
- * memory waits in a cache that no malloc will empty. b is checked already (check_pool_block);
- * poisoning and instrumentation bypass the cache (the fast heap is the sentinel then). */
-bool pm_heap_cache_foreign(pm_heap *heap, pm_pool *pool, pm_block *b) {
-    if (pm_fast_heap_get() != heap)
-        return false;
-    pm_class_state *cs = &heap->cls[pool->cls];
-    if (cs->countdown == cs->armed)
-        return false;
-    if (cs->cache_room == 0) {
-        if (cs->cache == NULL) /* drained (pm_heap_cache_stale): frees go past it */
-            return false;
-        pm_heap_cache_overflow(heap, cs, b);
-        return true;
-    }
-    PM_OWN_ADD(cs->cache_room, -1);
-    b->key = pm_free_key(b); /* a second free of the block is now detectable (I2) */
-    b->link = pm_link_encode(b, cs->cache);
-    cs->cache = b;
-    return true;
 }
 
 static void flush_class_cache(pm_heap *heap, unsigned c) {
@@ -406,8 +375,7 @@ static void check_heap(const pm_heap *heap) {
         uint32_t cached = 0;
         for (const pm_block *b = cs->cache; b; b = pm_link_decode(b)) {
             const pm_pool *pool = pm_pool_of(b);
-            /* any live pool of the class: other heaps' blocks too (pm_heap_cache_foreign) */
-            if (pm_pool_owner(pool) == NULL || pool->cls != c || b->key != pm_free_key(b))
+            if (pm_pool_owner(pool) != heap || pool->cls != c || b->key != pm_free_key(b))
                 pm_fatal("debug: heap %p: cache of class %u holds a bad block %p",
                          (const void *)heap, c, (const void *)b);
             cached++;

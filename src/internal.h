@@ -118,15 +118,11 @@
  * The fast paths take no lock and use no atomic instruction: malloc pops the heap's cache of
  * the class, else the current pool's free list; free checks that the calling thread's heap owns
  * the pool (attached or detached) and pushes onto the cache, else (cache full) onto the current
- * pool. A free of another heap's block (checked in full off the fast path) goes into the
- * freeing thread's cache too when that thread allocates from the class: its next malloc takes
- * it back, on lines it has just read, as jemalloc's and tcmalloc's thread caches do, and the
- * cache, once full, goes back to the blocks' pools a run per compare-and-swap
- * (pm_heap_cache_foreign). Everything else goes through pool.c's xfree: one compare-and-swap
- * pushes the block, counts it and sees the DETACHED flag. A thread that frees in runs past its full cache (a
- * structure torn down in build order) sends the whole cache back instead, a run of blocks of
- * one pool per compare-and-swap (heap.c, pm_heap_cache_overflow); one that frees on past it
- * with no malloc of the class drains it (PM_STALE_FREES). The owner collects its
+ * pool. Everything else goes through pool.c's xfree: one compare-and-swap pushes the block,
+ * counts it and sees the DETACHED flag. A thread that frees in runs past its
+ * full cache (a structure torn down in build order) sends the whole cache back instead, a run
+ * of blocks of one pool per compare-and-swap (heap.c, pm_heap_cache_overflow); one that frees
+ * on past it with no malloc of the class drains it (PM_STALE_FREES). The owner collects its
  * current pool's xfree when the local list runs dry, and reattaches detached pools from its
  * pending lists, which freeing threads fill under the heap's xlock when they put the first
  * block on a detached pool's xfree. Because a detached pool's last free releases it, memory
@@ -359,7 +355,7 @@ typedef struct pm_heap {
     struct pm_heap *next_all;        /* registry of every heap ever made (never freed) */
     struct pm_heap *next_abandoned;  /* under heap_lock */
     _Atomic int abandoned;
-    _Atomic uint64_t remote_frees;   /* PM_STATS: frees into other heaps' pools, sent by us */
+    _Atomic uint64_t remote_frees;   /* PM_STATS: frees of other heaps' blocks, made by us */
     uint64_t spare_classes;          /* under xlock: classes with an empty spare pool (pool.c) */
 } pm_heap;
 
@@ -651,9 +647,6 @@ PM_HIDDEN void *pm_heap_alloc_borrowed(unsigned cls);
 /* Owner only: a local free that could not take the fast path (poisoning, a full cache and a
  * detached pool...). */
 PM_HIDDEN void pm_heap_free_local(pm_heap *heap, pm_pool *pool, pm_block *b);
-/* A checked block of another heap's pool freed by this thread: into this thread's cache if the
- * thread allocates from the class and the cache has room (true), else false. */
-PM_HIDDEN bool pm_heap_cache_foreign(pm_heap *heap, pm_pool *pool, pm_block *b);
 /* The free fast path's block b (checked: this heap's, a handed-out block boundary) found the
  * cache of cs full: the cache goes back to its pools and b starts it anew. */
 PM_HIDDEN PM_NOINLINE void pm_heap_cache_overflow(pm_heap *heap, pm_class_state *cs, pm_block *b);

@@ -141,8 +141,7 @@ Test(threads, producer_consumer_remote_frees, .timeout = 60) {
 }
 
 /* Threads in a ring trading batches: each frees the blocks the previous one allocated while it
- * allocates for the next (with two, each frees the other's). Other threads' blocks go through
- * each thread's cache (pm_heap_cache_foreign) and back to their pools in runs. */
+ * allocates for the next (with two, each frees the other's): every free is a remote one. */
 enum { TRADE_MAX_THREADS = 3, TRADE_BATCH = 500, TRADE_ROUNDS = 400 };
 
 typedef struct trade {

@@ -288,20 +288,21 @@ Test(frees, trim_gives_back_the_spare_pool) {
         pm_free(all[i]);
 }
 
-/* ---- another thread's blocks in the freeing thread's cache --------------------------------- */
+/* ---- another thread's blocks go home --------------------------------------------------------- */
 
 #define FOREIGN_SIZE 512
 
 typedef struct foreign {
-    void *blocks[256];
+    void *blocks[16];
     size_t n;
-    bool allocates;    /* the freeing thread allocates the class first */
-    void *reused;      /* what its malloc returned after the frees */
+    bool allocates;        /* the freeing thread allocates the class first */
+    void *reused;          /* what its malloc returned after the frees */
     uint32_t in_use_after; /* blocks in use in the owner's pools right after the frees */
+    uint64_t remote;       /* the freeing heap's remote-free count over the frees (PM_STATS) */
 } foreign;
 
 static uint32_t in_use_of_pools(void *const *blocks, size_t n) {
-    pm_pool *seen[256];
+    pm_pool *seen[16];
     size_t nseen = 0;
     uint32_t used = 0;
     for (size_t i = 0; i < n; i++) {
@@ -321,9 +322,12 @@ static void *free_foreign(void *arg) {
     foreign *f = arg;
     void *own = NULL;
     if (f->allocates)
-        own = pm_malloc(FOREIGN_SIZE); /* the class is in use here: a heap, a countdown moved */
+        own = pm_malloc(FOREIGN_SIZE); /* the class is in use here: a heap, a cache */
+    pm_heap *me = pm_thread_heap_get();
+    uint64_t remote = atomic_load(&me->remote_frees);
     for (size_t i = 0; i < f->n; i++)
         pm_free(f->blocks[i]);
+    f->remote = atomic_load(&me->remote_frees) - remote;
     f->in_use_after = in_use_of_pools(f->blocks, f->n);
     f->reused = pm_malloc(FOREIGN_SIZE);
     pm_free(f->reused);
@@ -331,63 +335,31 @@ static void *free_foreign(void *arg) {
     return NULL;
 }
 
-static void run_foreign(foreign *f) {
-    for (size_t i = 0; i < f->n; i++) {
-        f->blocks[i] = pm_malloc(FOREIGN_SIZE);
-        cr_assert_not_null(f->blocks[i]);
-        memset(f->blocks[i], 0x3c, FOREIGN_SIZE);
+static void check_foreign_frees_go_home(bool allocates) {
+    foreign f = {.n = 4, .allocates = allocates};
+    for (size_t i = 0; i < f.n; i++) {
+        f.blocks[i] = pm_malloc(FOREIGN_SIZE);
+        cr_assert_not_null(f.blocks[i]);
+        memset(f.blocks[i], 0x3c, FOREIGN_SIZE);
     }
     pthread_t t;
-    pthread_create(&t, NULL, free_foreign, f);
+    pthread_create(&t, NULL, free_foreign, &f);
     pthread_join(t, NULL);
-}
-
-/* A thread that allocates a class keeps the blocks of other threads' pools it frees in its
- * cache, and its next malloc of the class takes the last one back (pm_heap_cache_foreign). */
-Test(frees, a_thread_that_allocates_a_class_reuses_the_foreign_block_it_freed_last) {
-    foreign f = {.n = 4, .allocates = true};
-    run_foreign(&f);
-    cr_assert_eq(f.reused, f.blocks[f.n - 1], "malloc returned %p, not the block freed last %p",
-                 f.reused, f.blocks[f.n - 1]);
-    cr_assert_eq(f.in_use_after, f.n, "cached blocks count as used in their pool");
-    /* The thread's exit sent its cache back to the pools of this thread's heap. */
-    cr_assert_eq(in_use_of_pools(f.blocks, f.n), 0);
-}
-
-/* A thread that never allocates the class (a pure consumer) keeps nothing: each free goes back
- * to the owner's pool at once, so no memory waits in a cache no malloc will empty. */
-Test(frees, a_thread_that_only_frees_a_class_sends_foreign_blocks_back_at_once) {
-    foreign f = {.n = 4, .allocates = false};
-    run_foreign(&f);
-    cr_assert_eq(f.in_use_after, 0, "%u blocks held by a thread that never allocated them",
+    cr_assert_eq(f.in_use_after, 0, "%u blocks held by a thread that did not allocate them",
                  f.in_use_after);
     for (size_t i = 0; i < f.n; i++)
-        cr_assert_neq(f.reused, f.blocks[i], "the consumer took an owner's block");
+        cr_assert_neq(f.reused, f.blocks[i], "the freeing thread reused an owner's block");
+    if (PM_STATS)
+        cr_assert_eq(f.remote, f.n, "every free of another heap's block is a remote free");
 }
 
-/* Past a full cache, foreign frees send the cache back to its pools (in runs of one pool), so
- * a thread freeing many of another's blocks holds at most a cache's worth of them. */
-Test(frees, foreign_frees_past_a_full_cache_send_it_back) {
-    foreign f = {.n = 256, .allocates = true};
-    run_foreign(&f);
-    uint32_t limit = pm_class_cache_limit[pm_size_class(FOREIGN_SIZE)];
-    cr_assert_gt(f.in_use_after, 0, "no foreign block was cached");
-    cr_assert_leq(f.in_use_after, limit, "%u of %zu blocks held, the cache takes %u",
-                  f.in_use_after, f.n, limit);
+/* A free of another heap's block goes back to that heap's pool at once, whether or not the
+ * freeing thread allocates from the class: kept in the freeing thread's cache, a block was
+ * reused there and freed by non-owners again and again, each time off the fast path (free.c). */
+Test(frees, a_foreign_block_goes_home_from_a_thread_that_allocates_the_class) {
+    check_foreign_frees_go_home(true);
 }
 
-static void *free_twice(void *arg) {
-    void *p = arg;
-    pm_free(pm_malloc(FOREIGN_SIZE)); /* the class is in use: p goes into our cache */
-    pm_free(p);
-    pm_free(p); /* caught: p carries its free key in our cache */
-    return NULL;
-}
-
-/* A foreign block in the cache is as free as any: a second free of it is reported. */
-Test(frees, a_second_free_of_a_cached_foreign_block_is_reported, .signal = SIGABRT) {
-    void *p = pm_malloc(FOREIGN_SIZE);
-    pthread_t t;
-    pthread_create(&t, NULL, free_twice, p);
-    pthread_join(t, NULL);
+Test(frees, a_foreign_block_goes_home_from_a_thread_that_only_frees) {
+    check_foreign_frees_go_home(false);
 }
