@@ -119,10 +119,10 @@
  * the class, else the current pool's free list; free checks that the calling thread's heap owns
  * the pool (attached or detached) and pushes onto the cache, else (cache full) onto the current
  * pool. Everything else goes through pool.c's xfree: one compare-and-swap pushes the block,
- * counts it and sees the DETACHED flag. A thread that frees in runs past its
- * full cache (a structure torn down in build order) sends the whole cache back instead, a run
- * of blocks of one pool per compare-and-swap (heap.c, pm_heap_cache_overflow); one that frees
- * on past it with no malloc of the class drains it (PM_STALE_FREES). The owner collects its
+ * counts it and sees the DETACHED flag. A thread that frees in runs past its full cache (a
+ * structure torn down in build order) sends the whole cache back instead, a run of blocks of
+ * one pool per compare-and-swap (heap.c, pm_heap_cache_overflow); one that frees on past it
+ * with no malloc of the class drains it (PM_STALE_FREES). The owner collects its
  * current pool's xfree when the local list runs dry, and reattaches detached pools from its
  * pending lists, which freeing threads fill under the heap's xlock when they put the first
  * block on a detached pool's xfree. Because a detached pool's last free releases it, memory
