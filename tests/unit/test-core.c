@@ -7,6 +7,7 @@
 
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -419,4 +420,37 @@ Test(lifecycle, late_allocating_destructors_leave_no_heaps) {
     cr_assert_leq(after.heaps_created - before.heaps_created, 4,
                   "%llu heaps created for 500 sequential threads",
                   (unsigned long long)(after.heaps_created - before.heaps_created));
+}
+
+/* ---- locks ---------------------------------------------------------------------------------- */
+
+/* A thread that takes a lock it already holds (malloc from a signal handler that interrupted
+ * malloc) gets the re-entry report after pm_lock's spin, not a hang. */
+Test(locks, a_lock_taken_twice_by_one_thread_is_reported, .signal = SIGABRT) {
+    pthread_mutex_t m = PM_LOCK_INITIALIZER;
+    pm_lock(&m);
+    pm_lock(&m);
+}
+
+static pthread_mutex_t handed_lock = PM_LOCK_INITIALIZER;
+
+static void *hold_briefly(void *arg) {
+    pm_lock(&handed_lock);
+    atomic_store((_Atomic int *)arg, 1);
+    for (volatile int i = 0; i < 200000; i++) {
+    }
+    pm_unlock(&handed_lock);
+    return NULL;
+}
+
+/* A lock another thread holds is taken once that thread lets go (spinning, then sleeping). */
+Test(locks, a_lock_held_by_another_thread_is_taken_after_it_lets_go) {
+    _Atomic int held = 0;
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, hold_briefly, &held), 0);
+    while (!atomic_load(&held)) {
+    }
+    pm_lock(&handed_lock);
+    pm_unlock(&handed_lock);
+    pthread_join(t, NULL);
 }
