@@ -4,12 +4,8 @@
  *
  * Every free of a pool block ends in one of two places: the owner's local push (the fast path,
  * or pm_heap_free_local) or the pool's atomic list (pm_pool_free_atomic: another thread's free,
- * or the owner's into a pool that is not current). Another thread's block always goes home:
- * kept in the freeing thread's cache instead (as jemalloc's and tcmalloc's thread caches keep
- * it), it was reused there and freed by non-owners again and again, each time off the fast
- * path (handoff: slow-path frees 244,000 -> 3,180,000, 15-20% slower; see
- * scripts/results/issue10-remote-frees-2026-12-02-eve.md). Before either, the pointer is checked
- * (I3: a carved block boundary of an allocated pool; I2: not free already), without reading the
+ * or the owner's into a pool that is not current). Before either, the pointer is checked (I3:
+ * a carved block boundary of an allocated pool; I2: not free already), without reading the
  * block until it is known to be one.
  */
 #include "internal.h"
@@ -71,6 +67,11 @@ static void free_pool_block(pm_pool *pool, void *p) {
     }
     if (me != NULL)
         PM_STAT(count_remote(&me->remote_frees));
+    /* Another thread's block always goes home. Kept in the freeing thread's cache instead (as
+     * jemalloc's and tcmalloc's thread caches keep it), it was reused there and freed by
+     * non-owners again and again, each time off the fast path (handoff: slow-path frees
+     * 244,000 -> 3,180,000, 15-20% slower; see
+     * scripts/results/issue10-remote-frees-2026-12-02-eve.md). */
     pm_pool_free_atomic(pool, p);
 }
 

@@ -325,10 +325,10 @@ void *pm_heap_corrupt_jump(const void *block, const char *where) { pm_heap_corru
  * list, units taken from an arena), so the holder, running on another core, usually lets go
  * within a microsecond: a short spin takes the lock then, where sleeping costs two futex calls
  * and a wake-up (prodcons on 2 threads made 16,177 futex calls in a one-second run, on the
- * heaps' xlocks, before this spin; about 200 after). A holder that does not let go (preempted, or a
- * system call under the arena lock) sends us to sleep after about 130 pauses. A thread that
- * holds the lock itself spins too, then gets EDEADLK from the blocking lock: the re-entry
- * report is unchanged. */
+ * heaps' xlocks, before this spin; about 200 after). A holder that does not let go
+ * (preempted, or a system call under the arena lock) sends us to sleep after about 130
+ * pauses. A thread that holds the lock itself spins too, then gets EDEADLK from the blocking
+ * lock: the re-entry report is unchanged. */
 void pm_lock_contended(pthread_mutex_t *m) {
     for (unsigned spin = 1; spin <= 64; spin *= 2) {
         for (unsigned i = 0; i < spin; i++)
