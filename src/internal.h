@@ -275,16 +275,19 @@ typedef struct __attribute__((aligned(64))) pm_pool {
      * line: a cold free misses once, not twice. */
     intptr_t unit_offset;
     char *start;            /* first block (after the tail, see I3) */
-    uint64_t div_magic;     /* ceil(2^64 / block_size): exact divisibility test (I3) */
+    uint64_t div_magic;     /* floor(2^64 / block_size) + 1: exact divisibility test (I3) */
+    /* I3 for free in one compare: (p - start) * div_magic < carved_limit holds exactly for
+     * the blocks below the carve point (pm_pool_is_carved_block). Written with `carved`. */
+    uint64_t carved_limit;
     uint32_t carved;        /* bytes from start ever carved: blocks past it were never given */
     uint32_t block_size;
     uint8_t cls, state;
     uint16_t first_unit, units;
     uint16_t cls_offset;    /* offsetof(pm_heap, cls[cls]): free finds its class line in one add */
     char *end;              /* start + capacity * block_size */
-    struct pm_arena *arena;
     /* line 2: the owner's */
     _Alignas(64) pm_block *free; /* local free list (the owner's; links encoded) */
+    struct pm_arena *arena; /* slow paths only (release) */
     uint32_t used;          /* I1: blocks handed out and not on the local free list */
     uint32_t capacity;      /* blocks in the pool */
     uint32_t detached_used; /* used when the owner detached it (blocks out then) */
@@ -293,7 +296,7 @@ typedef struct __attribute__((aligned(64))) pm_pool {
     struct pm_pool *next, *prev; /* owner->pending[cls], under owner->xlock */
     bool pending;           /* on owner->pending[cls] (under owner->xlock) */
 } pm_pool;
-_Static_assert(offsetof(pm_pool, arena) < 64 && offsetof(pm_pool, free) == 64 &&
+_Static_assert(offsetof(pm_pool, end) < 64 && offsetof(pm_pool, free) == 64 &&
                    offsetof(pm_pool, xfree) == 128 && sizeof(pm_pool) == 192,
                "three lines: read-mostly, the owner's, other threads'");
 
@@ -358,6 +361,10 @@ typedef struct pm_heap {
     _Atomic uint64_t remote_frees;   /* PM_STATS: frees of other heaps' blocks, made by us */
     uint64_t spare_classes;          /* under xlock: classes with an empty spare pool (pool.c) */
 } pm_heap;
+/* Where class cls's line lies in a heap: what pool->cls_offset and the malloc tables hold. */
+PM_INLINE uint32_t pm_class_line(unsigned cls) {
+    return (uint32_t)(offsetof(pm_heap, cls) + (size_t)cls * sizeof(pm_class_state));
+}
 
 /* ---- global state --------------------------------------------------------------------------- */
 /* I4. A 32 MiB array in .bss: the kernel backs only the pages that arenas touch, and free()
@@ -490,6 +497,12 @@ PM_HIDDEN extern uint8_t pm_class_of_small[PM_SMALL_LOOKUP_MAX / 16 + 1];
 /* Above 1 KiB every class boundary is a multiple of 128 bytes, so up to 32 KiB a table indexed
  * in steps of 128 is exact: three instructions where the clz formula takes thirteen. */
 PM_HIDDEN extern uint8_t pm_class_of_medium[PM_MEDIUM_LOOKUP_MAX / 128 + 1];
+/* The malloc fast path's tables: for a request size, the byte offset of its class's line in
+ * a heap (pm_class_line(class)), so that the lookup is one load and no shift or scaling:
+ * indexed by the size itself up to 1 KiB (2 KiB of table: two instructions where the class
+ * table and its scaling take five), and by (size + 127) / 128 up to the largest class. */
+PM_HIDDEN extern uint16_t pm_line_of_small[PM_SMALL_LOOKUP_MAX + 1];
+PM_HIDDEN extern uint16_t pm_line_of_medium[PM_MAX_CLASS_SIZE / 128 + 1];
 PM_HIDDEN extern uint32_t pm_class_size[PM_NUM_CLASSES];
 PM_HIDDEN extern uint8_t pm_class_units[PM_NUM_CLASSES];
 PM_HIDDEN extern uint32_t pm_class_cache_limit[PM_NUM_CLASSES]; /* heap cache size, blocks */
@@ -601,20 +614,28 @@ PM_HIDDEN void pm_pool_release_spares(pm_heap *heap);
 /* Blocks in use, for statistics (racy, clamped). */
 PM_HIDDEN uint32_t pm_pool_blocks_in_use(const pm_pool *pool);
 
-/* I3: is p a block boundary in pool? Lemire's divisibility test: off % d == 0 iff
- * off * ceil(2^64/d) mod 2^64 < ceil(2^64/d), exact for off < 2^32. An address in the tail in
- * front of start gives off = 2^64 - k with 0 < k <= tail <= d - 16, and for those the product
- * is 2^64 - k * ceil(2^64/d), never below ceil(2^64/d): rejected too, with no bound check.
- * It says nothing of carving: pm_pool_is_handed_out adds that. */
+/* I3: is p a block boundary in pool? Lemire's divisibility test with c = floor(2^64/d) + 1
+ * (ceil(2^64/d) unless d is a power of two): off % d == 0 iff off * c mod 2^64 < c, exact for
+ * off < 2^32. An address in the tail in front of start gives off = 2^64 - k with
+ * 0 < k <= tail <= d - 16, and for those the product is 2^64 - k * c, never below c: rejected
+ * too, with no bound check. It says nothing of carving: pm_pool_is_carved_block adds that. */
 PM_INLINE bool pm_pool_is_block(const pm_pool *pool, const void *p) {
     uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)pool->start);
     return off * pool->div_magic < pool->div_magic;
 }
-/* I3 plus: below the carve point, i.e. a block that can have been handed out (slow paths). */
+/* The step e = d * c mod 2^64 (0 < e <= d): block k's product is k * e, which grows with k.
+ * Every other offset's product is at least c. So "a block below the carve point", two tests,
+ * is the one compare product < (blocks carved) * e; e = d when d is a power of two, which is
+ * why c is floor + 1 there (ceil would make e = 0, every block's product 0). */
+PM_INLINE uint64_t pm_pool_carved_limit(const pm_pool *pool, uint32_t carved_blocks) {
+    return (uint64_t)carved_blocks * ((uint64_t)pool->block_size * pool->div_magic);
+}
+/* I3 plus: below the carve point, i.e. a block that can have been handed out. One multiply
+ * and one compare (the free fast path's test). */
 PM_INLINE bool pm_pool_is_carved_block(const pm_pool *pool, const void *p) {
     uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)pool->start);
-    return off * pool->div_magic < pool->div_magic &&
-           off < __atomic_load_n(&pool->carved, __ATOMIC_RELAXED); /* grows as the owner carves */
+    /* grows as the owner carves; a reader sees an old or a new value, both safe */
+    return off * pool->div_magic < __atomic_load_n(&pool->carved_limit, __ATOMIC_RELAXED);
 }
 
 #define PM_OWNER_DETACHED ((uintptr_t)1) /* I6 */
@@ -819,9 +840,9 @@ PM_INLINE void *pm_count_down(pm_class_state *cs, void *block, size_t size) {
  * has none (or the thread has no heap yet: the sentinel heap's pools are all empty). Every
  * link is checked before it is followed (I8). The countdown runs on success only, so the
  * sentinel heap, shared by every thread without a heap, is never written. */
-PM_INLINE void *pm_pop_current(unsigned cls, size_t size) {
+PM_INLINE void *pm_pop_line(uint32_t line, size_t size) {
     pm_heap *heap = pm_fast_heap_get();
-    pm_class_state *cs = &heap->cls[cls];
+    pm_class_state *cs = (pm_class_state *)((char *)heap + line);
     pm_block *b = cs->cache;
     if (PM_LIKELY(b != NULL)) { /* the block this thread freed last: warm */
         pm_block *next = pm_link_decode(b);
@@ -856,19 +877,24 @@ PM_INLINE void *pm_pop_current(unsigned cls, size_t size) {
     return pm_count_down(cs, b, size);
 }
 
+/* The same by class number. */
+PM_INLINE void *pm_pop_current(unsigned cls, size_t size) {
+    return pm_pop_line(pm_class_line(cls), size);
+}
+
 /* Sizes up to the mmap threshold (and the largest class) take the inline path; 0 until pm_init
  * has read the threshold, so that the first medium request goes through pm_malloc_slow. */
 PM_HIDDEN extern size_t pm_inline_max;
 
 PM_INLINE void *pm_malloc_inline(size_t size) {
-    unsigned cls;
+    uint32_t line;
     if (PM_LIKELY(size <= PM_SMALL_LOOKUP_MAX))
-        cls = pm_class_of_small[(size + 15) >> 4];
+        line = pm_line_of_small[size];
     else if (PM_LIKELY(size <= __atomic_load_n(&pm_inline_max, __ATOMIC_RELAXED)))
-        cls = pm_size_class(size);
+        line = pm_line_of_medium[(size + 127) >> 7]; /* pm_inline_max <= PM_MAX_CLASS_SIZE */
     else
         return pm_malloc_slow(size);
-    void *p = pm_pop_current(cls, size);
+    void *p = pm_pop_line(line, size);
     if (PM_LIKELY(p != NULL))
         return p;
     return pm_malloc_slow(size);

@@ -25,16 +25,16 @@ static void pool_init(pm_pool *pool, pm_arena *a, unsigned u, unsigned n, unsign
     pool->free = NULL;
     /* Blocks end at the pool's end; the tail goes in front (I3). */
     pool->start = (char *)a + (size_t)u * PM_UNIT_SIZE + bytes % bs;
-    pool->div_magic = UINT64_MAX / bs + 1; /* ceil(2^64 / bs) for bs not a power of two, */
-    if ((bs & (bs - 1)) == 0)              /* and exactly 2^64 / bs for powers of two */
-        pool->div_magic = (uint64_t)1 << (64 - __builtin_ctz(bs));
+    /* floor(2^64 / bs) + 1: UINT64_MAX / bs is that floor unless bs divides 2^64 */
+    pool->div_magic = UINT64_MAX / bs + 1 + ((bs & (bs - 1)) == 0);
     pool->used = 0;
     pool->block_size = bs;
     pool->capacity = (uint32_t)(bytes / bs);
     PM_OWN_SET(pool->carved, 0);
+    __atomic_store_n(&pool->carved_limit, 0, __ATOMIC_RELAXED);
     pool->end = pool->start + (size_t)pool->capacity * bs;
     pool->cls = (uint8_t)cls;
-    pool->cls_offset = (uint16_t)offsetof(pm_heap, cls[cls]);
+    pool->cls_offset = (uint16_t)pm_class_line(cls);
     pool->state = PM_POOL_CURRENT;
     pool->next = pool->prev = NULL;
     pool->pending = false;
@@ -113,6 +113,11 @@ bool pm_pool_carve(pm_pool *pool) {
     pool->free = (pm_block *)carve;
     b = next; /* the carve point */
     PM_OWN_SET(pool->carved, (uint32_t)(b - pool->start));
+    /* Read by other threads' frees: a relaxed store, seen old or new; the blocks it admits were
+     * written before any of them can have been handed out and freed. */
+    __atomic_store_n(&pool->carved_limit,
+                     pm_pool_carved_limit(pool, (uint32_t)((size_t)(b - pool->start) / bs)),
+                     __ATOMIC_RELAXED);
     return true;
 }
 

@@ -5,6 +5,8 @@
 
 uint8_t pm_class_of_small[PM_SMALL_LOOKUP_MAX / 16 + 1];
 uint8_t pm_class_of_medium[PM_MEDIUM_LOOKUP_MAX / 128 + 1];
+uint16_t pm_line_of_small[PM_SMALL_LOOKUP_MAX + 1];
+uint16_t pm_line_of_medium[PM_MAX_CLASS_SIZE / 128 + 1];
 uint32_t pm_class_size[PM_NUM_CLASSES];
 uint8_t pm_class_units[PM_NUM_CLASSES];
 uint32_t pm_class_cache_limit[PM_NUM_CLASSES];
@@ -39,14 +41,18 @@ static uint8_t class_pool_units(uint32_t block) {
 }
 
 /* table[(n + step - 1) >> shift] = the smallest class that holds n, for n up to max; exact
- * because every class boundary up to max is a multiple of the step (2^shift). */
-static void fill_lookup(uint8_t *table, size_t max, unsigned shift) {
+ * because every class boundary up to max is a multiple of the step (2^shift). Fills classes
+ * (class numbers) or lines (pm_class_line of the class), whichever is not NULL. */
+static void fill_lookup(uint8_t *classes, uint16_t *lines, size_t max, unsigned shift) {
     size_t step = (size_t)1 << shift;
     unsigned cls = 1;
     for (size_t n = 0; n <= max; n += step) {
         while (pm_class_size[cls] < (n ? n : 1))
             cls++;
-        table[n >> shift] = (uint8_t)cls;
+        if (classes != NULL)
+            classes[n >> shift] = (uint8_t)cls;
+        else
+            lines[n >> shift] = (uint16_t)pm_class_line(cls);
     }
 }
 
@@ -56,12 +62,17 @@ void pm_sizeclass_init(void) {
         pm_class_units[i] = class_pool_units(pm_class_size[i]);
         pm_class_cache_limit[i] = class_cache_limit(pm_class_size[i]);
     }
-    fill_lookup(pm_class_of_small, PM_SMALL_LOOKUP_MAX, 4);
-    fill_lookup(pm_class_of_medium, PM_MEDIUM_LOOKUP_MAX, 7);
-    if (PM_DEBUG) /* the computed and the tabled mapping must agree at every boundary */
+    fill_lookup(pm_class_of_small, NULL, PM_SMALL_LOOKUP_MAX, 4);
+    fill_lookup(pm_class_of_medium, NULL, PM_MEDIUM_LOOKUP_MAX, 7);
+    fill_lookup(NULL, pm_line_of_small, PM_SMALL_LOOKUP_MAX, 0);
+    fill_lookup(NULL, pm_line_of_medium, PM_MAX_CLASS_SIZE, 7);
+    if (PM_DEBUG) /* the computed and the tabled mappings must agree at every size */
         for (size_t n = 1; n <= PM_MAX_CLASS_SIZE; n++) {
             unsigned c = pm_size_class(n);
-            if (pm_class_size[c] < n || (c > 1 && pm_class_size[c - 1] >= n))
+            uint16_t line = n <= PM_SMALL_LOOKUP_MAX ? pm_line_of_small[n]
+                                                     : pm_line_of_medium[(n + 127) >> 7];
+            if (pm_class_size[c] < n || (c > 1 && pm_class_size[c - 1] >= n) ||
+                line != pm_class_line(c))
                 pm_fatal("size class table broken at %zu", n);
         }
 }

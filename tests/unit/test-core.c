@@ -41,6 +41,9 @@ Test(sizeclass, every_size_maps_to_the_smallest_class_that_holds_it) {
         while (pm_class_size[expected] < n)
             expected++;
         cr_assert_eq(pm_size_class(n), expected, "size %zu", n);
+        uint16_t line = n <= PM_SMALL_LOOKUP_MAX ? pm_line_of_small[n]
+                                                 : pm_line_of_medium[(n + 127) >> 7];
+        cr_assert_eq(line, pm_class_line(expected), "size %zu: the malloc table's line", n);
     }
 }
 
@@ -58,6 +61,30 @@ Test(pool, divisibility_test_agrees_with_modulo) {
                          "class %u offset %zu", c, off);
         for (size_t k = 16; k <= tail; k += 16)
             cr_assert(!pm_pool_is_block(pool, pool->start - k), "class %u tail -%zu", c, k);
+        pm_free(p);
+    }
+}
+
+/* I3 in one compare: a pointer passes pm_pool_is_carved_block exactly when it is a block
+ * boundary below the carve point, for every class (powers of two included, whose step is the
+ * block size), at every carve point from none to all, and never for the tail in front. */
+Test(pool, the_carved_test_agrees_with_modulo_and_the_carve_point) {
+    for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
+        void *p = pm_malloc(pm_class_size[c]);
+        pm_pool *pool = pm_pool_of(p);
+        pm_pool copy = *pool; /* a private copy: its carve point is ours to move */
+        size_t span = (size_t)(copy.end - copy.start), d = copy.block_size;
+        size_t tail = (size_t)(copy.start - ((char *)copy.arena + (size_t)copy.first_unit * PM_UNIT_SIZE));
+        uint32_t points[] = {0, 1, 2, copy.capacity / 2, copy.capacity - 1, copy.capacity};
+        for (size_t i = 0; i < sizeof points / sizeof points[0]; i++) {
+            copy.carved_limit = pm_pool_carved_limit(&copy, points[i]);
+            for (size_t off = 0; off < span; off += 16)
+                cr_assert_eq(pm_pool_is_carved_block(&copy, copy.start + off),
+                             off % d == 0 && off / d < points[i],
+                             "class %u, %u carved, offset %zu", c, points[i], off);
+            for (size_t k = 16; k <= tail; k += 16)
+                cr_assert(!pm_pool_is_carved_block(&copy, copy.start - k), "class %u tail -%zu", c, k);
+        }
         pm_free(p);
     }
 }
