@@ -625,10 +625,11 @@ PM_INLINE bool pm_pool_is_block(const pm_pool *pool, const void *p) {
 }
 /* The step e = d * c mod 2^64 (0 < e <= d): block k's product is k * e, which grows with k.
  * Every other offset's product is at least c. So "a block below the carve point", two tests,
- * is the one compare product < (blocks carved) * e; e = d when d is a power of two, which is
- * why c is floor + 1 there (ceil would make e = 0, every block's product 0). */
-PM_INLINE uint64_t pm_pool_carved_limit(const pm_pool *pool, uint32_t carved_blocks) {
-    return (uint64_t)carved_blocks * ((uint64_t)pool->block_size * pool->div_magic);
+ * is the one compare product < (blocks carved) * e, which is the carve point's own product
+ * (the carve point is a block boundary). e = d when d is a power of two, which is why c is
+ * floor + 1 there (ceil would make e = 0, every block's product 0). */
+PM_INLINE uint64_t pm_pool_carved_limit(const pm_pool *pool, uint32_t carved_bytes) {
+    return (uint64_t)carved_bytes * pool->div_magic;
 }
 /* I3 plus: below the carve point, i.e. a block that can have been handed out. One multiply
  * and one compare (the free fast path's test). */

@@ -116,7 +116,7 @@ bool pm_pool_carve(pm_pool *pool) {
     /* Read by other threads' frees: a relaxed store, seen old or new; the blocks it admits were
      * written before any of them can have been handed out and freed. */
     __atomic_store_n(&pool->carved_limit,
-                     pm_pool_carved_limit(pool, (uint32_t)((size_t)(b - pool->start) / bs)),
+                     pm_pool_carved_limit(pool, pool->carved),
                      __ATOMIC_RELAXED);
     return true;
 }

@@ -77,7 +77,7 @@ Test(pool, the_carved_test_agrees_with_modulo_and_the_carve_point) {
         size_t tail = (size_t)(copy.start - ((char *)copy.arena + (size_t)copy.first_unit * PM_UNIT_SIZE));
         uint32_t points[] = {0, 1, 2, copy.capacity / 2, copy.capacity - 1, copy.capacity};
         for (size_t i = 0; i < sizeof points / sizeof points[0]; i++) {
-            copy.carved_limit = pm_pool_carved_limit(&copy, points[i]);
+            copy.carved_limit = pm_pool_carved_limit(&copy, points[i] * copy.block_size);
             for (size_t off = 0; off < span; off += 16)
                 cr_assert_eq(pm_pool_is_carved_block(&copy, copy.start + off),
                              off % d == 0 && off / d < points[i],
