@@ -711,7 +711,7 @@ typedef struct pm_large_stats {
     uint64_t live_blocks, live_bytes, mapped_bytes, cached_bytes, nalloc, nfree, nremap;
     uint64_t cache_hits;
     uint64_t in_place;       /* blocks built where cached pieces lie (no system call) */
-    uint64_t extended;       /* ... with fresh pages mapped right before or after them */
+    uint64_t extended;       /* ... with fresh pages mapped before, after or between them */
     uint64_t moved_to_cache; /* reallocs that copied a block into cached pages to grow it */
     uint64_t unmap_failures; /* munmap refused (map count): the memory was purged instead */
     uint64_t pending_bytes;  /* purged, still mapped, waiting for an unmap to succeed */

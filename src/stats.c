@@ -225,7 +225,7 @@ static void print_text(pm_writer *w, const snapshot *s) {
     row(w, "  ... into cached pages (copied)", s->large.moved_to_cache);
     row(w, "large cache hits", t->large_cache_hits);
     row(w, "  built where cached pieces lie", s->large.in_place);
-    row(w, "  ... with fresh pages beside them", s->large.extended);
+    row(w, "  ... with fresh pages beside or between", s->large.extended);
     pm_writer_printf(w, "\n");
     row(w, "bytes requested (small, all time)", t->small_bytes_requested);
     row(w, "bytes in small blocks in use", t->small_bytes_in_use);

@@ -5,7 +5,9 @@
  * again, a piece extended in place and adjacent pieces of separate mappings serving one block
  * where they lie, few page faults under random replacement, pieces lying apart never moved
  * together, a block of two mappings resized, a growing block moved into cached pages with room
- * to grow, the resident budget (cache <= 5/4 peak live - live), its decay.
+ * to grow, holes between cached pieces filled with fresh pages to build a block (and left
+ * alone when something else is mapped there), the resident budget (cache <= 5/4 peak live -
+ * live), its decay.
  * The limits: an unmap the kernel refuses is survived (purged, retried later), a request mmap
  * refuses under RLIMIT_AS succeeds once the cache was given back, a growth whose room does not
  * fit under the limit gets what it asked for, and a second free of a large block is reported
@@ -154,6 +156,73 @@ Test(large, a_piece_is_extended_in_place_and_adjacent_pieces_serve_in_place) {
     cr_assert_geq(pm_large_usable(g), 7 * MiB);
     cr_assert(all_bytes(g, 6 * MiB, 0));
     cr_assert(pm_large_free(g));
+}
+
+/* Three 4 MiB blocks side by side (the kernel maps top-down: c, b, a upwards); b is unmapped
+ * when freed (no cache then), a and c are cached around the hole it leaves. A triple that
+ * does not lie side by side (a gap the kernel filled first) stays live, and the next one is
+ * made below it. */
+static bool cache_pieces_around_a_hole(char **lo, char **hi) {
+    char *a, *b, *c;
+    int tries = 0;
+    do {
+        if (++tries > 4)
+            return false;
+        a = alloc_filled(4 * MiB, 0xaa);
+        b = alloc_filled(4 * MiB, 0xbb);
+        c = alloc_filled(4 * MiB, 0xcc);
+    } while (b + 4 * MiB != a || c + 4 * MiB != b);
+    pm_opt.large_cache = 0;
+    cr_assert(pm_large_free(b));
+    pm_opt.large_cache = (size_t)1 << 30;
+    cr_assert(pm_large_free(a));
+    cr_assert(pm_large_free(c));
+    cr_assert_eq(large_stats().cached_bytes, 8 * MiB);
+    *lo = c;
+    *hi = a;
+    return true;
+}
+
+/* No run of cached pieces holds 11 MiB, but two pieces with a 4 MiB hole between them do:
+ * the hole gets fresh pages and the block is built there, the pieces keeping their pages. */
+Test(large, a_hole_between_cached_pieces_is_filled_to_build_a_block) {
+    settle_options();
+    char *lo, *hi;
+    if (!cache_pieces_around_a_hole(&lo, &hi))
+        cr_skip_test("the kernel did not place three mappings side by side");
+    uint64_t extended = large_stats().extended;
+    char *p = pm_large_alloc(11 * MiB, 0, false);
+    cr_assert_eq(p, lo, "the block should start at the lower piece");
+    cr_assert_eq(large_stats().extended, extended + 1);
+    cr_assert(all_bytes(p, 4 * MiB, 0xcc), "the lower piece keeps its pages");
+    cr_assert(all_bytes(p + 4 * MiB, 4 * MiB, 0), "the hole is fresh, zero pages");
+    cr_assert(all_bytes(p + 8 * MiB, 3 * MiB, 0xaa), "the upper piece keeps its pages");
+    cr_assert_eq(large_stats().cached_bytes, 1 * MiB, "the upper piece's tail stays cached");
+    memset(p, 0x11, 11 * MiB);
+    cr_assert(pm_large_free(p));
+    cr_assert_eq(large_stats().cached_bytes, 12 * MiB);
+}
+
+/* The same hole, taken by a mapping that is not ours: it is left alone, and the block is
+ * made elsewhere, off the hole. */
+Test(large, a_hole_someone_else_mapped_is_left_alone) {
+    settle_options();
+    char *lo, *hi;
+    if (!cache_pieces_around_a_hole(&lo, &hi))
+        cr_skip_test("the kernel did not place three mappings side by side");
+    char *theirs = mmap(lo + 4 * MiB + 64 * 4096, 4096, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    cr_assert_eq(theirs, lo + 4 * MiB + 64 * 4096, "the hole should be free");
+    theirs[0] = 0x5a;
+    char *p = pm_large_alloc(11 * MiB, 0, false);
+    cr_assert_not_null(p);
+    /* (a piece may still be extended outwards, into free space below or above it) */
+    cr_assert(p + 11 * MiB <= lo + 4 * MiB || p >= hi, "the block spans the hole");
+    cr_assert_eq(theirs[0], 0x5a, "the mapping in the hole was replaced");
+    memset(p, 0x22, 11 * MiB);
+    cr_assert_eq(theirs[0], 0x5a);
+    cr_assert(pm_large_free(p));
+    cr_assert_eq(munmap(theirs, 4096), 0);
 }
 
 /* Buffers of 1-6 MiB replaced at random, each filled whole (bigbuf's pattern): after the first
