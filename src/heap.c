@@ -21,10 +21,22 @@ static pthread_mutex_t heap_lock = PM_LOCK_INITIALIZER; /* abandoned stack, chun
 static pm_heap *abandoned;
 static char *chunk_next, *chunk_end;
 
+/* Class c's first cache slot: top there, the cache is full. */
+static pm_block **cache_first(pm_heap *h, unsigned c) {
+    return pm_cache_end(h, c) - pm_class_cache_limit[c];
+}
+
+/* The cache of class c empty, and taking blocks (or not: drained, see pm_heap_cache_stale). */
+static void cache_reset(pm_heap *h, unsigned c, bool drained) {
+    pm_class_state *cs = &h->cls[c];
+    PM_OWN_SET(cs->top, pm_cache_end(h, c));
+    cs->empty_lo = pm_low16(pm_cache_end(h, c));
+    cs->full_lo = drained ? cs->empty_lo : pm_low16(cache_first(h, c));
+}
+
 static void heap_reset(pm_heap *h) {
     for (unsigned c = 0; c < PM_NUM_CLASSES; c++) {
-        h->cls[c].cache = NULL;
-        h->cls[c].cache_room = pm_class_cache_limit[c];
+        cache_reset(h, c, false);
         h->cls[c].current = &pm_empty_pool;
         h->cls[c].full_unit = 0;
         h->cls[c].full_run = 0;
@@ -173,31 +185,52 @@ static void give_run(pm_heap *heap, pm_pool *pool, pm_block *head, pm_block *tai
     pm_pool_free_list(pool, head, tail, n);
 }
 
-/* Gives every block of a cache list back to its pool, a run of consecutive blocks of one pool
- * at a time: the links inside a run stay as they are, and the run goes on in one push. A
- * program that frees what it allocated, in order (a structure torn down), fills its cache
- * with runs of one pool: one compare-and-swap per run instead of one per block. Each block
- * is checked as a pop from the cache checks it (I8): in an arena, carrying its free key. */
-static void give_cache_list(pm_heap *heap, pm_block *b) {
-    while (b != NULL) {
+/* Gives the cached blocks from[0 .. n) (the top first) back to their pools, a run of
+ * consecutive blocks of one pool at a time: the run is linked here and goes on in one push. A
+ * program that frees what it allocated, in order (a structure torn down), fills its cache with
+ * runs of one pool: one compare-and-swap per run instead of one per block. Each block is
+ * checked as a pop from the cache checks it: still carrying its free key (a write after free
+ * into a cached block stops here, I8). The caller has emptied the cache first. */
+static void give_cached(pm_heap *heap, pm_block **from, size_t n) {
+    pm_block **end = from + n;
+    while (from < end) {
+        pm_block *b = *from++;
         if (PM_UNLIKELY(!pm_in_arena(b) || b->key != pm_free_key(b)))
             pm_heap_corrupt(b, "thread cache");
         pm_pool *pool = pm_pool_of(b);
         pm_block *head = b, *tail = b;
-        uint32_t n = 1;
-        for (b = pm_link_decode(tail); b != NULL; b = pm_link_decode(tail)) {
+        uint32_t run = 1;
+        for (; from < end; from++) {
+            b = *from;
             /* A block in the same unit as the last is in the same pool: no lookup. */
             bool same_unit = (((uintptr_t)b ^ (uintptr_t)tail) >> PM_UNIT_SHIFT) == 0;
             if (!same_unit && (!pm_in_arena(b) || pm_pool_of(b) != pool))
                 break; /* checked in full as the head of the next run */
             if (PM_UNLIKELY(b->key != pm_free_key(b)))
-                pm_heap_corrupt(tail, "thread cache");
+                pm_heap_corrupt(b, "thread cache");
+            tail->link = pm_link_encode(tail, b);
             tail = b;
-            n++;
+            run++;
         }
-        give_run(heap, pool, head, tail, n);
+        give_run(heap, pool, head, tail, run);
     }
 }
+
+/* Empties the cache of class c (drained or not, as asked) and gives its blocks back. */
+static void give_cache(pm_heap *heap, unsigned c, bool drained) {
+    pm_block **top = heap->cls[c].top;
+    size_t n = (size_t)(pm_cache_end(heap, c) - top);
+    pm_block *blocks[PM_CACHE_MAX];
+    memcpy(blocks, top, n * sizeof *blocks);
+    cache_reset(heap, c, drained);
+    /* The cache is emptied before any block reaches a pool, in the compiler's order too: a
+     * fork between the two leaves the child a block in a pool, never in a pool and a cache. */
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    give_cached(heap, blocks, n);
+}
+
+/* b on top of a cache that has room: the fast path's push, for the slow paths. */
+static void cache_push(pm_class_state *cs, pm_block *b) { pm_cache_push(cs, cs->top, b); }
 
 /* A free of one block off the fast path: a run of one. */
 void pm_heap_free_local(pm_heap *heap, pm_pool *pool, pm_block *b) {
@@ -205,13 +238,7 @@ void pm_heap_free_local(pm_heap *heap, pm_pool *pool, pm_block *b) {
     give_run(heap, pool, b, b, 1);
 }
 
-static void flush_class_cache(pm_heap *heap, unsigned c) {
-    pm_class_state *cs = &heap->cls[c];
-    pm_block *b = cs->cache;
-    cs->cache = NULL;
-    PM_OWN_SET(cs->cache_room, pm_class_cache_limit[c]);
-    give_cache_list(heap, b);
-}
+static void flush_class_cache(pm_heap *heap, unsigned c) { give_cache(heap, c, false); }
 
 /* The free fast path found the cache full, and the last PM_RUN_FREES frees past it were all in
  * b's unit: the program frees in runs (a structure torn down in the order it was built). b is
@@ -222,30 +249,23 @@ static void flush_class_cache(pm_heap *heap, unsigned c) {
  * program busy on the second core: 12.1-12.9 -> 10.2-10.5 ns a free; on a quiet machine,
  * where an uncontended compare-and-swap on a line in L1 is cheap, 6.8-6.9 either way. */
 void pm_heap_cache_overflow(pm_heap *heap, pm_class_state *cs, pm_block *b) {
-    pm_block *list = cs->cache;
-    b->key = pm_free_key(b);
-    b->link = pm_link_encode(b, NULL);
-    cs->cache = b;
-    PM_OWN_SET(cs->cache_room, pm_class_cache_limit[cs - heap->cls] - 1);
+    unsigned c = (unsigned)(cs - heap->cls);
+    give_cache(heap, c, false);
+    cache_push(cs, b);
     cs->full_run = PM_PAST_MARK(cs);
-    give_cache_list(heap, list);
 }
 
 void pm_heap_cache_stale(pm_heap *heap, pm_class_state *cs, pm_pool *pool, pm_block *b) {
     uint32_t mark = PM_PAST_MARK(cs);
     bool malloc_between = ((cs->full_run ^ mark) >> 16) != 0;
     cs->full_run = mark | (cs->full_run & PM_RUN_MASK); /* the next count begins */
-    uint32_t limit = pm_class_cache_limit[cs - heap->cls];
-    if (!malloc_between && cs->cache != NULL) { /* stale: drain */
-        pm_block *list = cs->cache;
-        cs->cache = NULL;
-        PM_OWN_SET(cs->cache_room, 0);
-        give_cache_list(heap, list);
-    } else if (malloc_between && cs->cache == NULL && limit > 0) { /* drained: take blocks */
-        b->key = pm_free_key(b);
-        b->link = pm_link_encode(b, NULL);
-        cs->cache = b;
-        PM_OWN_SET(cs->cache_room, limit - 1);
+    unsigned c = (unsigned)(cs - heap->cls);
+    bool empty = cs->top == pm_cache_end(heap, c);
+    if (!malloc_between && !empty) { /* stale: drain */
+        give_cache(heap, c, true);
+    } else if (malloc_between && empty) { /* drained: take blocks */
+        cache_reset(heap, c, false);
+        cache_push(cs, b);
         return;
     }
     pm_heap_free_local(heap, pool, b);
@@ -265,7 +285,7 @@ static void flush_idle_caches(pm_heap *heap) {
     for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
         pm_class_state *cs = &heap->cls[c];
         uint32_t mark = (uint32_t)cs->countdown;
-        if (cs->cache != NULL && mark == cs->tick_mark)
+        if (cs->top != pm_cache_end(heap, c) && mark == cs->tick_mark)
             flush_class_cache(heap, c);
         cs->tick_mark = mark;
     }
@@ -372,18 +392,21 @@ static void check_pool(const pm_heap *heap, const pm_pool *pool) {
 static void check_heap(const pm_heap *heap) {
     for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
         const pm_class_state *cs = &heap->cls[c];
-        uint32_t cached = 0;
-        for (const pm_block *b = cs->cache; b; b = pm_link_decode(b)) {
+        pm_block **end = pm_cache_end((pm_heap *)heap, c);
+        if (cs->top < cache_first((pm_heap *)heap, c) || cs->top > end ||
+            cs->empty_lo != pm_low16(end) ||
+            (cs->full_lo != cs->empty_lo && cs->full_lo != pm_low16(cache_first((pm_heap *)heap, c))))
+            pm_fatal("debug: heap %p: cache of class %u: top %p out of its slots, or bad bounds",
+                     (const void *)heap, c, (void *)cs->top);
+        if (cs->full_lo == cs->empty_lo && cs->top != end) /* drained: pm_heap_cache_stale */
+            pm_fatal("debug: heap %p: drained cache of class %u holds blocks", (const void *)heap, c);
+        for (pm_block **slot = cs->top; slot < end; slot++) {
+            const pm_block *b = *slot;
             const pm_pool *pool = pm_pool_of(b);
             if (pm_pool_owner(pool) != heap || pool->cls != c || b->key != pm_free_key(b))
                 pm_fatal("debug: heap %p: cache of class %u holds a bad block %p",
                          (const void *)heap, c, (const void *)b);
-            cached++;
         }
-        bool drained = cs->cache == NULL && cs->cache_room == 0; /* pm_heap_cache_stale */
-        if (!drained && cached + cs->cache_room != pm_class_cache_limit[c])
-            pm_fatal("debug: heap %p: cache of class %u holds %u blocks, room %u, limit %u",
-                     (const void *)heap, c, cached, cs->cache_room, pm_class_cache_limit[c]);
         if (cs->current != &pm_empty_pool)
             check_pool(heap, cs->current);
     }

@@ -156,10 +156,11 @@
  *     them all in that order; the child remakes them all before anything else.  init.c, heap.c
  *  I8 every free-list link is stored encoded with the block's address and a per-process
  *     secret, and checked when decoded: on the fast paths a link must stay in its block's
- *     4 MiB slot (a cache's may also name another arena), and the block it names must carry
- *     its free key when popped; the slow paths require carved block boundaries of the same
- *     pool. Anything else is reported as heap corruption. A blind write into a freed block
- *     cannot steer malloc.                                                 internal.h, pool.c
+ *     4 MiB slot, and the block it names must carry its free key when popped; the slow paths
+ *     require carved block boundaries of the same pool. A heap's cache keeps no links (its
+ *     slots are in the heap), and a cached block must carry its key when popped or given
+ *     back. Anything else is reported as heap corruption. A blind write into a freed block
+ *     cannot steer malloc.                                            internal.h, pool.c, heap.c
  */
 #ifndef PM_INTERNAL_H
 #define PM_INTERNAL_H
@@ -327,10 +328,19 @@ _Static_assert(PM_UNITS_MAX == 256 && PM_UNITS_MAX % 64 == 0, "unit bitmaps are 
 #define PM_ARENA_MIN_UNITS 64
 #define PM_POOL_MAX_UNITS 64
 
+/* The most blocks a class's cache holds (pm_class_cache_limit: 32, or 64 KiB of blocks). */
+#define PM_CACHE_MAX 32
+
 /* Per-class state a thread's fast paths touch, together on one cache line: a cache-hit malloc
- * or free touches one line of the heap. */
+ * or free touches one line of the heap, and one of the class's cache slots.
+ * The cache is a stack of block pointers in the heap (pm_heap.cache[cls]), not a list through
+ * the blocks: a pop follows no pointer a program could have overwritten after a free, so it
+ * decodes and checks no link, and a block is cached with its key alone. It fills downwards:
+ * `top` points at the block freed last, the end of the class's slots means empty; the
+ * bounds are compared by their low 16 bits (the slots of a class span 256 bytes), so that
+ * they fit in the line beside the pointer. */
 typedef struct __attribute__((aligned(64))) pm_class_state {
-    pm_block *cache;         /* blocks this thread freed, LIFO, links encoded; count as used */
+    pm_block **top;          /* the cache's top; blocks from here to the end count as used */
     struct pm_pool *current; /* never NULL: &pm_empty_pool when none */
     /* The sampling countdown: bytes the fast path may still hand out before it calls
      * pm_sample_expired. Each malloc subtracts its request (two instructions: sub, js); below
@@ -341,7 +351,8 @@ typedef struct __attribute__((aligned(64))) pm_class_state {
     int64_t armed;           /* what countdown was last set to */
     uint64_t requested;      /* PM_STATS: bytes asked for before the last expiry */
     uint64_t nmalloc;        /* PM_STATS: allocations (frees are allocs - blocks in use) */
-    uint32_t cache_room;     /* how many more the cache may take */
+    uint16_t empty_lo;       /* top's low 16 bits when the cache is empty: its end */
+    uint16_t full_lo;        /* ... when it is full: its first slot, or its end when drained */
     uint32_t tick_mark;      /* countdown's low half at the last tick: unchanged = class idle */
     uint32_t full_unit;      /* the unit (low 32 bits) of the last block freed past a full cache */
     uint32_t full_run;       /* frees past the full cache: PM_RUN_MASK, PM_PAST_MASK, PM_PAST_MARK */
@@ -360,10 +371,18 @@ typedef struct pm_heap {
     _Atomic int abandoned;
     _Atomic uint64_t remote_frees;   /* PM_STATS: frees of other heaps' blocks, made by us */
     uint64_t spare_classes;          /* under xlock: classes with an empty spare pool (pool.c) */
+    /* The caches' slots: class c uses the last pm_class_cache_limit[c] of cache[c]. Only the
+     * owner touches them; a class never used leaves its four lines untouched. */
+    _Alignas(64) pm_block *cache[PM_NUM_CLASSES][PM_CACHE_MAX];
 } pm_heap;
 /* Where class cls's line lies in a heap: what pool->cls_offset and the malloc tables hold. */
 PM_INLINE uint32_t pm_class_line(unsigned cls) {
     return (uint32_t)(offsetof(pm_heap, cls) + (size_t)cls * sizeof(pm_class_state));
+}
+PM_INLINE uint16_t pm_low16(const void *p) { return (uint16_t)(uintptr_t)p; }
+/* The end of class cls's cache slots: top there, the cache is empty. */
+PM_INLINE pm_block **pm_cache_end(pm_heap *heap, unsigned cls) {
+    return &heap->cache[cls][PM_CACHE_MAX];
 }
 
 /* ---- global state --------------------------------------------------------------------------- */
@@ -526,8 +545,8 @@ PM_INLINE unsigned pm_size_class(size_t n) {
  * holds its successor encoded with its own address and pm_link_secret; word 1 holds its own
  * address encoded with pm_key_secret. A program that writes into a freed block therefore
  * cannot make malloc return an address of its choice without knowing the secrets: every
- * decoded link is checked to be a block boundary of the same pool (or, for the per-thread
- * cache, a block of an arena) before it is followed. */
+ * decoded link is checked to be a block boundary of the same pool before it is followed (the
+ * per-thread cache holds no links at all). */
 typedef struct pm_secrets {
     uintptr_t link, key;
 } pm_secrets;
@@ -821,8 +840,7 @@ PM_HIDDEN PM_NOINLINE __attribute__((returns_nonnull)) void *pm_sample_expired(s
 /* I8 on the fast paths: a decoded link must lie in the 4 MiB slot of the block that held it
  * (three instructions), so that following it reads mapped memory; the block it names is then
  * checked in full when it is popped in turn, by its key, which no one can forge without the
- * secret. A cache may also link blocks of two arenas: pm_in_arena decides then. The slow
- * paths (heap.c, pool.c) check links against the pool itself. */
+ * secret. The slow paths (heap.c, pool.c) check links against the pool itself. */
 PM_INLINE bool pm_link_in_slot(const pm_block *b, const pm_block *next) {
     return (((uintptr_t)b ^ (uintptr_t)next) >> PM_ARENA_SHIFT) == 0;
 }
@@ -844,17 +862,14 @@ PM_INLINE void *pm_count_down(pm_class_state *cs, void *block, size_t size) {
 PM_INLINE void *pm_pop_line(uint32_t line, size_t size) {
     pm_heap *heap = pm_fast_heap_get();
     pm_class_state *cs = (pm_class_state *)((char *)heap + line);
-    pm_block *b = cs->cache;
-    if (PM_LIKELY(b != NULL)) { /* the block this thread freed last: warm */
-        pm_block *next = pm_link_decode(b);
+    pm_block **top = cs->top, *b;
+    if (PM_LIKELY(pm_low16(top) != cs->empty_lo)) { /* the block this thread freed last: warm */
+        b = *top;
         /* b must still carry its free key: a block freed twice (its key zeroed in between,
-         * say) is on the list twice, and its second pop finds the key cleared by the first. */
-        if (PM_HARDEN &&
-            PM_UNLIKELY((next != NULL && !pm_link_in_slot(b, next) && !pm_in_arena(next)) ||
-                        b->key != pm_free_key(b)))
+         * say) is in the cache twice, and its second pop finds the key cleared by the first. */
+        if (PM_HARDEN && PM_UNLIKELY(b->key != pm_free_key(b)))
             return pm_heap_corrupt_jump(b, "thread cache");
-        cs->cache = next;
-        PM_OWN_ADD(cs->cache_room, 1);
+        PM_OWN_SET(cs->top, top + 1);
     } else {
         pm_pool *pool = cs->current;
         b = pool->free;
@@ -923,27 +938,15 @@ PM_INLINE void *pm_malloc_inline(size_t size) {
 #define PM_PAST_MASK 0xff00u
 #define PM_PAST_MARK(cs) ((uint32_t)(cs)->countdown << 16)
 
-/* Takes one place in the cache of cs; false (the room left at 0) when it is full. Outside
- * ThreadSanitizer one `sub $1` to memory does it, its borrow saying that the room was 0 and
- * has wrapped: the full path, rarer, puts the 0 back (readers of cache_room clamp). */
-PM_INLINE bool pm_cache_room_take(pm_class_state *cs) {
-#if PM_TSAN
-    if (cs->cache_room == 0)
-        return false;
-    PM_OWN_ADD(cs->cache_room, -1);
-    return true;
-#else
-    bool borrow;
-#if defined(__x86_64__) /* compilers load, subtract and store instead: 3 more instructions */
-    __asm__("subl $1, %0" : "+m"(cs->cache_room), "=@ccc"(borrow));
-#else
-    borrow = __builtin_sub_overflow(cs->cache_room, 1u, &cs->cache_room);
-#endif
-    if (PM_LIKELY(!borrow))
-        return true;
-    cs->cache_room = 0;
-    return false;
-#endif
+/* b on the cache of cs, whose top is top and which has room. The key and the slot are
+ * written before top moves (a release store: no instruction on x86, but the compiler keeps
+ * the order): a fork while another thread is here leaves the child a cache whose every block
+ * carries its key, since fork's copy sees a thread's stores in order (heap.c adopts that
+ * thread's heap, cache and all). */
+PM_INLINE void pm_cache_push(pm_class_state *cs, pm_block **top, pm_block *b) {
+    b->key = pm_free_key(b);
+    *--top = b;
+    __atomic_store_n(&cs->top, top, __ATOMIC_RELEASE);
 }
 
 /* The checks come before the block is read: p must be a block boundary of a pool this thread
@@ -959,10 +962,9 @@ PM_INLINE void pm_free_inline(void *p) {
         if (PM_LIKELY(theirs <= PM_OWNER_DETACHED &&
                       pm_pool_is_carved_block(pool, p) && b->key != pm_free_key(b))) {
             pm_class_state *cs = (pm_class_state *)((char *)heap + pool->cls_offset);
-            if (PM_LIKELY(pm_cache_room_take(cs))) {
-                b->key = pm_free_key(b);
-                b->link = pm_link_encode(b, cs->cache);
-                cs->cache = b;
+            pm_block **top = cs->top;
+            if (PM_LIKELY(pm_low16(top) != cs->full_lo)) {
+                pm_cache_push(cs, top, b);
                 return;
             }
             /* The cache is full. PM_RUN_FREES frees past it running in one unit: the program

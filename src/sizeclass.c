@@ -16,7 +16,7 @@ uint32_t pm_class_cache_limit[PM_NUM_CLASSES];
  * from emptying. */
 static uint32_t class_cache_limit(uint32_t block) {
     uint32_t n = (64u << 10) / block;
-    return n < 1 ? 1 : n > 32 ? 32 : n;
+    return n < 1 ? 1 : n > PM_CACHE_MAX ? PM_CACHE_MAX : n;
 }
 
 /* Class i's block size: 16 * i up to 512, then four steps per power of two. */

@@ -35,11 +35,11 @@ static void collect_heaps(snapshot *s) {
             /* Bytes folded at the last expiry plus those counted down since. */
             s->cls[c].bytes_requested += LOAD(h->cls[c].requested) +
                                          (uint64_t)(LOAD(h->cls[c].armed) - LOAD(h->cls[c].countdown));
-            /* Blocks in a heap's cache count as used in their pools (I1) but are free. */
-            uint32_t room = LOAD(h->cls[c].cache_room);
-            bool drained = room == 0 && LOAD(h->cls[c].cache) == NULL; /* heap.c */
-            if (h != &pm_sentinel_heap && !drained && room <= pm_class_cache_limit[c])
-                s->cached[c] += pm_class_cache_limit[c] - room;
+            /* Blocks in a heap's cache count as used in their pools (I1) but are free. The
+             * owner moves top as we read it: an old or a new value, within the slots. */
+            size_t cached = (size_t)(pm_cache_end(h, c) - LOAD(h->cls[c].top));
+            if (h != &pm_sentinel_heap && cached <= pm_class_cache_limit[c])
+                s->cached[c] += cached;
         }
         s->total.remote_frees += atomic_load_explicit(&h->remote_frees, memory_order_relaxed);
     }

@@ -84,15 +84,16 @@ static void *shuffled_teardown_then_reuse(void *arg) {
     teardown td = {arg, true};
     uintptr_t released = (uintptr_t)build_and_free(&td);
     pm_class_state *cs = &pm_thread_heap->cls[pm_size_class(BLOCK)];
-    cr_assert_null(cs->cache, "the stale cache should have gone back to its pools");
-    cr_assert_eq(cs->cache_room, 0, "a drained cache takes nothing before a malloc");
+    pm_block **end = pm_cache_end(pm_thread_heap, pm_size_class(BLOCK));
+    cr_assert_eq(cs->top, end, "the stale cache should have gone back to its pools");
+    cr_assert_eq(cs->full_lo, cs->empty_lo, "a drained cache takes nothing before a malloc");
     void *again[PM_STALE_FREES];
     for (int i = 0; i < PM_STALE_FREES; i++)
         again[i] = pm_malloc(BLOCK);
     for (int i = 0; i < PM_STALE_FREES; i++)
         pm_free(again[i]);
-    cr_assert_eq(cs->cache, again[PM_STALE_FREES - 1],
-                 "after mallocs, the cache should take blocks again");
+    cr_assert(cs->top < end && *cs->top == again[PM_STALE_FREES - 1],
+              "after mallocs, the cache should take blocks again");
     return (void *)released;
 }
 
