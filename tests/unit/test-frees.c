@@ -364,3 +364,48 @@ Test(frees, a_foreign_block_goes_home_from_a_thread_that_allocates_the_class) {
 Test(frees, a_foreign_block_goes_home_from_a_thread_that_only_frees) {
     check_foreign_frees_go_home(false);
 }
+
+/* ---- the cache's bounds, in every class ------------------------------------------------------ */
+
+/* The cache is a stack of slots in the heap whose bounds are compared by their low 16 bits:
+ * in every class (limits from 32 blocks down to 1), it takes exactly its limit of frees, the
+ * next free goes past it to the pool, and malloc gives the cached blocks back last freed
+ * first, then goes to the pool. */
+static void *fill_and_empty_every_cache(void *arg) {
+    (void)arg;
+    for (unsigned c = 1; c < PM_NUM_CLASSES; c++) {
+        uint32_t limit = pm_class_cache_limit[c];
+        void *blocks[PM_CACHE_MAX + 1];
+        for (uint32_t i = 0; i <= limit; i++)
+            blocks[i] = pm_malloc(pm_class_size[c]);
+        pm_heap *heap = pm_thread_heap;
+        pm_class_state *cs = &heap->cls[c];
+        pm_block **end = pm_cache_end(heap, c);
+        cr_assert_eq(cs->top, end, "class %u: the cache should start empty", c);
+        for (uint32_t i = 0; i < limit; i++)
+            pm_free(blocks[i]);
+        cr_assert_eq((size_t)(end - cs->top), limit, "class %u: %u frees should all be cached", c,
+                     limit);
+        pm_pool *pool = pm_pool_of(blocks[limit]);
+        uint32_t used = pool->used;
+        pm_free(blocks[limit]); /* past the full cache: onto its pool */
+        cr_assert_eq((size_t)(end - cs->top), limit, "class %u: the cache took a block past its limit", c);
+        if (pool->state == PM_POOL_CURRENT)
+            cr_assert_eq(pool->used, used - 1, "class %u: the free past the cache missed the pool", c);
+        for (uint32_t i = limit; i-- > 0;)
+            cr_assert_eq(pm_malloc(pm_class_size[c]), blocks[i], "class %u: not last freed first", c);
+        cr_assert_eq(cs->top, end, "class %u: the cache should be empty again", c);
+        void *more = pm_malloc(pm_class_size[c]); /* from the pool */
+        cr_assert_not_null(more);
+        pm_free(more);
+        for (uint32_t i = 0; i < limit; i++)
+            pm_free(blocks[i]);
+    }
+    return NULL;
+}
+
+Test(frees, every_class_cache_holds_its_limit_and_no_more) {
+    pthread_t t; /* a thread of its own: a fresh heap, every cache empty */
+    pthread_create(&t, NULL, fill_and_empty_every_cache, NULL);
+    pthread_join(t, NULL);
+}
