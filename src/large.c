@@ -594,9 +594,10 @@ static bool take_in_place(size_t need, large_block *b, size_t *old_from, size_t 
         return true;
     }
     *old_from = 0;
-    if (take_bridged(need, b, old_to))
+    if (take_bridged(need, b, old_to)) /* writes *b only when it succeeds */
         return true;
-    *b = (large_block){0};
+    /* The bridge's plans already end above a run when fresh pages are under half the block;
+     * here a run is extended below, or above by more. */
     run runs[2];
     size_t n = largest_runs(runs, 2);
     for (size_t k = 0; k < n; k++) {
