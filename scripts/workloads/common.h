@@ -156,6 +156,38 @@ static inline void *wl_malloc(const char *name, size_t size) {
     return p;
 }
 
+/* ---- large blocks as `large` and `largemix` use them ---- */
+
+/* A block of lo..hi bytes (log-uniform) whose first 16 KiB are written and then one byte in
+ * every page: a block whose memory the allocator reuses costs little, a fresh mapping a page
+ * fault per page. */
+typedef struct wl_large {
+    unsigned char *p;
+    size_t size;
+} wl_large;
+
+#define WL_LARGE_HEAD (16u << 10)
+#define WL_PAGE 4096u
+
+static inline wl_large wl_large_new(const char *name, uint64_t *seed, size_t lo, size_t hi) {
+    size_t size = wl_rand_log(seed, lo, hi);
+    unsigned char *p = wl_malloc(name, size);
+    memset(p, 0x3c, WL_LARGE_HEAD);
+    for (size_t off = WL_LARGE_HEAD; off < size; off += WL_PAGE)
+        p[off] = (unsigned char)(off >> 12);
+    wl_tag(p, size);
+    return (wl_large){p, size};
+}
+
+/* Checks the block's tag and every 16th page's byte, then frees it. */
+static inline void wl_large_free(const char *name, wl_large b) {
+    wl_check(name, b.p, b.size);
+    for (size_t off = WL_LARGE_HEAD; off + 1 < b.size; off += 16 * WL_PAGE)
+        if (b.p[off] != (unsigned char)(off >> 12))
+            wl_die(name, "a large block was overwritten: allocator bug");
+    free(b.p);
+}
+
 /* ---- reporting ---- */
 
 /* Resident memory of this process in KiB (/proc/self/statm), or 0 if unreadable. */

@@ -12,8 +12,6 @@
 #define LIVE_BLOCKS 8
 #define MIN_LARGE (256u << 10)
 #define MAX_LARGE (64u << 20)
-#define HEAD_BYTES (16u << 10)
-#define PAGE 4096u
 #define LARGE_STEPS 300
 
 typedef struct large_thread {
@@ -21,41 +19,18 @@ typedef struct large_thread {
     uint64_t steps;
 } large_thread;
 
-typedef struct block {
-    unsigned char *p;
-    size_t size;
-} block;
-
-static block block_new(uint64_t *seed) {
-    size_t size = wl_rand_log(seed, MIN_LARGE, MAX_LARGE);
-    unsigned char *p = wl_malloc("large", size);
-    memset(p, 0x3c, HEAD_BYTES);
-    for (size_t off = HEAD_BYTES; off < size; off += PAGE)
-        p[off] = (unsigned char)(off >> 12);
-    wl_tag(p, size);
-    return (block){p, size};
-}
-
-static void block_free(block b) {
-    wl_check("large", b.p, b.size);
-    for (size_t off = HEAD_BYTES; off + 1 < b.size; off += 16 * PAGE)
-        if (b.p[off] != (unsigned char)(off >> 12))
-            wl_die("large", "a large block was overwritten: allocator bug");
-    free(b.p);
-}
-
 static void *large_main(void *arg) {
     large_thread *t = arg;
-    block live[LIVE_BLOCKS];
+    wl_large live[LIVE_BLOCKS];
     for (int i = 0; i < LIVE_BLOCKS; i++)
-        live[i] = block_new(&t->seed);
+        live[i] = wl_large_new("large", &t->seed, MIN_LARGE, MAX_LARGE);
     for (uint64_t step = 0; step < t->steps; step++) {
         size_t slot = (size_t)(wl_rand(&t->seed) % LIVE_BLOCKS);
-        block_free(live[slot]);
-        live[slot] = block_new(&t->seed);
+        wl_large_free("large", live[slot]);
+        live[slot] = wl_large_new("large", &t->seed, MIN_LARGE, MAX_LARGE);
     }
     for (int i = 0; i < LIVE_BLOCKS; i++)
-        block_free(live[i]);
+        wl_large_free("large", live[i]);
     return NULL;
 }
 

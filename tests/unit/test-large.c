@@ -6,8 +6,9 @@
  * where they lie, few page faults under random replacement, pieces lying apart never moved
  * together, a block of two mappings resized, a growing block moved into cached pages with room
  * to grow, holes between cached pieces filled with fresh pages to build a block (and left
- * alone when something else is mapped there), the resident budget (cache <= 5/4 peak live -
- * live), its decay.
+ * alone when something else is mapped there), the zone where fresh blocks are placed (side by
+ * side, holes reused, giving way to mappings not its own), the resident budget (cache <= 5/4
+ * peak live - live), its decay.
  * The limits: an unmap the kernel refuses is survived (purged, retried later), a request mmap
  * refuses under RLIMIT_AS succeeds once the cache was given back, a growth whose room does not
  * fit under the limit gets what it asked for, and a second free of a large block is reported
@@ -158,28 +159,37 @@ Test(large, a_piece_is_extended_in_place_and_adjacent_pieces_serve_in_place) {
     cr_assert(pm_large_free(g));
 }
 
-/* Three 4 MiB blocks side by side (the kernel maps top-down: c, b, a upwards); b is unmapped
- * when freed (no cache then), a and c are cached around the hole it leaves. A triple that
- * does not lie side by side (a gap the kernel filled first) stays live, and the next one is
- * made below it. */
+/* Three 4 MiB blocks side by side, in either order (the zone places them upwards, the kernel
+ * top-down); the middle one is unmapped when freed (no cache then), the outer two are cached
+ * around the hole it leaves, the lower one filled with 0xcc, the upper with 0xaa. A triple
+ * that does not lie side by side stays live, and the next one is tried. */
 static bool cache_pieces_around_a_hole(char **lo, char **hi) {
     char *a, *b, *c;
     int tries = 0;
-    do {
+    for (;;) {
         if (++tries > 4)
             return false;
-        a = alloc_filled(4 * MiB, 0xaa);
+        a = alloc_filled(4 * MiB, 0xcc);
         b = alloc_filled(4 * MiB, 0xbb);
         c = alloc_filled(4 * MiB, 0xcc);
-    } while (b + 4 * MiB != a || c + 4 * MiB != b);
+        if (a + 4 * MiB == b && b + 4 * MiB == c)
+            break;
+        if (c + 4 * MiB == b && b + 4 * MiB == a) {
+            char *t = a;
+            a = c;
+            c = t;
+            break;
+        }
+    }
+    memset(c, 0xaa, 4 * MiB); /* a is the lower, c the upper */
     pm_opt.large_cache = 0;
     cr_assert(pm_large_free(b));
     pm_opt.large_cache = (size_t)1 << 30;
     cr_assert(pm_large_free(a));
     cr_assert(pm_large_free(c));
     cr_assert_eq(large_stats().cached_bytes, 8 * MiB);
-    *lo = c;
-    *hi = a;
+    *lo = a;
+    *hi = c;
     return true;
 }
 
@@ -223,6 +233,86 @@ Test(large, a_hole_someone_else_mapped_is_left_alone) {
     cr_assert_eq(theirs[0], 0x5a);
     cr_assert(pm_large_free(p));
     cr_assert_eq(munmap(theirs, 4096), 0);
+}
+
+/* ---- the zone ---- */
+
+/* Three fresh blocks (nothing cached): one after the other, upwards, in the zone far below the
+ * libraries, not where the kernel places mappings (just below the libraries). */
+Test(large, fresh_blocks_lie_side_by_side_in_the_zone_far_from_other_mappings) {
+    settle_options();
+    char *a = alloc_filled(4 * MiB, 1);
+    char *b = alloc_filled(3 * MiB, 2);
+    char *c = alloc_filled(5 * MiB, 3);
+    cr_assert_eq(b, a + 4 * MiB, "the second block should follow the first");
+    cr_assert_eq(c, b + 3 * MiB, "the third block should follow the second");
+    char *theirs = mmap(NULL, 4 * MiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(theirs, MAP_FAILED);
+    uintptr_t apart = (uintptr_t)theirs > (uintptr_t)a ? (uintptr_t)theirs - (uintptr_t)a
+                                                        : (uintptr_t)a - (uintptr_t)theirs;
+    cr_assert_gt(apart, (uintptr_t)1 << 32, "the zone lies %#lx bytes from the kernel's mapping",
+                 (unsigned long)apart);
+    cr_assert(all_bytes(a, 4 * MiB, 1) && all_bytes(b, 3 * MiB, 2) && all_bytes(c, 5 * MiB, 3));
+    cr_assert_eq(munmap(theirs, 4 * MiB), 0);
+    cr_assert(pm_large_free(a) && pm_large_free(b) && pm_large_free(c));
+}
+
+/* A block unmapped in the middle of the zone leaves a hole: fresh blocks go there first, the
+ * smallest hole that holds them, and only then to the top. Fresh pages: zero. */
+Test(large, a_hole_in_the_zone_takes_the_next_fresh_blocks) {
+    settle_options();
+    char *a = alloc_filled(4 * MiB, 1);
+    char *b = alloc_filled(4 * MiB, 2);
+    char *c = alloc_filled(2 * MiB, 3);
+    char *d = alloc_filled(4 * MiB, 4);
+    cr_assert(b == a + 4 * MiB && c == b + 4 * MiB && d == c + 2 * MiB);
+    pm_opt.large_cache = 0; /* every free unmaps: holes, and nothing cached */
+    cr_assert(pm_large_free(b));
+    cr_assert(pm_large_free(c)); /* merges with b's hole: 6 MiB */
+    char *e = pm_large_alloc(1 * MiB, 0, true);
+    cr_assert_eq(e, b, "a fresh block should take the hole");
+    cr_assert(all_bytes(e, 1 * MiB, 0));
+    char *f = pm_large_alloc(5 * MiB, 0, false);
+    cr_assert_eq(f, b + 1 * MiB, "the rest of the hole holds 5 MiB exactly");
+    char *g = pm_large_alloc(1 * MiB, 0, false);
+    cr_assert_eq(g, d + 4 * MiB, "the hole is full: the top");
+    cr_assert(pm_large_free(g)); /* the top comes down */
+    char *h = pm_large_alloc(2 * MiB, 0, false);
+    cr_assert_eq(h, d + 4 * MiB, "the top should have come down when its last block went");
+    cr_assert(pm_large_free(a) && pm_large_free(d) && pm_large_free(e) && pm_large_free(f) &&
+              pm_large_free(h));
+}
+
+/* A hole someone else has mapped into is dropped, their mapping untouched; a mapping at the
+ * zone's top turns the zone off, and the kernel places blocks from then on. */
+Test(large, the_zone_gives_way_to_mappings_not_its_own) {
+    settle_options();
+    char *a = alloc_filled(4 * MiB, 1);
+    char *b = alloc_filled(4 * MiB, 2);
+    char *c = alloc_filled(4 * MiB, 3);
+    cr_assert(b == a + 4 * MiB && c == b + 4 * MiB);
+    pm_opt.large_cache = 0;
+    cr_assert(pm_large_free(b));
+    pm_opt.large_cache = (size_t)1 << 30;
+    char *theirs = mmap(b + MiB, 4096, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    cr_assert_eq(theirs, b + MiB, "the hole should be free");
+    theirs[0] = 0x5a;
+    char *d = alloc_filled(2 * MiB, 4); /* the hole would fit it, but is taken */
+    cr_assert(d + 2 * MiB <= b || d >= b + 4 * MiB, "the block overlaps the hole");
+    cr_assert_eq(theirs[0], 0x5a, "their mapping was replaced");
+    char *top = d == c + 4 * MiB ? d + 2 * MiB : c + 4 * MiB;
+    char *stop = mmap(top, 4096, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    cr_assert_eq(stop, top, "the top should be free");
+    stop[0] = 0x6b;
+    char *e = alloc_filled(4 * MiB, 5);
+    cr_assert(e + 4 * MiB <= stop || e > stop, "the block overlaps the mapping at the top");
+    cr_assert(stop[0] == 0x6b && theirs[0] == 0x5a);
+    cr_assert(all_bytes(a, 4 * MiB, 1) && all_bytes(c, 4 * MiB, 3) && all_bytes(d, 2 * MiB, 4));
+    cr_assert_eq(munmap(theirs, 4096), 0);
+    cr_assert_eq(munmap(stop, 4096), 0);
+    cr_assert(pm_large_free(a) && pm_large_free(c) && pm_large_free(d) && pm_large_free(e));
 }
 
 /* Buffers of 1-6 MiB replaced at random, each filled whole (bigbuf's pattern): after the first
@@ -464,6 +554,8 @@ static int enomem_child(void) {
         if ((blocks[i] = pm_large_alloc(32 * MiB, 0, false)) == NULL)
             return 10;
         mmap(blocks[i] - 4096, 4096, PROT_NONE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        mmap(blocks[i] + 32 * MiB, 4096, PROT_NONE,
              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
     }
     for (int i = 0; i < 8; i++)
