@@ -170,22 +170,12 @@ static bool zone_on(void) { return zone_top > 1; }
 
 /* ZONE_GAP below this library's data, 1 GiB-aligned, less a random multiple of 2 MiB up to a
  * quarter of the gap (so that a large block's address says nothing about the library's). */
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define PM_UNDER_TSAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define PM_UNDER_TSAN 1
-#endif
 static void zone_choose(void) {
-#ifdef PM_UNDER_TSAN
-    /* ThreadSanitizer shadows only its own ranges of the address space and stops a program
-     * that maps memory outside them (exit 66 in every test with a large block): the kernel
-     * places, as it does for TSan's own allocations. */
-    zone_top = 1;
-    return;
-#endif
+    if (PM_TSAN) { /* ThreadSanitizer shadows only its own ranges of the address space and
+                    * stops a program that maps outside them (exit 66): the kernel places */
+        zone_top = 1;
+        return;
+    }
     uintptr_t here = (uintptr_t)&zone_top & ~(((uintptr_t)1 << 30) - 1);
     uintptr_t gap = here / 4 < ZONE_GAP ? (here / 4) & ~(((uintptr_t)1 << 30) - 1) : ZONE_GAP;
     uintptr_t jitter = (pm_secret.key >> 8) % (gap / 4 + 1) & ~(((uintptr_t)2 << 20) - 1);
