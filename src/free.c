@@ -17,6 +17,13 @@ void pm_report_foreign(const void *p, const char *fn) {
     pm_fatal("%s(): invalid pointer %p (not allocated by poolmalloc)", fn, p);
 }
 
+/* For a report only: p lies among the pool's carved blocks malloc has not reached yet. Those
+ * are the owner's to move; another thread reads them racily here, on its way to abort. */
+static bool carved_unused(const pm_pool *pool, const void *p) {
+    const char *bump = __atomic_load_n(&pool->bump, __ATOMIC_RELAXED);
+    return (const char *)p >= bump && (const char *)p < __atomic_load_n(&pool->bump_end, __ATOMIC_RELAXED);
+}
+
 /* I3 and I2 for a pointer inside an arena; aborts with a clear message on misuse. The order
  * matters: p is read (its key) only once it is known to be a block that was handed out. */
 static void check_pool_block(const pm_pool *pool, const void *p, const char *fn) {
@@ -29,9 +36,13 @@ static void check_pool_block(const pm_pool *pool, const void *p, const char *fn)
     if (PM_UNLIKELY(!pm_pool_is_carved_block(pool, p)))
         pm_fatal("%s(): invalid pointer %p (a block of a poolmalloc pool that was never handed "
                  "out)", fn, p);
-    if (PM_UNLIKELY(((const pm_block *)p)->key == pm_free_key(p)))
+    if (PM_UNLIKELY(((const pm_block *)p)->key == pm_free_key(p))) {
+        if (carved_unused(pool, p))
+            pm_fatal("%s(): invalid pointer %p (a block of a poolmalloc pool that was never "
+                     "handed out)", fn, p);
         pm_fatal("%s(): double free or use after free of %p (a free %u-byte block)", fn, p,
                  pool->block_size);
+    }
 }
 
 /* Not a pool block and not a live large block: a large block freed already, or a pointer

@@ -95,13 +95,24 @@ pm_heap *pm_heap_take(void) { return heap_take(); }
 
 /* ---- allocation from a class: the malloc slow path proper -------------------------------- */
 
-static void *pool_pop(pm_pool *pool) {
+/* A block of pool: from its free list, else a never-used carved one (as pm_pop_line, with
+ * the slow paths' stricter link check), else NULL. */
+static void *pool_take(pm_pool *pool) {
     pm_block *b = pool->free;
-    pm_block *next = pm_link_decode(b);
-    if (PM_UNLIKELY((next != NULL && !pm_pool_is_carved_block(pool, next)) ||
-                    b->key != pm_free_key(b)))
-        pm_heap_corrupt(b, "pool free list");
-    pool->free = next;
+    if (b != NULL) {
+        pm_block *next = pm_link_decode(b);
+        if (PM_UNLIKELY((next != NULL && !pm_pool_is_carved_block(pool, next)) ||
+                        b->key != pm_free_key(b)))
+            pm_heap_corrupt(b, "pool free list");
+        pool->free = next;
+    } else if (pool->bump < pool->bump_end) {
+        b = (pm_block *)pool->bump;
+        if (PM_UNLIKELY(b->key != pm_free_key(b)))
+            pm_heap_corrupt(b, "a pool's unused blocks");
+        pool->bump += pool->block_size;
+    } else {
+        return NULL;
+    }
     b->key = 0;
     PM_OWN_ADD(pool->used, 1);
     return b;
@@ -131,11 +142,12 @@ void *pm_heap_alloc(pm_heap *heap, unsigned cls) {
         heap_tick(heap);
     for (;;) {
         pm_pool *pool = cs->current;
-        if (pool->free != NULL)
-            return pool_pop(pool);
+        void *b = pool_take(pool);
+        if (b != NULL)
+            return b;
         if (pool != &pm_empty_pool) {
             if (pm_pool_carve(pool) || pm_pool_collect(pool))
-                return pool_pop(pool);
+                return pool_take(pool);
             if (PM_DEBUG)
                 check_heap(heap);
             /* Exhausted: every block is out. Frees find the DETACHED mark (I6). */
@@ -143,9 +155,12 @@ void *pm_heap_alloc(pm_heap *heap, unsigned cls) {
             pm_pool_detach(heap, pool);
         }
         while ((pool = pm_pool_take_pending(heap, cls)) != NULL) {
-            if (pool->free != NULL || pm_pool_carve(pool)) {
+            b = pool_take(pool);
+            if (b == NULL && pm_pool_carve(pool))
+                b = pool_take(pool);
+            if (b != NULL) {
                 cs->current = pool;
-                return pool_pop(pool);
+                return b;
             }
             pm_pool_detach(heap, pool); /* nothing to give after all */
         }
@@ -153,7 +168,7 @@ void *pm_heap_alloc(pm_heap *heap, unsigned cls) {
         if (pool != NULL) {
             pm_pool_carve(pool);
             cs->current = pool;
-            return pool_pop(pool);
+            return pool_take(pool);
         }
         return NULL; /* the OS refused memory */
     }
@@ -369,7 +384,8 @@ void pm_heap_fork_child(void) {
 /* ---- consistency checks (PM_DEBUG) ------------------------------------------------------------ */
 
 /* I1, I2, I6 for the current pool: every free block is a carved block of this pool carrying
- * its free key, and the use count matches capacity minus the free and uncarved blocks. */
+ * its free key, so is every unused carved one, and the use count matches capacity minus the
+ * free and never-used blocks. */
 static void check_pool(const pm_heap *heap, const pm_pool *pool) {
     if ((uintptr_t)pool->owner != (uintptr_t)heap)
         pm_fatal("debug: pool %p is current in heap %p but owned by %p", (const void *)pool,
@@ -383,10 +399,19 @@ static void check_pool(const pm_heap *heap, const pm_pool *pool) {
         if (++free_blocks > pool->capacity)
             pm_fatal("debug: pool %p: free list longer than the pool (a cycle?)", (const void *)pool);
     }
-    uint32_t uncarved = (uint32_t)((pool->end - (pool->start + pool->carved)) / pool->block_size);
-    if (pool->used + free_blocks + uncarved != pool->capacity)
-        pm_fatal("debug: pool %p (class %u): %u used + %u free + %u uncarved != capacity %u",
-                 (const void *)pool, pool->cls, pool->used, free_blocks, uncarved, pool->capacity);
+    if (pool->bump_end != pool->start + pool->carved || pool->bump > pool->bump_end ||
+        (pool->bump - pool->start) % pool->block_size != 0)
+        pm_fatal("debug: pool %p (class %u): unused blocks from %p to %p, carve point %u",
+                 (const void *)pool, pool->cls, (const void *)pool->bump,
+                 (const void *)pool->bump_end, pool->carved);
+    for (const char *b = pool->bump; b < pool->bump_end; b += pool->block_size)
+        if (((const pm_block *)b)->key != pm_free_key(b))
+            pm_fatal("debug: pool %p (class %u): unused block %p lost its key", (const void *)pool,
+                     pool->cls, (const void *)b);
+    uint32_t unused = (uint32_t)((pool->end - pool->bump) / pool->block_size);
+    if (pool->used + free_blocks + unused != pool->capacity)
+        pm_fatal("debug: pool %p (class %u): %u used + %u free + %u never used != capacity %u",
+                 (const void *)pool, pool->cls, pool->used, free_blocks, unused, pool->capacity);
 }
 
 static void check_heap(const pm_heap *heap) {

@@ -60,8 +60,8 @@
  *    |   | header (4 units) | pool | pool (4 units)       | free | pool | free ... |
  *    |   +------------------+------+----------------------+------+------+----------+
  *    |                         |
- *    |                         +-- pool of class 48 B: | tail | blk | blk | ... | uncarved |
- *    |                                                  ^ free lists thread freed blocks
+ *    |                         +-- pool of class 48 B: | tail | blk | blk | ... | carved | uncarved |
+ *    |                                   free lists thread freed blocks ^   bump ^      ^ carve point
  *    |
  *    +-- large block (> threshold): one mapping, page-aligned, recorded in the large table
  *
@@ -136,7 +136,8 @@
  *  I1 pool->used counts blocks handed out and not on the local free list (blocks in a heap's
  *     cache and blocks on xfree included). Once the pool is detached, xfree's count holds the
  *     blocks still out instead; the free that takes it to zero releases the pool.      pool.c
- *  I2 a free block's word 1 holds pm_free_key(block) (its address encoded with a secret);
+ *  I2 a free block's word 1 holds pm_free_key(block) (its address encoded with a secret), and
+ *     so does every carved block not yet handed out (from pool->bump to the carve point);
  *     malloc clears it, so a free that finds the key is a double free.        free.c, heap.c
  *  I3 free(p) accepts p only if p's unit maps to an in-use pool, p is a block boundary in it
  *     (one exact divisibility test: blocks are packed against the pool's end, the unusable
@@ -280,7 +281,7 @@ typedef struct __attribute__((aligned(64))) pm_pool {
     /* I3 for free in one compare: (p - start) * div_magic < carved_limit holds exactly for
      * the blocks below the carve point (pm_pool_is_carved_block). Written with `carved`. */
     uint64_t carved_limit;
-    uint32_t carved;        /* bytes from start ever carved: blocks past it were never given */
+    uint32_t carved;        /* bytes from start carved: blocks past it were never handed out */
     uint32_t block_size;
     uint8_t cls, state;
     uint16_t first_unit, units;
@@ -292,6 +293,11 @@ typedef struct __attribute__((aligned(64))) pm_pool {
     uint32_t used;          /* I1: blocks handed out and not on the local free list */
     uint32_t capacity;      /* blocks in the pool */
     uint32_t detached_used; /* used when the owner detached it (blocks out then) */
+    /* Never-used blocks, taken in address order once the free list is empty: [bump, bump_end)
+     * were carved (keyed, admitted by free's carve test) and not yet handed out; bump_end is
+     * start + carved. A bump costs malloc no link to decode and carving one store a block. */
+    char *bump;
+    char *bump_end;
     /* line 3: other threads' */
     _Alignas(64) _Atomic uintptr_t xfree;
     struct pm_pool *next, *prev; /* owner->pending[cls], under owner->xlock */
@@ -611,7 +617,8 @@ PM_INLINE pm_pool *pm_pool_of(const void *p) {
 PM_HIDDEN pm_pool *pm_pool_acquire(pm_heap *heap, unsigned cls);
 /* Gives an empty pool's units back to its arena. */
 PM_HIDDEN void pm_pool_release(pm_pool *pool);
-/* Threads up to a page's worth of never-used blocks onto the free list; false if none left. */
+/* Carves up to a page of never-used blocks past the carve point (keys set; malloc takes them
+ * from pool->bump); false if none are left. */
 PM_HIDDEN bool pm_pool_carve(pm_pool *pool);
 /* Any thread, any pool state but FREE: puts a checked block on the pool's atomic list. The
  * pool may be released by this call (the last block of a detached pool came back). errno is
@@ -873,19 +880,28 @@ PM_INLINE void *pm_pop_line(uint32_t line, size_t size) {
     } else {
         pm_pool *pool = cs->current;
         b = pool->free;
-        if (PM_UNLIKELY(b == NULL))
-            return NULL;
-        pm_block *next = pm_link_decode(b);
-        /* In the slot first: a pool's list ends once a carved page or collected list, so
-         * the NULL test is the rarer one here (2 instructions fewer a pop; in the cache,
-         * whose pair benchmark pops a last block each time, NULL comes first). */
-        if (PM_HARDEN && PM_UNLIKELY((!pm_link_in_slot(b, next) && next != NULL) ||
-                                     b->key != pm_free_key(b)))
-            return pm_heap_corrupt_jump(b, "pool free list");
-        pool->free = next;
-        /* The next malloc of this class will load next's link: start fetching it now, while
-         * the caller works, rather than stall then. A prefetch of NULL is harmless. */
-        __builtin_prefetch(next);
+        if (PM_LIKELY(b != NULL)) { /* a block freed into the pool */
+            pm_block *next = pm_link_decode(b);
+            /* In the slot first: a pool's list ends once per list freed or collected into
+             * it, so the NULL test is the rarer one here (2 instructions fewer a pop; in the
+             * cache, whose pair benchmark pops a last block each time, NULL comes first). */
+            if (PM_HARDEN && PM_UNLIKELY((!pm_link_in_slot(b, next) && next != NULL) ||
+                                         b->key != pm_free_key(b)))
+                return pm_heap_corrupt_jump(b, "pool free list");
+            pool->free = next;
+            /* The next malloc of this class will load next's link: start fetching it now,
+             * while the caller works, rather than stall then. Prefetching NULL is harmless. */
+            __builtin_prefetch(next);
+        } else { /* a never-used block of the carved part, if one is left */
+            b = (pm_block *)pool->bump;
+            if (PM_UNLIKELY((char *)b >= pool->bump_end))
+                return NULL; /* carving, collecting, another pool: the slow path */
+            /* Its key, set by the carve, must be intact: a free of it that got through (an
+             * overflow wrote over the key first) would otherwise hand it out twice. */
+            if (PM_HARDEN && PM_UNLIKELY(b->key != pm_free_key(b)))
+                return pm_heap_corrupt_jump(b, "a pool's unused blocks");
+            pool->bump = (char *)b + pool->block_size;
+        }
         PM_OWN_ADD(pool->used, 1);
     }
     b->key = 0;

@@ -32,6 +32,7 @@ static void pool_init(pm_pool *pool, pm_arena *a, unsigned u, unsigned n, unsign
     pool->capacity = (uint32_t)(bytes / bs);
     PM_OWN_SET(pool->carved, 0);
     __atomic_store_n(&pool->carved_limit, 0, __ATOMIC_RELAXED);
+    pool->bump = pool->bump_end = pool->start;
     pool->end = pool->start + (size_t)pool->capacity * bs;
     pool->cls = (uint8_t)cls;
     pool->cls_offset = (uint16_t)pm_class_line(cls);
@@ -88,8 +89,12 @@ void pm_pool_release(pm_pool *pool) {
     pm_unlock(&pm_arena_lock);
 }
 
-/* Threads up to a page of never-used blocks (at least one) onto the free list, in address
- * order, so that a fresh pool's memory is touched only as it is used. */
+/* Carves up to a page of never-used blocks (at least one) past the carve point: their keys are
+ * set (I2: a free of one is a double free) and the carve point moves past them, which admits
+ * them to free's carve test. malloc then takes them in address order from pool->bump (the fast
+ * path, pm_pop_line), so a fresh pool's memory is touched only as it is used. One store a
+ * block: a carve that threaded the blocks onto the free list cost 13 instructions a block, and
+ * each pop 10 more to decode and check a link no one but the carve had written. */
 bool pm_pool_carve(pm_pool *pool) {
     char *carve = pool->start + pool->carved;
     if (carve >= pool->end)
@@ -99,25 +104,17 @@ bool pm_pool_carve(pm_pool *pool) {
         limit = carve + pool->block_size; /* the page ends inside a block: take it whole */
     if (limit > pool->end)
         limit = pool->end;
-    /* Every block but the last links to the one after it: no test of a first block in the
-     * loop, and the successor's address is known without a load (13 instructions a block,
-     * against 16 with a `prev` to patch; every fresh pool's block passes through here). */
-    size_t bs = pool->block_size;
-    char *b = carve, *next = carve + bs;
-    for (; next + bs <= limit; b = next, next += bs) {
+    uint32_t bs = pool->block_size;
+    char *point = carve + (uint32_t)(limit - carve) / bs * bs; /* the new carve point */
+    for (char *b = carve; b != point; b += bs) /* six instructions a block */
         ((pm_block *)b)->key = pm_free_key(b);
-        ((pm_block *)b)->link = pm_link_encode((pm_block *)b, (pm_block *)next);
-    }
-    ((pm_block *)b)->key = pm_free_key(b);
-    ((pm_block *)b)->link = pm_link_encode((pm_block *)b, pool->free);
-    pool->free = (pm_block *)carve;
-    b = next; /* the carve point */
-    PM_OWN_SET(pool->carved, (uint32_t)(b - pool->start));
-    /* Read by other threads' frees: a relaxed store, seen old or new; the blocks it admits were
-     * written before any of them can have been handed out and freed. */
-    __atomic_store_n(&pool->carved_limit,
-                     pm_pool_carved_limit(pool, pool->carved),
-                     __ATOMIC_RELAXED);
+    /* The blocks are keyed before free's test admits them. */
+    PM_OWN_SET(pool->carved, (uint32_t)(point - pool->start));
+    pool->bump_end = point;
+    /* Read by other threads' frees, which see it old or new: released, so that one that sees
+     * it new sees the keys too (a free of a block never handed out is then a double free). */
+    __atomic_store_n(&pool->carved_limit, pm_pool_carved_limit(pool, pool->carved),
+                     __ATOMIC_RELEASE);
     return true;
 }
 
@@ -343,7 +340,7 @@ bool pm_pool_collect(pm_pool *pool) {
  * the owner's xlock: a releaser must take that lock (to unlink) before the pool goes back to
  * its arena, so the pool stays valid until we let go. */
 void pm_pool_detach(pm_heap *heap, pm_pool *pool) {
-    bool has_room = pool->free != NULL || pool->start + pool->carved < pool->end;
+    bool has_room = pool->free != NULL || pool->bump < pool->end;
     uint32_t used = pool->used;
     PM_OWN_SET(pool->state, PM_POOL_DETACHED);
     PM_OWN_SET(pool->detached_used, used);

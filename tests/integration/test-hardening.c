@@ -60,6 +60,49 @@ Test(hardening, free_of_a_never_carved_block_aborts) {
     expect_one_line_report(&c, "uncarved block");
 }
 
+/* A block the carve has keyed and malloc has not reached yet: the free finds its key, and the
+ * report says it was never handed out (not a double free). */
+static void free_carved_unused(void *arg) {
+    (void)arg;
+    char *p = pm_malloc(432); /* a fresh pool: the first block, the carved page's others unused */
+    char *next = p + 432;
+    if (p == NULL || (((uintptr_t)p ^ (uintptr_t)next) >> 12) != 0)
+        _exit(BAD_SETUP); /* the test needs the neighbour on the same page */
+    pm_free(next);
+    _exit(FOOLED);
+}
+
+Test(hardening, free_of_a_carved_block_not_yet_handed_out_aborts) {
+    static pm_child c;
+    run_misuse(free_carved_unused, NULL, &c);
+    pm_test_expect_abort(&c, "free of a carved block malloc has not handed out",
+                         (const char *[]){"never handed out", NULL});
+    expect_one_line_report(&c, "carved unused block");
+}
+
+/* An overflow wipes the key of the unused block after a live one, and the program frees that
+ * block: free cannot tell it from a live block. malloc hands it out from the cache, and must
+ * not hand it out a second time when it reaches it in the pool's unused blocks. */
+static void free_unused_after_overflow(void *arg) {
+    (void)arg;
+    char *p = pm_malloc(432);
+    uintptr_t *next = (uintptr_t *)(p + 432);
+    if (p == NULL || (((uintptr_t)p ^ (uintptr_t)next) >> 12) != 0)
+        _exit(BAD_SETUP);
+    memset(next, 0, 16); /* the overflow: 16 bytes past p's block */
+    pm_free(next);
+    void *x = pm_malloc(432), *y = pm_malloc(432);
+    _exit(x == y ? FOOLED : 0); /* FOOLED: the same block handed out twice */
+}
+
+Test(hardening, an_unused_block_freed_after_an_overflow_is_not_handed_out_twice) {
+    static pm_child c;
+    run_misuse(free_unused_after_overflow, NULL, &c);
+    pm_test_expect_abort(&c, "unused block freed after an overflow",
+                         (const char *[]){"heap corruption", NULL});
+    expect_one_line_report(&c, "unused block after an overflow");
+}
+
 /* ---- 9: 8 bytes before the end of an arena ------------------------------------------------- */
 
 static bool page_mapped(uintptr_t addr) {
