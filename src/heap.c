@@ -12,7 +12,8 @@
 
 #define HEAP_CHUNK (64 * 1024) /* heaps are carved from chunks of this size */
 
-pm_heap pm_sentinel_heap = {.cls = {[0 ... PM_NUM_CLASSES - 1] = {.current = &pm_empty_pool}}};
+const pm_heap_lines pm_sentinel_lines = {
+    .cls = {[0 ... PM_NUM_CLASSES - 1] = {.current = &pm_empty_pool}}};
 PM_TLS uintptr_t pm_fast_heap_x; /* zero: the sentinel */
 PM_TLS pm_heap *pm_thread_heap;
 pm_heap *_Atomic pm_all_heaps;
@@ -88,7 +89,7 @@ static pm_heap *heap_take(void) {
  * forces every call through the slow paths (which poison, or call the hooks). */
 void pm_heap_install(pm_heap *h) {
     pm_thread_heap = h;
-    pm_fast_heap_set((h && !pm_opt.poison && !pm_instrument_on) ? h : &pm_sentinel_heap);
+    pm_fast_heap_set((h && !pm_opt.poison && !pm_instrument_on) ? h : PM_SENTINEL_HEAP);
 }
 
 pm_heap *pm_heap_take(void) { return heap_take(); }
@@ -372,7 +373,7 @@ void pm_heap_fork_child(void) {
         pm_lock_reinit(&h->xlock);
     pm_heap *mine = pm_thread_heap;
     for (pm_heap *h = atomic_load(&pm_all_heaps); h; h = h->next_all) {
-        if (h == mine || atomic_load(&h->abandoned) || h == &pm_sentinel_heap)
+        if (h == mine || atomic_load(&h->abandoned) || h == PM_SENTINEL_HEAP)
             continue;
         atomic_store(&h->abandoned, 1);
         h->next_abandoned = abandoned;

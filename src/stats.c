@@ -38,7 +38,7 @@ static void collect_heaps(snapshot *s) {
             /* Blocks in a heap's cache count as used in their pools (I1) but are free. The
              * owner moves top as we read it: an old or a new value, within the slots. */
             size_t cached = (size_t)(pm_cache_end(h, c) - LOAD(h->cls[c].top));
-            if (h != &pm_sentinel_heap && cached <= pm_class_cache_limit[c])
+            if (h != PM_SENTINEL_HEAP && cached <= pm_class_cache_limit[c])
                 s->cached[c] += cached;
         }
         s->total.remote_frees += atomic_load_explicit(&h->remote_frees, memory_order_relaxed);

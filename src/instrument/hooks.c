@@ -30,7 +30,7 @@ static bool header_mode; /* DEBUG or LEAKS: every block carries a header */
             pm_fast_heap_set(own_heap_);                                                       \
         expr;                                                                                  \
         if (pm_instrument_on)                                                                  \
-            pm_fast_heap_set(&pm_sentinel_heap);                                               \
+            pm_fast_heap_set(PM_SENTINEL_HEAP);                                                \
         pm_instr_bypass = outer_bypass_;                                                       \
     } while (0)
 
@@ -100,7 +100,7 @@ static void *pop_own_heap(size_t size) {
         return NULL;
     pm_fast_heap_set(own);
     void *p = pm_pop_current(pm_class_of_small[(size + 15) >> 4], size);
-    pm_fast_heap_set(&pm_sentinel_heap);
+    pm_fast_heap_set(PM_SENTINEL_HEAP);
     return p;
 }
 
