@@ -401,10 +401,12 @@ static void check_pool(const pm_heap *heap, const pm_pool *pool) {
             pm_fatal("debug: pool %p: free list longer than the pool (a cycle?)", (const void *)pool);
     }
     if (pool->bump_end != pool->start + pool->carved || pool->bump > pool->bump_end ||
-        (pool->bump - pool->start) % pool->block_size != 0)
-        pm_fatal("debug: pool %p (class %u): unused blocks from %p to %p, carve point %u",
-                 (const void *)pool, pool->cls, (const void *)pool->bump,
-                 (const void *)pool->bump_end, pool->carved);
+        (pool->bump - pool->start) % pool->block_size != 0 ||
+        pool->carved_limit != pm_pool_carved_limit(pool, pool->carved))
+        pm_fatal("debug: pool %p (class %u): unused blocks from %p to %p, carve point %u, "
+                 "carve test's limit %llu", (const void *)pool, pool->cls,
+                 (const void *)pool->bump, (const void *)pool->bump_end, pool->carved,
+                 (unsigned long long)pool->carved_limit);
     for (const char *b = pool->bump; b < pool->bump_end; b += pool->block_size)
         if (((const pm_block *)b)->key != pm_free_key(b))
             pm_fatal("debug: pool %p (class %u): unused block %p lost its key", (const void *)pool,
