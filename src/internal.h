@@ -141,7 +141,7 @@
  *     malloc clears it, so a free that finds the key is a double free.        free.c, heap.c
  *  I3 free(p) accepts p only if p's unit maps to an in-use pool, p is a block boundary in it
  *     (one exact divisibility test: blocks are packed against the pool's end, the unusable
- *     tail sits in front) and p lies below the carve point (the block was handed out); p is
+ *     tail sits in front) and p lies below the carve point (carved: handed out, or keyed, I2); p is
  *     not read before that.                                               free.c, internal.h
  *  I4 arena_map[a >> 22] != 0 exactly while an arena occupies the 4 MiB slot at a, and every
  *     block lies below 2^47 (xfree packs a count above bit 47).                       arena.c
@@ -667,8 +667,9 @@ PM_INLINE bool pm_pool_is_block(const pm_pool *pool, const void *p) {
 PM_INLINE uint64_t pm_pool_carved_limit(const pm_pool *pool, uint32_t carved_bytes) {
     return (uint64_t)carved_bytes * pool->div_magic;
 }
-/* I3 plus: below the carve point, i.e. a block that can have been handed out. One multiply
- * and one compare (the free fast path's test). */
+/* I3 plus: below the carve point, i.e. a block that can have been handed out (one carved
+ * but not yet reached by malloc carries its key: the key check that follows rejects it). One
+ * multiply and one compare (the free fast path's test). */
 PM_INLINE bool pm_pool_is_carved_block(const pm_pool *pool, const void *p) {
     uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)pool->start);
     /* grows as the owner carves; a reader sees an old or a new value, both safe */
