@@ -60,8 +60,8 @@
  *    |   | header (4 units) | pool | pool (4 units)       | free | pool | free ... |
  *    |   +------------------+------+----------------------+------+------+----------+
  *    |                         |
- *    |                         +-- pool of class 48 B: | tail | blk | blk | ... | carved | uncarved |
- *    |                                   free lists thread freed blocks ^   bump ^      ^ carve point
+ *    |                         +-- pool of 48 B blocks: | tail | blk | ... | carved | uncarved |
+ *    |                          free lists thread freed blocks ^  bump ^        ^ carve point
  *    |
  *    +-- large block (> threshold): one mapping, page-aligned, recorded in the large table
  *
