@@ -61,7 +61,7 @@
  *    |   +------------------+------+----------------------+------+------+----------+
  *    |                         |
  *    |                         +-- pool of 48 B blocks: | tail | blk | ... | carved | uncarved |
- *    |                          free lists thread freed blocks ^  bump ^        ^ carve point
+ *    |                                       freed blocks, linked ^     bump ^      ^ carve point
  *    |
  *    +-- large block (> threshold): one mapping, page-aligned, recorded in the large table
  *
