@@ -21,7 +21,8 @@ void pm_report_foreign(const void *p, const char *fn) {
  * are the owner's to move; another thread reads them racily here, on its way to abort. */
 static bool carved_unused(const pm_pool *pool, const void *p) {
     const char *bump = __atomic_load_n(&pool->bump, __ATOMIC_RELAXED);
-    return (const char *)p >= bump && (const char *)p < __atomic_load_n(&pool->bump_end, __ATOMIC_RELAXED);
+    const char *end = __atomic_load_n(&pool->bump_end, __ATOMIC_RELAXED);
+    return (const char *)p >= bump && (const char *)p < end;
 }
 
 /* I3 and I2 for a pointer inside an arena; aborts with a clear message on misuse. The order

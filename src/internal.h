@@ -141,8 +141,8 @@
  *     malloc clears it, so a free that finds the key is a double free.        free.c, heap.c
  *  I3 free(p) accepts p only if p's unit maps to an in-use pool, p is a block boundary in it
  *     (one exact divisibility test: blocks are packed against the pool's end, the unusable
- *     tail sits in front) and p lies below the carve point (carved: handed out, or keyed, I2); p is
- *     not read before that.                                               free.c, internal.h
+ *     tail sits in front) and p lies below the carve point (carved: handed out, or keyed as
+ *     I2 says); p is not read before that.                                free.c, internal.h
  *  I4 arena_map[a >> 22] != 0 exactly while an arena occupies the 4 MiB slot at a, and every
  *     block lies below 2^47 (xfree packs a count above bit 47).                       arena.c
  *  I5 the allocator never calls anything that may allocate (stdio, getenv, dlsym): output goes

@@ -90,7 +90,7 @@ void pm_pool_release(pm_pool *pool) {
 }
 
 /* Carves up to a page of never-used blocks (at least one) past the carve point: their keys are
- * set (I2: a free of one is a double free) and the carve point moves past them, which admits
+ * set (I2: a free of one is caught) and the carve point moves past them, which admits
  * them to free's carve test. malloc then takes them in address order from pool->bump (the fast
  * path, pm_pop_line), so a fresh pool's memory is touched only as it is used. One store a
  * block: a carve that threaded the blocks onto the free list cost 13 instructions a block, and
