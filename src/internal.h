@@ -912,13 +912,14 @@ PM_INLINE void *pm_pop_line(uint32_t line, size_t size) {
             if (PM_HARDEN && PM_UNLIKELY(b->key != pm_free_key(b)))
                 return pm_heap_corrupt_jump(b, "a pool's unused blocks");
             pool->bump = (char *)b + pool->block_size;
-            /* bump moves before the key is cleared, in the compiler's order too: a fork
-             * between the two must leave the child a block that is out, not one at bump
-             * without its key (which its next malloc would report as corruption). */
-            __atomic_signal_fence(__ATOMIC_SEQ_CST);
         }
         PM_OWN_ADD(pool->used, 1);
     }
+    /* The block leaves the cache, the list or the bump range before its key is cleared, in
+     * the compiler's order too: a fork between the two must leave the child a block that is
+     * out, never one still in reach of its malloc without its key (which that malloc would
+     * report as heap corruption). No instruction: the stores were already in this order. */
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
     b->key = 0;
     PM_STAT(PM_OWN_ADD(cs->nmalloc, 1));
     return pm_count_down(cs, b, size);
