@@ -111,10 +111,10 @@ static void *pool_take(pm_pool *pool) {
         if (PM_UNLIKELY(b->key != pm_free_key(b)))
             pm_heap_corrupt(b, "a pool's unused blocks");
         pool->bump += pool->block_size;
-        __atomic_signal_fence(__ATOMIC_SEQ_CST); /* before the key is cleared: pm_pop_line */
     } else {
         return NULL;
     }
+    __atomic_signal_fence(__ATOMIC_SEQ_CST); /* off the list or bump, then the key: pm_pop_line */
     b->key = 0;
     PM_OWN_ADD(pool->used, 1);
     return b;
