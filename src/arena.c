@@ -31,6 +31,13 @@
  * of which nothing came back, they close in again. A program that frees for good is never
  * penalised: its memory goes back after one to two purge delays times the backoff, which is
  * zero unless purging was already wrong for it.
+ *
+ * The delay is 250 ms by default. At 50 ms the backoff came too late for a program whose
+ * phases last a few hundred milliseconds: frag still purged 99 MB in three ticks and took all
+ * of it back (137,000-141,000 faults against 118,000; CPU time 15% higher, medians of 5);
+ * jemalloc waits 10 s. What the longer delay costs is an idle program's freed memory staying
+ * resident for 250-500 ms instead of 50-100 ms; peak RSS of the comparison's workloads did not
+ * move by more than 2% (scripts/results/issue10-purge-delay-2026-12-03.md).
  */
 #include "internal.h"
 
@@ -46,7 +53,7 @@ static uint64_t last_purge_ms;
 static uint32_t purged_units;  /* what the last purging tick purged */
 static uint32_t retaken_units; /* purged units taken again since the last tick */
 
-#define PURGE_BACKOFF_MAX 4       /* ticks at most 16 purge delays apart (800 ms by default) */
+#define PURGE_BACKOFF_MAX 4       /* ticks at most 16 purge delays apart (4 s by default) */
 #define RETAKEN_MIN (64u)         /* units (1 MiB): fewer taken back never back off */
 
 /* The largest pool that fits an arena of `units` units, aligned to its size after the header:

@@ -57,7 +57,7 @@
  * high-water mark, which no allocator can go below. The quarter is what reuse in place needs:
  * freed pieces seldom lie where the next request fits, and without it the cache trimmed, then
  * faulted in again, about as much as the program allocated (see cache_budget). The peak decays
- * to what is still held whenever cached pieces expire (20 purge delays), so a program that
+ * to what is still held whenever cached pieces expire (4 purge delays), so a program that
  * stops using large buffers gets its memory back. What exceeds the budget is unmapped, oldest
  * first, in whole pages.
  *
@@ -94,11 +94,11 @@
 #define FREED_RING 64   /* recently freed block addresses, for the double-free report */
 #define SPLIT_MIN ((size_t)64 << 10) /* a smaller leftover goes with the block */
 #define DELETED ((uintptr_t)1)
-/* Cached pieces live this many purge delays (50 ms: 1 s). The budget, not age, is what keeps
+/* Cached pieces live this many purge delays (250 ms: 1 s). The budget, not age, is what keeps
  * resident memory near the live high-water mark; age only returns the memory of a program that
  * stopped using large blocks, and a 50 ms horizon threw away buffers that a busy or slower
  * program reuses a few steps later, each one a page fault per 4 KiB to build again. */
-#define LARGE_AGE_FACTOR 20
+#define LARGE_AGE_FACTOR 4
 
 typedef struct segment {
     size_t size;

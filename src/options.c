@@ -27,7 +27,7 @@ extern char **environ;
 /* The defaults, once, for both pm_opt and pm_options_defaults. */
 #define PM_OPTIONS_DEFAULTS                                                                    \
     {                                                                                          \
-        .mmap_threshold = 128 << 10, .arena_size = 4 << 20, .purge_delay_ms = 50,              \
+        .mmap_threshold = 128 << 10, .arena_size = 4 << 20, .purge_delay_ms = 250,             \
         .large_cache = (size_t)1 << 30, .arena_retain = 1, .huge_pages = false, .stats = false, \
         .stats_file = "",                                                                      \
         .verbose = false, .poison = false, .strict = false,                                    \
@@ -57,7 +57,7 @@ static const pm_option_desc core_options[] = {
      "memory mapped from the OS at a time and carved into pools (ignored under setuid)", NULL},
     /* Read at each purge: late and setuid are fine. */
     {"PURGE_DELAY", PM_KIND_MS, SECURE_OK | LATE_OK, &pm_opt.purge_delay_ms, -1, 3600 * 1000,
-     "50",
+     "250",
      "milliseconds free pool memory waits before going back to the OS (-1 never, 0 at once; up "
      "to 16x longer while purged memory keeps being taken back)",
      NULL},

@@ -143,7 +143,7 @@ Test(memreturn, freed_memory_returns_after_purge_delay_without_trim, .timeout = 
     check_grew(before, peak);
     free_in_random_order(&ws, 4);
     /* Poll for up to 80 purge delays (at least 4 s): the memory must come back on its own.
-     * Cached large mappings expire after 20 purge delays (large.c); the rest is slack for a
+     * Cached large mappings expire after 4 purge delays (large.c); the rest is slack for a
      * loaded machine. */
     size_t after = resident_bytes();
     long waited = 0, limit = delay * 80 < 4000 ? 4000 : delay * 80;

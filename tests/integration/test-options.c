@@ -55,7 +55,7 @@ Test(options, documented_defaults) {
     pm_options o = defaults();
     cr_assert_eq(o.mmap_threshold, 128 * 1024);
     cr_assert_eq(o.arena_size, 4 * 1024 * 1024);
-    cr_assert_eq(o.purge_delay_ms, 50);
+    cr_assert_eq(o.purge_delay_ms, 250);
     cr_assert_eq(o.large_cache, (size_t)1 << 30);
     cr_assert_eq(o.arena_retain, 1);
     cr_assert(!o.huge_pages);
@@ -787,7 +787,7 @@ Test(wrapper, sets_options_and_preloads_the_library) {
     cr_assert_eq(shell(cmd, out, sizeof out), 0, "%s", out);
     cr_assert(strstr(out, "poolmalloc: POOLMALLOC_MMAP_THRESHOLD=4K  (default 128K)\n") != NULL,
               "%s", out);
-    cr_assert(strstr(out, "poolmalloc: POOLMALLOC_PURGE_DELAY=0  (default 50)\n") != NULL,
+    cr_assert(strstr(out, "poolmalloc: POOLMALLOC_PURGE_DELAY=0  (default 250)\n") != NULL,
               "%s", out);
     cr_assert(strstr(out, "libpoolmalloc.so") != NULL, "%s", out);
 }
