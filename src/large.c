@@ -8,9 +8,9 @@
  * after, and a fresh mapping costs a page fault and a zeroed page per 4 KiB the program
  * touches. So freed mappings stay cached, resident, and are handed out again where they lie,
  * since pages that stay put cost nothing to touch again:
- *   - in place: the shortest stretch of cached pieces that follow one another in memory
- *     (blocks mapped side by side and freed, whatever their mappings) that holds the request;
- *     the rest of its last piece stays cached. No system call.
+ *   - in place: best fit. The smallest run of cached pieces that follow one another in memory
+ *     (blocks mapped side by side and freed, whatever their mappings) that holds the request,
+ *     used from its start; the rest of the run stays cached, one run still. No system call.
  *   - bridged: else pieces in address order with holes between or after them (space no
  *     mapping holds: a piece trimmed, space the kernel left), the holes mapped with fresh
  *     pages (MAP_FIXED_NOREPLACE), when that is less than half the block: the plan with the
@@ -534,28 +534,49 @@ static void cache_by_address(size_t *order) {
     }
 }
 
-/* The best place for need bytes among the cache's runs: the shortest stretch of whole pieces,
- * starting at a piece, that holds need bytes in at most LARGE_SEGS pieces. */
+/* The first stretch of whole pieces from order[k] on, within the run that ends before
+ * order[end], that holds need bytes in at most LARGE_SEGS pieces; its size is 0 if none. */
+static run first_stretch(const size_t *order, size_t k, size_t end, size_t need) {
+    for (; k < end; k++) {
+        run r = {cache[order[k]].p, 0, 0};
+        for (size_t j = k; j < end && r.count < LARGE_SEGS && r.size < need; j++) {
+            r.size += cache[order[j]].size;
+            r.count++;
+        }
+        if (r.size >= need)
+            return r;
+    }
+    return (run){0};
+}
+
+/* The best place for need bytes among the cache's runs: best fit over whole runs. The smallest
+ * maximal run that holds need is used from its start (its lowest stretch of at most LARGE_SEGS
+ * pieces that holds need), and what it has beyond stays one run, as large as it can be.
+ * Until 2026-12-03 this took the shortest stretch starting at any piece, anywhere: that cut
+ * requests out of the middle of runs and left a sliver of cache on both sides, too small for
+ * the next request, so the cache grew and its budget trimmed it. With best fit over runs (the
+ * policy of tcmalloc's page heap, which `large` had led on): large 114,600 -> 99,000 page
+ * faults, largemix 170,000 -> 132,500 and peak RSS 597 -> 519 MiB, bigbuf 125,000 -> 115,000
+ * (scripts/results/issue10-large-bestfit-2026-12-03.md). */
 static bool best_stretch(size_t need, run *best) {
-    size_t order[CACHE_SLOTS];
+    size_t order[CACHE_SLOTS], best_run = 0;
     cache_by_address(order);
     bool found = false;
-    for (size_t k = 0; k < cache_count; k++) {
-        const cached_piece *first = &cache[order[k]];
-        run r = {first->p, 0, 0};
-        for (size_t j = k; j < cache_count && r.count < LARGE_SEGS; j++) {
-            const cached_piece *c = &cache[order[j]];
-            if (c->p != r.p + r.size)
-                break;
-            r.size += c->size;
-            r.count++;
-            if (r.size >= need)
-                break;
+    for (size_t k = 0; k < cache_count;) {
+        size_t end = k, total = 0;
+        for (char *at = cache[order[k]].p; end < cache_count && cache[order[end]].p == at; end++) {
+            total += cache[order[end]].size;
+            at += cache[order[end]].size;
         }
-        if (r.size >= need && (!found || r.size < best->size)) {
-            *best = r;
-            found = true;
+        if (total >= need && (!found || total < best_run)) {
+            run r = first_stretch(order, k, end, need);
+            if (r.size > 0) {
+                *best = r;
+                best_run = total;
+                found = true;
+            }
         }
+        k = end;
     }
     return found;
 }
