@@ -534,6 +534,17 @@ static void cache_by_address(size_t *order) {
     }
 }
 
+/* The maximal run that starts at order[k] (pieces adjacent in memory): stored in *r; returns
+ * the index in order just past it. */
+static size_t run_from(const size_t *order, size_t k, run *r) {
+    *r = (run){cache[order[k]].p, 0, 0};
+    for (; k < cache_count && cache[order[k]].p == r->p + r->size; k++) {
+        r->size += cache[order[k]].size;
+        r->count++;
+    }
+    return k;
+}
+
 /* The first stretch of whole pieces from order[k] on, within the run that ends before
  * order[end], that holds need bytes in at most LARGE_SEGS pieces; its size is 0 if none. */
 static run first_stretch(const size_t *order, size_t k, size_t end, size_t need) {
@@ -562,12 +573,10 @@ static bool best_stretch(size_t need, run *best) {
     size_t order[CACHE_SLOTS], best_run = 0;
     cache_by_address(order);
     bool found = false;
-    for (size_t k = 0; k < cache_count;) {
-        size_t end = k, total = 0;
-        for (char *at = cache[order[k]].p; end < cache_count && cache[order[end]].p == at; end++) {
-            total += cache[order[end]].size;
-            at += cache[order[end]].size;
-        }
+    for (size_t k = 0, end; k < cache_count; k = end) {
+        run whole;
+        end = run_from(order, k, &whole);
+        size_t total = whole.size;
         if (total >= need && (!found || total < best_run)) {
             run r = first_stretch(order, k, end, need);
             if (r.size > 0) {
@@ -576,7 +585,6 @@ static bool best_stretch(size_t need, run *best) {
                 found = true;
             }
         }
-        k = end;
     }
     return found;
 }
@@ -586,11 +594,8 @@ static size_t largest_runs(run *out, size_t max) {
     size_t order[CACHE_SLOTS], n = 0;
     cache_by_address(order);
     for (size_t k = 0; k < cache_count;) {
-        run r = {cache[order[k]].p, 0, 0};
-        for (; k < cache_count && cache[order[k]].p == r.p + r.size; k++) {
-            r.size += cache[order[k]].size;
-            r.count++;
-        }
+        run r;
+        k = run_from(order, k, &r);
         if (n < max)
             out[n++] = r;
         else if (r.size > out[max - 1].size)
