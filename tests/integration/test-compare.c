@@ -411,3 +411,86 @@ Test(compare_gc, reports_measured_versions_and_both_shapes, .timeout = 180) {
     free(output);
     remove_outdir(out);
 }
+
+/* ---- scripts/scaling: the thread-count curve (a device with more cores runs the real one) ---- */
+
+static int run_scaling(const char *args, char *output, size_t size) {
+    return run_tool("scaling", "--no-build --no-install --timeout 60", args, output, size);
+}
+
+/* Two thread counts, two allocators, one round: a row per (allocator, thread count) with a
+ * measurement, and a report with the three tables per workload. */
+Test(scaling, curve_has_a_row_per_allocator_and_thread_count, .timeout = 180) {
+    char out[PATH_MAX], args[PATH_MAX + 256];
+    make_outdir(out, sizeof out, "scaling");
+    snprintf(args, sizeof args, "--threads 2,1 --runs 1 --scale 0.01 --allocators glibc,poolmalloc "
+             "--workloads server --out '%s'", out);
+    char *output = malloc(OUTPUT_MAX);
+    int status = run_scaling(args, output, OUTPUT_MAX);
+    cr_assert_eq(status, 0, "scripts/scaling failed:\n%s", output);
+    char *csv = read_file(out, "curve.csv");
+    const char *header = "workload,allocator,threads,rounds,ok_rounds,wall_median_s,";
+    cr_assert(strncmp(csv, header, strlen(header)) == 0, "curve.csv header: %s", csv);
+    const char *want[] = {"server,glibc,1,1,1,", "server,glibc,2,1,1,", "server,poolmalloc,1,1,1,",
+                          "server,poolmalloc,2,1,1,"};
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        const char *row = strstr(csv, want[i]);
+        cr_assert_not_null(row, "no row %s in curve.csv:\n%s", want[i], csv);
+        double wall = strtod(row + strlen(want[i]), NULL);
+        cr_assert(wall > 0 && wall < 60, "row %s: wall %g", want[i], wall);
+        char line[256];
+        snprintf(line, sizeof line, "%.*s", (int)strcspn(row, "\n"), row);
+        const char *ops = strrchr(line, ',');
+        cr_assert(ops != NULL && strtod(ops + 1, NULL) > 0, "row %s has no throughput", line);
+    }
+    free(csv);
+    char *md = read_file(out, "curve.md");
+    cr_assert_not_null(strstr(md, "## server"), "%s", md);
+    cr_assert_not_null(strstr(md, "| allocator | 1 thr | 2 thr |"), "threads not sorted:\n%s", md);
+    cr_assert_not_null(strstr(md, "Throughput over the same allocator's on 1 thread"), "%s", md);
+    free(md);
+    /* each round's compare output is kept, and it checked who served malloc */
+    char *json = read_file(out, "round1-t2/results.json");
+    cr_assert_not_null(strstr(json, "libpoolmalloc.so"), "poolmalloc's runs not checked");
+    free(json);
+    remove_outdir(out);
+    free(output);
+}
+
+Test(scaling, bad_arguments_are_refused, .timeout = 60) {
+    char *output = malloc(OUTPUT_MAX);
+    const char *bad[][2] = {{"--threads 0,2", "--threads"}, {"--threads 2,2", "--threads"},
+                            {"--threads x", "--threads"}, {"--runs 0", "--runs"},
+                            {"--scale 0", "--scale"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        int status = run_scaling(bad[i][0], output, OUTPUT_MAX);
+        cr_assert_eq(status, 2, "'%s' accepted:\n%s", bad[i][0], output);
+        cr_assert_not_null(strstr(output, bad[i][1]), "'%s': no message naming %s:\n%s",
+                           bad[i][0], bad[i][1], output);
+    }
+    free(output);
+}
+
+/* --pack copies the peers' libraries; compare --libdir then finds them there first. */
+Test(scaling, packed_libraries_are_found_by_compare_libdir, .timeout = 60) {
+    struct stat st;
+    if (stat("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", &st) != 0)
+        cr_skip_test("jemalloc is not installed (scripts/compare installs it)");
+    char dir[PATH_MAX], args[PATH_MAX + 64];
+    make_outdir(dir, sizeof dir, "pack");
+    char *output = malloc(OUTPUT_MAX);
+    snprintf(args, sizeof args, "--pack '%s'", dir);
+    cr_assert_eq(run_tool("scaling", "", args, output, OUTPUT_MAX), 0, "%s", output);
+    char lib[PATH_MAX + 32];
+    snprintf(lib, sizeof lib, "%s/libjemalloc.so.2", dir);
+    cr_assert_eq(stat(lib, &st), 0, "%s not packed:\n%s", lib, output);
+    snprintf(args, sizeof args, "--list --libdir '%s'", dir);
+    cr_assert_eq(run_compare(args, output, OUTPUT_MAX), 0, "%s", output);
+    cr_assert(has_line_with(output, "jemalloc", lib), "compare did not look in --libdir:\n%s",
+              output);
+    cr_assert_eq(run_compare("--list --libdir /nonexistent-pm-dir", output, OUTPUT_MAX), 2);
+    cr_assert_not_null(strstr(output, "--libdir '/nonexistent-pm-dir': no such folder"), "%s",
+                       output);
+    remove_outdir(dir);
+    free(output);
+}
