@@ -59,6 +59,8 @@ static uint32_t retaken_units; /* purged units taken again since the last tick *
 /* The largest pool that fits an arena of `units` units, aligned to its size after the header:
  * a class whose pool would be larger gets this size instead, so that no arena size leaves a
  * class unservable (with 1 MiB arenas, the 128 KiB class gets 512 KiB pools of 4 blocks). */
+uint32_t pm_pool_max_units = PM_POOL_MAX_UNITS;
+
 static unsigned largest_pool_units(unsigned units) {
     unsigned n = PM_POOL_MAX_UNITS;
     while (n > 1 && (PM_HEADER_UNITS + n - 1) / n * n + n > units)
@@ -72,6 +74,7 @@ void pm_arena_init(void) {
     if (pm_arena_units < PM_ARENA_MIN_UNITS || pm_arena_units > PM_UNITS_MAX)
         pm_arena_units = PM_UNITS_MAX;
     unsigned max_units = largest_pool_units(pm_arena_units);
+    pm_pool_max_units = max_units;
     for (unsigned c = 1; c < PM_NUM_CLASSES; c++)
         if (pm_class_units[c] > max_units)
             pm_class_units[c] = (uint8_t)max_units;

@@ -131,6 +131,7 @@ static void flush_idle_caches(pm_heap *heap);
 static void heap_tick(pm_heap *heap) {
     heap->tick = 16;
     uint64_t now = pm_os_now_ms();
+    pm_pool_growth_tick(heap, now);
     if (!pm_arena_purge_due(now))
         return;
     flush_idle_caches(heap);

@@ -88,7 +88,10 @@
  * (handoff) searched arenas for pools 1.2x as often: no net gain (measured 2026-12-01).
  * A class's pool is the smallest power-of-two number of units that holds at least 8 blocks
  * and wastes at most 1/16 of the pool at its tail (sizeclass.c), capped to the largest pool an
- * arena of the configured size can hold (arena.c: 32 units for 1 MiB arenas).
+ * arena of the configured size can hold (arena.c: 32 units for 1 MiB arenas). A heap that
+ * takes new pools of a class fast (some 32 a second) gets pools twice, then four times that
+ * size, up to 32 blocks a pool (pool.c, pm_pool_units_next): fewer pool changes for a thread
+ * that runs through them, and the small pools for everyone else.
  *
  * ===========================================================================================
  * Pool state machine
@@ -377,6 +380,10 @@ typedef struct pm_heap {
     _Atomic int abandoned;
     _Atomic uint64_t remote_frees;   /* PM_STATS: frees of other heaps' blocks, made by us */
     uint64_t spare_classes;          /* under xlock: classes with an empty spare pool (pool.c) */
+    /* New pools acquired per class, halved every PM_POOL_GROW_HALF_LIFE_MS: a class whose
+     * count is high gets larger pools (pool.c, pool_units). */
+    uint16_t pools_taken[PM_NUM_CLASSES];
+    uint64_t pools_taken_halved_ms;  /* when the counts were last halved */
     /* The caches' slots: class c uses the last pm_class_cache_limit[c] of cache[c]. Only the
      * owner touches them; a class never used leaves its four lines untouched. */
     _Alignas(64) pm_block *cache[PM_NUM_CLASSES][PM_CACHE_MAX];
@@ -540,6 +547,7 @@ PM_HIDDEN extern uint16_t pm_line_of_small[PM_SMALL_LOOKUP_MAX + 1];
 PM_HIDDEN extern uint16_t pm_line_of_medium[PM_MAX_CLASS_SIZE / 128 + 1];
 PM_HIDDEN extern uint32_t pm_class_size[PM_NUM_CLASSES];
 PM_HIDDEN extern uint8_t pm_class_units[PM_NUM_CLASSES];
+PM_HIDDEN extern uint32_t pm_pool_max_units; /* the largest pool an arena holds (arena.c) */
 PM_HIDDEN extern uint32_t pm_class_cache_limit[PM_NUM_CLASSES]; /* heap cache size, blocks */
 PM_HIDDEN void pm_sizeclass_init(void);
 
@@ -625,6 +633,10 @@ PM_INLINE pm_pool *pm_pool_of(const void *p) {
 /* ---- pool.c: pools, their blocks and their atomic free lists --------------------------- */
 /* A pool of class cls for heap, state CURRENT, or NULL when the OS has no memory. */
 PM_HIDDEN pm_pool *pm_pool_acquire(pm_heap *heap, unsigned cls);
+/* Owner only, at its ticks: ages the counts that make its pools grow (pool.c). */
+PM_HIDDEN void pm_pool_growth_tick(pm_heap *heap, uint64_t now_ms);
+/* The number of units the next new pool of class cls of this heap gets (pool.c). */
+PM_HIDDEN unsigned pm_pool_units_next(const pm_heap *heap, unsigned cls);
 /* Gives an empty pool's units back to its arena. */
 PM_HIDDEN void pm_pool_release(pm_pool *pool);
 /* Carves up to a page of never-used blocks past the carve point (keys set; malloc takes them

@@ -97,7 +97,9 @@ typedef struct pm_stats {
 /* One size class. */
 typedef struct pm_class_stats_info {
     uint32_t block_size;
-    uint32_t pool_bytes;            /* size of one pool of this class */
+    uint32_t pool_bytes;            /* size of the class's largest pool in use (of its first
+                                       pools when none is: a thread that takes many pools of
+                                       a class gets larger ones) */
     uint64_t pools;                 /* pools in use */
     uint64_t blocks_in_use;
     uint64_t blocks_free;           /* free blocks in those pools */

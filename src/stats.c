@@ -62,6 +62,8 @@ static void collect_arenas(snapshot *s) {
             uint32_t used = pm_pool_blocks_in_use(p);
             if (c > 0 && c < PM_NUM_CLASSES) {
                 s->cls[c].pools++;
+                if ((uint32_t)p->units * PM_UNIT_SIZE > s->cls[c].pool_bytes) /* grown (pool.c) */
+                    s->cls[c].pool_bytes = (uint32_t)(p->units * PM_UNIT_SIZE);
                 s->cls[c].blocks_in_use += used;
                 s->cls[c].blocks_free += p->capacity - used;
             }
