@@ -89,9 +89,9 @@
  * A class's pool is the smallest power-of-two number of units that holds at least 8 blocks
  * and wastes at most 1/16 of the pool at its tail (sizeclass.c), capped to the largest pool an
  * arena of the configured size can hold (arena.c: 32 units for 1 MiB arenas). A heap that
- * takes new pools of a class fast (some 32 a second) gets pools twice, then four times that
- * size, up to 32 blocks a pool (pool.c, pm_pool_units_next): fewer pool changes for a thread
- * that runs through them, and the small pools for everyone else.
+ * takes new pools of a class fast (some 32 a second) gets pools twice that size while the
+ * class's pool holds fewer than 16 blocks (pool.c, pm_pool_units_next): fewer pool changes
+ * for a thread that runs through them, and the small pools for everyone else.
  *
  * ===========================================================================================
  * Pool state machine

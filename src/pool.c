@@ -53,29 +53,24 @@ static void pool_init(pm_pool *pool, pm_arena *a, unsigned u, unsigned n, unsign
 
 /* A class's pools hold at least 8 blocks (sizeclass.c): few for a thread that runs through
  * them. A producer whose consumer frees its 2 KiB messages detaches, relinks, takes back or
- * releases a pool, each under a lock, every 8 messages. So a heap that takes many new pools of
- * a class gets larger ones: twice the size once it has taken PM_POOL_GROW_AFTER of them, four
- * times after three times as many (up to PM_POOL_GROW_BLOCKS blocks a pool, and the largest
- * pool an arena holds). The counts halve every PM_POOL_GROW_HALF_LIFE_MS, so what grows a
- * class's pools is a rate (some 32 new pools a second), not a long life: a program with a few
- * pools of a class, or one that takes a new one now and then, keeps the small ones. Measured
- * (2026-12-03, A/B interleaved, 4 rounds): prodcons 2 threads -9% CPU time (its peak RSS 4.3
- * -> 4.6 MiB), frag -3.5% peak RSS (fewer pools acquired, released and purged), server, churn,
- * python, tiny unchanged. */
+ * releases a pool, each under a lock, every 8 messages. So a heap that has taken
+ * PM_POOL_GROW_AFTER new pools of a class lately gets pools of twice the size, when the class's
+ * pool holds fewer than PM_POOL_GROW_BLOCKS blocks and the larger one fits an arena. The
+ * counts halve every PM_POOL_GROW_HALF_LIFE_MS, so what grows a class's pools is a rate (some
+ * 32 new pools a second), not a long life: a program with a few pools of a class, or one that
+ * takes a new one now and then, keeps the small ones. Measured (2026-12-03, A/B interleaved, 4
+ * rounds): prodcons 2 threads -4% CPU time with its peak RSS unchanged, frag -2.8% peak RSS
+ * (fewer pools acquired, released, purged and faulted back); growing to 32 blocks (x4) gained
+ * prodcons 7% but cost it 10% more RSS (scripts/results/issue10-pool-growth-2026-12-03.md). */
 #define PM_POOL_GROW_AFTER 64
-#define PM_POOL_GROW_BLOCKS 32
+#define PM_POOL_GROW_BLOCKS 16
 #define PM_POOL_GROW_HALF_LIFE_MS 1000
 
 unsigned pm_pool_units_next(const pm_heap *heap, unsigned cls) {
     unsigned n = pm_class_units[cls];
-    uint32_t taken = heap->pools_taken[cls], threshold = PM_POOL_GROW_AFTER;
-    for (int doublings = 0; doublings < 2 && taken >= threshold; doublings++) {
-        if (n * 2 > pm_pool_max_units ||
-            (size_t)n * PM_UNIT_SIZE / pm_class_size[cls] >= PM_POOL_GROW_BLOCKS)
-            break;
+    if (heap->pools_taken[cls] >= PM_POOL_GROW_AFTER && n * 2 <= pm_pool_max_units &&
+        (size_t)n * PM_UNIT_SIZE / pm_class_size[cls] < PM_POOL_GROW_BLOCKS)
         n *= 2;
-        threshold = threshold * 2 + PM_POOL_GROW_AFTER; /* 64, then 192 */
-    }
     return n;
 }
 

@@ -68,15 +68,15 @@ Test(pool, divisibility_test_agrees_with_modulo) {
 /* I3 in one compare: a pointer passes pm_pool_is_carved_block exactly when it is a block
  * boundary below the carve point, for every class (powers of two included, whose step is the
  * block size), at every carve point from none to all, and never for the tail in front. */
-/* Pool growth (pool.c): a heap that takes many new pools of a class gets larger ones, up to
- * 32 blocks a pool; classes whose pools hold 32 blocks already never grow. */
-Test(pool, the_next_pool_grows_with_the_pools_taken_and_stops_at_32_blocks) {
+/* Pool growth (pool.c): a heap that takes many new pools of a class gets pools twice the size
+ * if they hold fewer than 16 blocks; classes whose pools hold 16 blocks or more never grow. */
+Test(pool, the_next_pool_doubles_after_64_pools_taken_if_it_holds_under_16_blocks) {
     pm_free(pm_malloc(1));
     pm_heap *heap = pm_thread_heap_get();
     unsigned big = pm_size_class(2048), small = pm_size_class(32);
     cr_assert_eq(pm_class_units[big], 1, "2 KiB blocks: 16 KiB pools of 8 blocks to begin with");
     const struct { uint16_t taken; unsigned units; } steps[] = {
-        {0, 1}, {63, 1}, {64, 2}, {191, 2}, {192, 4}, {60000, 4}};
+        {0, 1}, {63, 1}, {64, 2}, {60000, 2}};
     for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
         heap->pools_taken[big] = steps[i].taken;
         cr_assert_eq(pm_pool_units_next(heap, big), steps[i].units, "%u pools taken",
@@ -90,9 +90,10 @@ Test(pool, the_next_pool_grows_with_the_pools_taken_and_stops_at_32_blocks) {
         unsigned units = pm_pool_units_next(heap, c);
         cr_assert_leq(units, pm_pool_max_units, "class %u", c);
         cr_assert_geq(units, pm_class_units[c], "class %u", c);
-        cr_assert(units == pm_class_units[c] ||
-                      (size_t)units / 2 * PM_UNIT_SIZE / pm_class_size[c] < 32,
-                  "class %u grew past 32 blocks a pool", c);
+        size_t blocks = (size_t)pm_class_units[c] * PM_UNIT_SIZE / pm_class_size[c];
+        unsigned base = pm_class_units[c];
+        unsigned expected = blocks < 16 && base * 2 <= pm_pool_max_units ? base * 2 : base;
+        cr_assert_eq(units, expected, "class %u (%zu blocks a pool): %u units", c, blocks, units);
         heap->pools_taken[c] = 0;
     }
 }
@@ -111,7 +112,7 @@ Test(pool, the_counts_that_grow_pools_halve_every_second) {
     cr_assert_eq(heap->pools_taken[c], 100);
     pm_pool_growth_tick(heap, 12000);
     cr_assert_eq(heap->pools_taken[c], 50);
-    cr_assert_eq(pm_pool_units_next(heap, c), 1, "50 pools a second is not enough to grow");
+    cr_assert_eq(pm_pool_units_next(heap, c), 1, "50 pools taken is not enough to grow");
 }
 
 /* End to end: the blocks a thread keeps taking come from larger pools in time, and every
@@ -120,7 +121,7 @@ Test(pool, a_thread_that_takes_many_pools_gets_larger_ones) {
     enum { N = 8192 };
     void **blocks = calloc(N, sizeof *blocks);
     unsigned c = pm_size_class(2048), largest = 0, n;
-    for (n = 0; n < N && largest < 4; n++) {
+    for (n = 0; n < N && largest < 2; n++) {
         blocks[n] = pm_malloc(2048);
         cr_assert_not_null(blocks[n]);
         memset(blocks[n], 0x5a, 2048);
@@ -129,10 +130,10 @@ Test(pool, a_thread_that_takes_many_pools_gets_larger_ones) {
         if (pool->units > largest)
             largest = pool->units;
     }
-    cr_assert_eq(largest, 4, "2 KiB pools never reached 4 units in %u blocks", n);
+    cr_assert_eq(largest, 2, "2 KiB pools never grew to 2 units in %u blocks", n);
     pm_class_stats_t st;
     cr_assert_eq(pm_stats_get_class(c, &st), 0);
-    cr_assert_eq(st.pool_bytes, 4 * PM_UNIT_SIZE, "the statistics give the largest pool");
+    cr_assert_eq(st.pool_bytes, 2 * PM_UNIT_SIZE, "the statistics give the largest pool");
     for (unsigned i = 0; i < n; i++)
         pm_free(blocks[i]);
     free(blocks);
