@@ -56,11 +56,12 @@ static uint32_t retaken_units; /* purged units taken again since the last tick *
 #define PURGE_BACKOFF_MAX 4       /* ticks at most 16 purge delays apart (4 s by default) */
 #define RETAKEN_MIN (64u)         /* units (1 MiB): fewer taken back never back off */
 
+/* largest_pool_units of the configured arena size: no pool, grown or not (pool.c), is larger. */
+uint32_t pm_pool_max_units = PM_POOL_MAX_UNITS;
+
 /* The largest pool that fits an arena of `units` units, aligned to its size after the header:
  * a class whose pool would be larger gets this size instead, so that no arena size leaves a
  * class unservable (with 1 MiB arenas, the 128 KiB class gets 512 KiB pools of 4 blocks). */
-uint32_t pm_pool_max_units = PM_POOL_MAX_UNITS;
-
 static unsigned largest_pool_units(unsigned units) {
     unsigned n = PM_POOL_MAX_UNITS;
     while (n > 1 && (PM_HEADER_UNITS + n - 1) / n * n + n > units)

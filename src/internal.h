@@ -381,7 +381,7 @@ typedef struct pm_heap {
     _Atomic uint64_t remote_frees;   /* PM_STATS: frees of other heaps' blocks, made by us */
     uint64_t spare_classes;          /* under xlock: classes with an empty spare pool (pool.c) */
     /* New pools acquired per class, halved every PM_POOL_GROW_HALF_LIFE_MS: a class whose
-     * count is high gets larger pools (pool.c, pool_units). */
+     * count is high gets larger pools (pool.c, pm_pool_units_next). */
     uint16_t pools_taken[PM_NUM_CLASSES];
     uint64_t pools_taken_halved_ms;  /* when the counts were last halved */
     /* The caches' slots: class c uses the last pm_class_cache_limit[c] of cache[c]. Only the

@@ -58,8 +58,8 @@ static void pool_init(pm_pool *pool, pm_arena *a, unsigned u, unsigned n, unsign
  * pool holds fewer than PM_POOL_GROW_BLOCKS blocks and the larger one fits an arena. The
  * counts halve every PM_POOL_GROW_HALF_LIFE_MS, so what grows a class's pools is a rate (some
  * 32 new pools a second), not a long life: a program with a few pools of a class, or one that
- * takes a new one now and then, keeps the small ones. Measured (2026-12-03, A/B interleaved, 4
- * rounds): prodcons 2 threads -4% CPU time with its peak RSS unchanged, frag -2.8% peak RSS
+ * takes a new one now and then, keeps the small ones. Measured (2026-12-03, A/B interleaved, 5
+ * rounds): prodcons 2 threads -4.2% CPU time with its peak RSS unchanged, frag -2.9% peak RSS
  * (fewer pools acquired, released, purged and faulted back); growing to 32 blocks (x4) gained
  * prodcons 7% but cost it 10% more RSS (scripts/results/issue10-pool-growth-2026-12-03.md). */
 #define PM_POOL_GROW_AFTER 64
