@@ -758,6 +758,7 @@ PM_HIDDEN void pm_large_fork_parent(void);
 PM_HIDDEN void pm_large_fork_child(void);
 typedef struct pm_large_stats {
     uint64_t live_blocks, live_bytes, mapped_bytes, cached_bytes, nalloc, nfree, nremap;
+    uint64_t cached_pieces;  /* pieces in the cache (pieces of one mapping side by side merge) */
     uint64_t cache_hits;
     uint64_t in_place;       /* blocks built where cached pieces lie (no system call) */
     uint64_t extended;       /* ... with fresh pages mapped before, after or between them */
@@ -768,6 +769,7 @@ typedef struct pm_large_stats {
     uint64_t budget;         /* cached bytes allowed to stay resident now */
 } pm_large_stats;
 PM_HIDDEN void pm_large_get_stats(pm_large_stats *out);
+PM_HIDDEN bool pm_large_consistent(void); /* for the tests (large.c) */
 
 /* ---- init.c: start-up, fork, the thread lifecycle ----------------------------------------- */
 PM_HIDDEN void pm_init(void);                 /* idempotent, thread-safe, never allocates */

@@ -93,7 +93,6 @@
 #define PENDING_SLOTS 32
 #define FREED_RING 64   /* recently freed block addresses, for the double-free report */
 #define SPLIT_MIN ((size_t)64 << 10) /* a smaller leftover goes with the block */
-#define DELETED ((uintptr_t)1)
 /* Cached pieces live this many purge delays (250 ms: 1 s). The budget, not age, is what keeps
  * resident memory near the live high-water mark; age only returns the memory of a program that
  * stopped using large blocks, and a 50 ms horizon threw away buffers that a busy or slower
@@ -113,7 +112,7 @@ typedef struct large_block {
 } large_block;
 
 typedef struct large_entry {
-    uintptr_t ptr; /* 0 empty, 1 deleted */
+    uintptr_t ptr; /* 0: empty */
     large_block b;
 } large_entry;
 
@@ -122,6 +121,7 @@ typedef struct cached_piece {
     size_t size;
     uint64_t freed_ms;
     uint32_t vma;
+    uint32_t serial; /* order of caching: the oldest piece is trimmed first */
 } cached_piece;
 
 typedef struct range {
@@ -133,9 +133,18 @@ int pm_large_fail_unmaps;
 
 static pthread_mutex_t large_lock = PM_LOCK_INITIALIZER;
 static large_entry *table;
-static size_t table_cap, table_used /* live + deleted */, live_count;
+static size_t table_cap, live_count;
+/* The cached pieces, in address order (no two overlap): the searches for runs of adjacent
+ * pieces walk them as they lie, and a piece is found by bisection. Sorting them on every
+ * request instead (an insertion sort of up to CACHE_SLOTS pieces, three times for a request the
+ * runs could not serve) was 45% of the instructions of a program that replaced blocks of
+ * 140-600 KiB at random (3,100 instructions a malloc). */
 static cached_piece cache[CACHE_SLOTS];
 static size_t cache_count, cache_bytes;
+static uint32_t cache_serial;
+/* At most every piece's freed_ms (exact after each expiry walk; UINT64_MAX: none cached):
+ * frees skip the walk while even the oldest piece is younger than the horizon. */
+static uint64_t cache_first_freed_ms = UINT64_MAX;
 static range pending[PENDING_SLOTS]; /* purged ranges whose munmap failed */
 static size_t pending_count;
 static uintptr_t freed_ring[FREED_RING];
@@ -337,13 +346,11 @@ static large_entry *table_find(uintptr_t p) {
 
 static bool table_grow(void) {
     size_t cap = table_cap ? table_cap * 2 : 256;
-    if (live_count * 4 < table_cap) /* mostly tombstones: rehash at the same size */
-        cap = table_cap;
     large_entry *t = pm_os_map(cap * sizeof *t);
     if (t == NULL)
         return false;
     for (size_t i = 0; i < table_cap; i++) {
-        if (table[i].ptr <= DELETED)
+        if (table[i].ptr == 0)
             continue;
         size_t j = slot_of(table[i].ptr, cap);
         while (t[j].ptr != 0)
@@ -354,43 +361,54 @@ static bool table_grow(void) {
         give_back((char *)table, table_cap * sizeof *table);
     table = t;
     table_cap = cap;
-    table_used = live_count;
     return true;
 }
 
 /* Room for one more entry, so that the insert that follows cannot fail. */
-static bool table_reserve(void) { return (table_used + 1) * 2 <= table_cap || table_grow(); }
+static bool table_reserve(void) { return (live_count + 1) * 2 <= table_cap || table_grow(); }
 
 static void table_insert(const large_block *b) {
     uintptr_t p = (uintptr_t)b->p;
     size_t i = slot_of(p, table_cap);
-    while (table[i].ptr > DELETED)
+    while (table[i].ptr != 0)
         i = (i + 1) & (table_cap - 1);
-    if (table[i].ptr == 0)
-        table_used++;
     table[i].ptr = p;
     table[i].b = *b;
     live_count++;
 }
 
+/* Empties e's slot and moves back the entries after it that their probe would no longer
+ * reach (deletion by backward shift), so that the table never holds tombstones. With them, a
+ * program that frees and allocates large blocks at a steady count filled the table with
+ * tombstones and rehashed it into a fresh mapping every hundred or so blocks: page faults and
+ * an unmap (a TLB shootdown across the process's CPUs) each time. Every entry pointer into
+ * the table is stale afterwards. */
 static void table_remove(large_entry *e) {
-    e->ptr = DELETED;
+    size_t mask = table_cap - 1, hole = (size_t)(e - table);
+    for (size_t i = (hole + 1) & mask; table[i].ptr != 0; i = (i + 1) & mask) {
+        size_t home = slot_of(table[i].ptr, table_cap);
+        /* The entry at i may fill the hole if its home does not lie in (hole, i], cyclically:
+         * then its probe from home passes the hole before reaching i. */
+        bool reaches = hole <= i ? home > hole && home <= i : home > hole || home <= i;
+        if (!reaches) {
+            table[hole] = table[i];
+            hole = i;
+        }
+    }
+    table[hole].ptr = 0;
     live_count--;
 }
 
 /* ---- recently freed addresses (under large_lock) -------------------------------------------- */
 
+/* An address stays in the ring when a block is handed out there again: pm_large_was_freed
+ * asks the table too, and a live block there is not a freed one. (Clearing it on every
+ * allocation walked the ring: 130 instructions a malloc.) */
 static void remember_freed(const void *p) {
     freed_ring[freed_next] = (uintptr_t)p;
     freed_next = (freed_next + 1) % FREED_RING;
 }
 
-/* A block handed out again at an address freed before is no longer "freed". */
-static void forget_freed(const void *p) {
-    for (size_t i = 0; i < FREED_RING; i++)
-        if (freed_ring[i] == (uintptr_t)p)
-            freed_ring[i] = 0;
-}
 
 /* ---- the cache of freed pieces (under large_lock) ------------------------------------------- */
 
@@ -412,15 +430,29 @@ static size_t cache_budget(void) {
     return budget & ~(size_t)(PM_PAGE_SIZE - 1);
 }
 
+/* The index of the first piece at or above p (cache_count if none). */
+static size_t cache_at_or_above(const char *p) {
+    size_t lo = 0, hi = cache_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (cache[mid].p < p)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 static void cache_remove(size_t i) {
     cache_bytes -= cache[i].size;
-    cache[i] = cache[--cache_count];
+    memmove(&cache[i], &cache[i + 1], (cache_count - i - 1) * sizeof cache[0]);
+    cache_count--;
 }
 
 static size_t cache_oldest(void) {
     size_t oldest = 0;
     for (size_t i = 1; i < cache_count; i++)
-        if (cache[i].freed_ms < cache[oldest].freed_ms)
+        if ((int32_t)(cache[i].serial - cache[oldest].serial) < 0) /* wraps: pieces live shorter */
             oldest = i;
     return oldest;
 }
@@ -430,23 +462,31 @@ static void cache_drop(size_t i) {
     cache_remove(i);
 }
 
-/* Adds a piece, merged with the cached pieces of the same VMA on either side. */
+/* Adds a piece, merged with the cached pieces of the same VMA on either side: the one right
+ * above it is the first piece at or above p, the one right below it the piece before that. */
 static void cache_insert(char *p, size_t size, uint32_t vma, uint64_t now) {
-    for (size_t i = 0; i < cache_count;) {
-        cached_piece *c = &cache[i];
-        if (c->vma == vma && (c->p + c->size == p || p + size == c->p)) {
-            if (c->p < p)
-                p = c->p;
-            size += c->size;
-            cache_remove(i); /* merged into the new piece; look again for its other side */
-            continue;
-        }
-        i++;
+    size_t i = cache_at_or_above(p);
+    if (i < cache_count && cache[i].vma == vma && p + size == cache[i].p) {
+        size += cache[i].size;
+        cache_remove(i);
     }
-    if (cache_count == CACHE_SLOTS)
-        cache_drop(cache_oldest());
-    cache[cache_count++] = (cached_piece){p, size, now, vma};
+    if (i > 0 && cache[i - 1].vma == vma && cache[i - 1].p + cache[i - 1].size == p) {
+        p = cache[--i].p;
+        size += cache[i].size;
+        cache_remove(i);
+    }
+    if (cache_count == CACHE_SLOTS) {
+        size_t oldest = cache_oldest();
+        cache_drop(oldest);
+        if (oldest < i)
+            i--;
+    }
+    memmove(&cache[i + 1], &cache[i], (cache_count - i) * sizeof cache[0]);
+    cache[i] = (cached_piece){p, size, now, vma, cache_serial++};
+    cache_count++;
     cache_bytes += size;
+    if (now < cache_first_freed_ms)
+        cache_first_freed_ms = now;
 }
 
 /* Unmaps what exceeds the budget, oldest first; a piece larger than the excess loses its end. */
@@ -468,15 +508,23 @@ static void cache_trim(size_t budget) {
 static size_t cache_expire(uint64_t now, bool all) {
     long delay = pm_opt.purge_delay_ms > 0 ? pm_opt.purge_delay_ms * LARGE_AGE_FACTOR
                                            : pm_opt.purge_delay_ms;
+    /* now may precede a piece's time: another thread read the clock later and cached first */
+    if (!all && (delay < 0 || now <= cache_first_freed_ms ||
+                 now - cache_first_freed_ms < (uint64_t)delay))
+        return 0;
     size_t dropped = 0;
+    uint64_t first = UINT64_MAX;
     for (size_t i = 0; i < cache_count;) {
-        if (all || (delay >= 0 && now - cache[i].freed_ms >= (uint64_t)delay)) {
+        if (all || (now > cache[i].freed_ms && now - cache[i].freed_ms >= (uint64_t)delay)) {
             dropped += cache[i].size;
             cache_drop(i);
         } else {
+            if (cache[i].freed_ms < first)
+                first = cache[i].freed_ms;
             i++;
         }
     }
+    cache_first_freed_ms = first;
     if (dropped)
         peak_live = live_bytes + cache_bytes;
     return dropped;
@@ -524,34 +572,24 @@ typedef struct run {
     uint32_t count; /* pieces, i.e. segments of a block built on it */
 } run;
 
-/* The cache's indexes in address order (insertion sort: at most CACHE_SLOTS). */
-static void cache_by_address(size_t *order) {
-    for (size_t i = 0; i < cache_count; i++) {
-        size_t j = i;
-        for (; j > 0 && cache[order[j - 1]].p > cache[i].p; j--)
-            order[j] = order[j - 1];
-        order[j] = i;
-    }
-}
-
-/* The maximal run that starts at order[k] (pieces adjacent in memory): stored in *r; returns
- * the index in order just past it. */
-static size_t run_from(const size_t *order, size_t k, run *r) {
-    *r = (run){cache[order[k]].p, 0, 0};
-    for (; k < cache_count && cache[order[k]].p == r->p + r->size; k++) {
-        r->size += cache[order[k]].size;
+/* The maximal run that starts at piece k (pieces adjacent in memory): stored in *r; returns
+ * the index just past it. */
+static size_t run_from(size_t k, run *r) {
+    *r = (run){cache[k].p, 0, 0};
+    for (; k < cache_count && cache[k].p == r->p + r->size; k++) {
+        r->size += cache[k].size;
         r->count++;
     }
     return k;
 }
 
-/* The first stretch of whole pieces from order[k] on, within the run that ends before
- * order[end], that holds need bytes in at most LARGE_SEGS pieces; its size is 0 if none. */
-static run first_stretch(const size_t *order, size_t k, size_t end, size_t need) {
+/* The first stretch of whole pieces from piece k on, within the run that ends before piece
+ * end, that holds need bytes in at most LARGE_SEGS pieces; its size is 0 if none. */
+static run first_stretch(size_t k, size_t end, size_t need) {
     for (; k < end; k++) {
-        run r = {cache[order[k]].p, 0, 0};
+        run r = {cache[k].p, 0, 0};
         for (size_t j = k; j < end && r.count < LARGE_SEGS && r.size < need; j++) {
-            r.size += cache[order[j]].size;
+            r.size += cache[j].size;
             r.count++;
         }
         if (r.size >= need)
@@ -570,15 +608,14 @@ static run first_stretch(const size_t *order, size_t k, size_t end, size_t need)
  * faults, largemix 170,000 -> 132,500 and peak RSS 597 -> 519 MiB, bigbuf 125,000 -> 115,000
  * (scripts/results/issue10-large-bestfit-2026-12-03.md). */
 static bool best_stretch(size_t need, run *best) {
-    size_t order[CACHE_SLOTS], best_run = 0;
-    cache_by_address(order);
+    size_t best_run = 0;
     bool found = false;
     for (size_t k = 0, end; k < cache_count; k = end) {
         run whole;
-        end = run_from(order, k, &whole);
+        end = run_from(k, &whole);
         size_t total = whole.size;
         if (total >= need && (!found || total < best_run)) {
-            run r = first_stretch(order, k, end, need);
+            run r = first_stretch(k, end, need);
             if (r.size > 0) {
                 *best = r;
                 best_run = total;
@@ -591,11 +628,10 @@ static bool best_stretch(size_t need, run *best) {
 
 /* The cache's maximal runs, largest first; returns how many (at most `max`). */
 static size_t largest_runs(run *out, size_t max) {
-    size_t order[CACHE_SLOTS], n = 0;
-    cache_by_address(order);
+    size_t n = 0;
     for (size_t k = 0; k < cache_count;) {
         run r;
-        k = run_from(order, k, &r);
+        k = run_from(k, &r);
         if (n < max)
             out[n++] = r;
         else if (r.size > out[max - 1].size)
@@ -617,9 +653,9 @@ static size_t largest_runs(run *out, size_t max) {
 static size_t take_span(char *p, size_t size, large_block *b) {
     size_t taken = 0;
     while (taken < size) {
-        size_t i = 0;
-        while (cache[i].p != p + taken)
-            i++; /* present: the span was found in the cache under this lock */
+        size_t i = cache_at_or_above(p + taken);
+        if (PM_DEBUG && (i == cache_count || cache[i].p != p + taken))
+            pm_fatal("debug: large cache: no piece at %p", (void *)(p + taken));
         uint32_t vma = cache[i].vma;
         range r = cache_take(i, size - taken);
         if (b->nseg > 0 && b->seg[b->nseg - 1].vma == vma) {
@@ -657,15 +693,15 @@ typedef struct bridge {
     part parts[BRIDGE_PARTS];
 } bridge;
 
-/* The block of need bytes that starts at the piece order[k] and takes the pieces after it in
- * address order, with the holes between them and, past the last piece, fresh space: false if
+/* The block of need bytes that starts at piece k and takes the pieces after it in address
+ * order, with the holes between them and, past the last piece, fresh space: false if
  * it needs more than LARGE_SEGS segments. */
-static bool plan_bridge(const size_t *order, size_t k, size_t need, bridge *out) {
-    char *start = cache[order[k]].p, *at = start;
+static bool plan_bridge(size_t k, size_t need, bridge *out) {
+    char *start = cache[k].p, *at = start;
     out->fresh = 0;
     out->nparts = 0;
     for (size_t j = k; j < cache_count && (size_t)(at - start) < need; j++) {
-        const cached_piece *c = &cache[order[j]];
+        const cached_piece *c = &cache[j];
         size_t left = need - (size_t)(at - start);
         if (out->nparts + 2 > LARGE_SEGS)
             return false;
@@ -710,13 +746,11 @@ static bool map_holes(const bridge *br) {
 /* The plans with fresh pages for less than half the block, least fresh first, tried in turn;
  * the first whose holes map is built. */
 static bool take_bridged(size_t need, large_block *b, size_t *old_to) {
-    size_t order[CACHE_SLOTS];
-    cache_by_address(order);
     bridge best[BRIDGE_TRIES];
     size_t n = 0;
     for (size_t k = 0; k < cache_count; k++) {
         bridge br;
-        if (!plan_bridge(order, k, need, &br) || br.fresh == 0 || br.fresh >= need / 2)
+        if (!plan_bridge(k, need, &br) || br.fresh == 0 || br.fresh >= need / 2)
             continue;
         if (n < BRIDGE_TRIES)
             best[n++] = br;
@@ -838,7 +872,6 @@ static bool register_block(large_block *b, uint64_t now) {
         return false;
     }
     table_insert(b);
-    forget_freed(b->p);
     stats.nalloc++;
     live_bytes += b->size;
     if (live_bytes > peak_live)
@@ -940,12 +973,12 @@ size_t pm_large_usable(const void *p) {
  * by an earlier request, typically): pages already mapped and faulted in, so it grows in place
  * with no system call. Under large_lock. */
 static void absorb_cached_neighbours(large_block *b, size_t need) {
-    for (size_t i = 0; i < cache_count && b->size < need;) {
+    while (b->size < need) {
         segment *last = &b->seg[b->nseg - 1];
-        if (cache[i].p != b->p + b->size || (cache[i].vma != last->vma && b->nseg == LARGE_SEGS)) {
-            i++;
-            continue;
-        }
+        size_t i = cache_at_or_above(b->p + b->size);
+        if (i == cache_count || cache[i].p != b->p + b->size ||
+            (cache[i].vma != last->vma && b->nseg == LARGE_SEGS))
+            return;
         uint32_t vma = cache[i].vma;
         range r = cache_take(i, need - b->size);
         live_bytes += r.size;
@@ -955,7 +988,6 @@ static void absorb_cached_neighbours(large_block *b, size_t need) {
         } else {
             add_segment(b, r.size, vma);
         }
-        i = 0; /* the cache was reordered */
     }
 }
 
@@ -1057,7 +1089,6 @@ static enum move_result move_into_cache(char *p, large_entry *e, const large_blo
         cache_segments(&ob, now);
     }
     table_insert(&nb);
-    forget_freed(nb.p);
     stats.nremap++;
     stats.moved_to_cache++;
     *q = nb.p;
@@ -1148,7 +1179,6 @@ void *pm_large_realloc(void *p, size_t size) {
         table_remove(e);
         table_insert(&b);
         remember_freed(p); /* a free of the old address is a double free */
-        forget_freed(q);
     } else {
         e->b = b; /* it may have absorbed neighbours even when it could not grow */
     }
@@ -1180,12 +1210,32 @@ size_t pm_large_release_cache(void) {
 
 size_t pm_large_trim(void) { return pm_large_release_cache(); }
 
+/* For the tests: the cache in address order with no overlap and its byte count right, and
+ * every live block findable at its address. */
+bool pm_large_consistent(void) {
+    pm_lock(&large_lock);
+    size_t bytes = 0, found = 0;
+    bool ok = true;
+    for (size_t i = 0; i < cache_count; i++) {
+        bytes += cache[i].size;
+        if (i > 0 && cache[i - 1].p + cache[i - 1].size > cache[i].p)
+            ok = false;
+    }
+    for (size_t i = 0; table != NULL && i < table_cap; i++)
+        if (table[i].ptr != 0)
+            found += table_find(table[i].ptr) == &table[i];
+    ok = ok && bytes == cache_bytes && found == live_count;
+    pm_unlock(&large_lock);
+    return ok;
+}
+
 void pm_large_get_stats(pm_large_stats *out) {
     pm_lock(&large_lock);
     *out = stats;
     out->live_blocks = live_count;
     out->live_bytes = live_bytes;
     out->cached_bytes = cache_bytes;
+    out->cached_pieces = cache_count;
     out->mapped_bytes = live_bytes + cache_bytes + stats.pending_bytes;
     out->peak_live = peak_live;
     out->budget = cache_budget();

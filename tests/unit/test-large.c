@@ -88,8 +88,9 @@ Test(large, best_fit_splits_and_the_pieces_merge_again) {
     cr_assert_eq(tail, a + 2 * MiB, "the cached rest should serve the next request");
     cr_assert(all_bytes(tail, 6 * MiB, 0x11), "reused pages keep their contents (no fault)");
 
-    cr_assert(pm_large_free(head));
     cr_assert(pm_large_free(tail));
+    cr_assert(pm_large_free(head)); /* merges with the piece right above it */
+    cr_assert_eq(large_stats().cached_pieces, 1, "the two pieces of one mapping should merge");
     uint64_t remaps = large_stats().nremap, in_place = large_stats().in_place;
     char *whole = pm_large_alloc(8 * MiB, 0, false);
     cr_assert_eq(whole, a, "the two pieces of one mapping should have merged back");
@@ -97,6 +98,14 @@ Test(large, best_fit_splits_and_the_pieces_merge_again) {
     cr_assert_eq(large_stats().nremap, remaps);
     cr_assert_eq(large_stats().cached_bytes, 0);
     cr_assert(pm_large_free(whole));
+
+    head = pm_large_alloc(2 * MiB, 0, false); /* split again, freed in the other order */
+    tail = pm_large_alloc(6 * MiB, 0, false);
+    cr_assert(head == a && tail == a + 2 * MiB);
+    cr_assert(pm_large_free(head));
+    cr_assert(pm_large_free(tail)); /* merges with the piece right below it */
+    cr_assert_eq(large_stats().cached_pieces, 1, "the two pieces of one mapping should merge");
+    cr_assert(pm_large_consistent());
 }
 
 /* Best fit is over whole runs of adjacent pieces, from the run's start: a request that one
@@ -677,4 +686,43 @@ Test(large, a_double_free_of_a_large_block_says_so) {
               "the second free did not abort (status %#x): %s", status, out);
     cr_assert(strstr(out, "free(): double free of large block 0x") != NULL,
               "the message does not say double free: %s", out);
+}
+
+/* Many blocks at a steady count, freed and made again at random (the table and the cache's
+ * bookkeeping): every live block is found at its address with its size after every step, no
+ * freed one is, and the cache stays in address order. Deletion from the table moves entries
+ * back (no tombstones), so a step that broke a probe chain would lose a live block here. */
+Test(large, every_live_block_is_found_through_many_frees_and_allocations) {
+    settle_options();
+    enum { LIVE = 150, STEPS = 3000 };
+    static char *live[LIVE];
+    static size_t size[LIVE];
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < LIVE; i++) {
+        size[i] = (size_t)(33 + i % 97) * 4096;
+        live[i] = pm_large_alloc(size[i], 0, false);
+        cr_assert_not_null(live[i]);
+    }
+    for (int step = 0; step < STEPS; step++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        int slot = (int)((seed >> 33) % LIVE);
+        char *old = live[slot];
+        cr_assert(pm_large_free(old));
+        size[slot] = (size_t)(33 + (seed >> 45) % 200) * 4096;
+        live[slot] = pm_large_alloc(size[slot], 0, false);
+        cr_assert_not_null(live[slot]);
+        if (old != live[slot])
+            cr_assert_eq(pm_large_usable(old), 0, "step %d: freed block %p still found", step,
+                         (void *)old);
+        if (step % 50 == 0 || step == STEPS - 1) {
+            cr_assert(pm_large_consistent(), "step %d: table or cache inconsistent", step);
+            for (int i = 0; i < LIVE; i++)
+                cr_assert_geq(pm_large_usable(live[i]), size[i], "step %d: block %d lost", step, i);
+        }
+    }
+    cr_assert_eq(large_stats().live_blocks, LIVE);
+    for (int i = 0; i < LIVE; i++)
+        cr_assert(pm_large_free(live[i]));
+    cr_assert(pm_large_consistent());
+    cr_assert_eq(large_stats().live_blocks, 0);
 }
