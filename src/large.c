@@ -859,16 +859,15 @@ static char *map_fresh(size_t size, size_t align, bool huge) {
     return align == PM_PAGE_SIZE ? pm_os_map(size) : pm_os_map_aligned(size, align);
 }
 
-/* Records a built block as live; false (the block given back) if the table cannot grow. */
-static bool register_block(large_block *b, uint64_t now) {
+/* Records a built block as live; false (the block given back to the cache) if the table
+ * cannot grow. Under large_lock. */
+static bool register_locked(large_block *b, uint64_t now) {
     for (uint32_t i = 0; i < b->nseg; i++)
         if (b->seg[i].vma == 0)
             b->seg[i].vma = fresh_vma_id();
-    pm_lock(&large_lock);
     if (!table_reserve()) {
         cache_segments(b, now);
         cache_trim(cache_budget());
-        pm_unlock(&large_lock);
         return false;
     }
     table_insert(b);
@@ -877,7 +876,6 @@ static bool register_block(large_block *b, uint64_t now) {
     if (live_bytes > peak_live)
         peak_live = live_bytes;
     cache_trim(cache_budget());
-    pm_unlock(&large_lock);
     return true;
 }
 
@@ -896,7 +894,10 @@ void *pm_large_alloc(size_t size, size_t align, bool zero) {
     large_block b;
     size_t old_from = 0, old_to = 0; /* the part of the block that may hold old data */
     int saved = errno; /* a refused mremap on the way to success must not show */
+    uint64_t now = pm_os_now_ms();
     bool built = false;
+    /* A block built from the cache or the zone is registered under the same lock hold: two
+     * holds a malloc made iobuf's two threads wait on each other a third more often. */
     if (align == PM_PAGE_SIZE) {
         pm_lock(&large_lock);
         built = take_in_place(need, &b, &old_from, &old_to);
@@ -908,7 +909,10 @@ void *pm_large_alloc(size_t size, size_t align, bool zero) {
                 built = true;
             }
         }
+        bool registered = built && register_locked(&b, now);
         pm_unlock(&large_lock);
+        if (built && !registered)
+            return NULL;
     }
     if (!built) {
         char *p = map_fresh(need, align, huge);
@@ -918,11 +922,15 @@ void *pm_large_alloc(size_t size, size_t align, bool zero) {
             return NULL;
         b = (large_block){.p = p};
         add_segment(&b, need, 0);
+        pm_lock(&large_lock);
+        bool registered = register_locked(&b, now);
+        pm_unlock(&large_lock);
+        if (!registered)
+            return NULL;
     }
+    /* The block is live and ours alone until we return it: zeroed outside the lock. */
     if (zero && old_from < min_size(old_to, size)) /* the rest is fresh, hence zero */
         memset(b.p + old_from, 0, min_size(old_to, size) - old_from);
-    if (!register_block(&b, pm_os_now_ms()))
-        return NULL;
     errno = saved;
     return b.p;
 }
