@@ -340,6 +340,10 @@ _Static_assert(PM_UNITS_MAX == 256 && PM_UNITS_MAX % 64 == 0, "unit bitmaps are 
 /* The most blocks a class's cache holds (pm_class_cache_limit: 32, or 64 KiB of blocks). */
 #define PM_CACHE_MAX 32
 
+/* Large blocks come from this many domains, each with its own lock, table and cache (large.c),
+ * a thread from its heap's: threads that churn large blocks do not all wait on one lock. */
+#define PM_LARGE_DOMAINS 4
+
 /* Per-class state a thread's fast paths touch, together on one cache line: a cache-hit malloc
  * or free touches one line of the heap, and one of the class's cache slots.
  * The cache is a stack of block pointers in the heap (pm_heap.cache[cls]), not a list through

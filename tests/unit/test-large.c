@@ -21,6 +21,7 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -725,4 +726,49 @@ Test(large, every_live_block_is_found_through_many_frees_and_allocations) {
         cr_assert(pm_large_free(live[i]));
     cr_assert(pm_large_consistent());
     cr_assert_eq(large_stats().live_blocks, 0);
+}
+
+/* Domains (large.c): each thread allocates from its own domain (its own lock, table and
+ * cache), so a block one thread freed is not where another thread's next block comes from;
+ * and a block is still found, resized and freed by any thread, whichever domain holds it. */
+typedef struct domain_job {
+    char *live[4];
+    char *freed;
+} domain_job;
+
+static void *make_blocks_elsewhere(void *arg) {
+    domain_job *job = arg;
+    for (int i = 0; i < 4; i++)
+        job->live[i] = alloc_filled((size_t)(i + 1) * MiB, 0x40 + i);
+    job->freed = pm_large_alloc(3 * MiB, 0, false);
+    cr_assert(pm_large_free(job->freed)); /* cached in this thread's domain */
+    return NULL;
+}
+
+Test(large, another_threads_blocks_are_found_resized_and_freed) {
+    settle_options();
+    char *mine = pm_large_alloc(1 * MiB, 0, false); /* this thread's domain, chosen now */
+    cr_assert_not_null(mine);
+    domain_job job = {.freed = NULL};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, make_blocks_elsewhere, &job), 0);
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    char *here = pm_large_alloc(3 * MiB, 0, false);
+    cr_assert_neq(here, job.freed, "the other thread's cached block came from its own domain");
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(pm_large_usable(job.live[i]), (size_t)(i + 1) * MiB);
+    char *grown = pm_large_realloc(job.live[1], 5 * MiB);
+    cr_assert_not_null(grown);
+    cr_assert(all_bytes(grown, 2 * MiB, 0x41), "a resized block keeps its contents");
+    job.live[1] = grown;
+    cr_assert(pm_large_consistent());
+    for (int i = 0; i < 4; i++) {
+        cr_assert(pm_large_free(job.live[i]), "block %d of the other thread not freed", i);
+        cr_assert(pm_large_was_freed(job.live[i]));
+    }
+    cr_assert_not(pm_large_free(job.live[0]), "a second free must not succeed");
+    cr_assert(pm_large_free(here));
+    cr_assert(pm_large_free(mine));
+    cr_assert_eq(large_stats().live_blocks, 0);
+    cr_assert(pm_large_consistent());
 }
