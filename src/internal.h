@@ -341,7 +341,8 @@ _Static_assert(PM_UNITS_MAX == 256 && PM_UNITS_MAX % 64 == 0, "unit bitmaps are 
 #define PM_CACHE_MAX 32
 
 /* Large blocks come from this many domains, each with its own lock, table and cache (large.c),
- * a thread from its heap's: threads that churn large blocks do not all wait on one lock. */
+ * a thread from the one it drew at its first large call: threads that churn large blocks do not
+ * all wait on one lock. */
 #define PM_LARGE_DOMAINS 4
 
 /* Per-class state a thread's fast paths touch, together on one cache line: a cache-hit malloc

@@ -19,14 +19,28 @@
 #define MAP_FIXED_NOREPLACE 0x100000 /* Linux 4.17; older kernels take the address as a hint */
 #endif
 
+/* ThreadSanitizer does not see the kernel order two threads' changes to the address space: a
+ * range one thread gave up (munmap, or mremap moving its pages away, which it does not
+ * intercept) and another thread's mmap or mremap then received. With no lock between the two
+ * (large blocks have one a domain), it takes the new owner's first access for a race with the
+ * old owner's last. So under it every change goes through one atomic, in the order the kernel
+ * made them; elsewhere this is nothing. */
+static void address_space_changed(void) {
+    static uint64_t changes;
+    if (PM_TSAN)
+        __atomic_fetch_add(&changes, 1, __ATOMIC_ACQ_REL);
+}
+
 void *pm_os_map(size_t size) {
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    address_space_changed();
     return p == MAP_FAILED ? NULL : p;
 }
 
 void *pm_os_reserve(size_t size) {
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    address_space_changed();
     return p == MAP_FAILED ? NULL : p;
 }
 
@@ -37,6 +51,7 @@ bool pm_os_map_at(void *at, size_t size) {
     int saved = errno;
     void *p = mmap(at, size, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    address_space_changed();
     bool ok = p == at;
     if (!ok && p != MAP_FAILED)
         munmap(p, size);
@@ -72,6 +87,7 @@ void *pm_os_map_aligned(size_t size, size_t align) {
  * keeps it: failing to give memory back is never fatal (issue 7.3). */
 bool pm_os_unmap(void *p, size_t size) {
     int saved = errno;
+    address_space_changed();
     bool ok = munmap(p, size) == 0;
     if (!ok)
         madvise(p, size, MADV_DONTNEED);
@@ -83,11 +99,16 @@ bool pm_os_unmap(void *p, size_t size) {
  * extended to new_size bytes of the same mapping: the page-table entries move, the data is
  * neither copied nor faulted in again. */
 bool pm_os_move(void *from, size_t size, void *to, size_t new_size) {
-    return mremap(from, size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, to) != MAP_FAILED;
+    address_space_changed();
+    bool ok = mremap(from, size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, to) != MAP_FAILED;
+    address_space_changed();
+    return ok;
 }
 
 void *pm_os_remap(void *p, size_t old_size, size_t new_size, bool may_move) {
+    address_space_changed();
     void *q = mremap(p, old_size, new_size, may_move ? MREMAP_MAYMOVE : 0);
+    address_space_changed();
     return q == MAP_FAILED ? NULL : q;
 }
 
