@@ -156,8 +156,9 @@
  *     path accepts either into the cache, and pushes onto the pool itself only when the bit is
  *     clear (the current pool).                                                pool.c, heap.c
  *  I7 locks nest in one order only: heap_lock, then heaps' xlocks, then pm_arena_lock; the
- *     large lock is a leaf (large.c calls nothing that locks). The fork prepare handler takes
- *     them all in that order; the child remakes them all before anything else.  init.c, heap.c
+ *     large domains' locks are leaves (large.c calls nothing that locks, and holds one domain's
+ *     lock at a time). The fork prepare handler takes them all in that order (the domains in
+ *     index order); the child remakes them all before anything else.      init.c, heap.c
  *  I8 every free-list link is stored encoded with the block's address and a per-process
  *     secret, and checked when decoded: on the fast paths a link must stay in its block's
  *     4 MiB slot, and the block it names must carry its free key when popped; the slow paths
