@@ -68,7 +68,8 @@
  * one lock and 0.18-0.21 s with four (mimalloc 0.19-0.21, jemalloc 0.22-0.23), for 12% more
  * peak RSS (each domain keeps its own cache within its own budget). A block stays in the
  * domain that made it: whoever frees or resizes it finds it there (their own domain first).
- * A program with one thread uses one domain, as before.
+ * A program with one thread uses one domain, as before, and a domain no thread drew costs
+ * nothing: it stays zero in .bss and no one visits it.
  *
  * Failures. An unmap the kernel refuses (ENOMEM at vm.max_map_count) is never fatal: the pages
  * are purged (MADV_DONTNEED) and the range waits on a retry list. A request that mmap refuses
@@ -145,9 +146,8 @@ int pm_large_fail_unmaps;
 #define ZONE_GAP ((uintptr_t)1 << 40) /* 1 TiB; a quarter of the space below us if smaller */
 #define HOLE_SLOTS 64
 
-/* One domain: every field under its lock. */
+/* One domain: every field under its lock (domain_lock). */
 typedef struct large_domain {
-    pthread_mutex_t lock;
     large_entry *table; /* live blocks by address: open addressing, linear probing */
     size_t table_cap, live_count;
     /* The cached pieces, in address order (no two overlap): the searches for runs of adjacent
@@ -158,8 +158,8 @@ typedef struct large_domain {
     cached_piece cache[CACHE_SLOTS];
     size_t cache_count, cache_bytes;
     uint32_t cache_serial;
-    /* At most every piece's freed_ms (exact after each expiry walk; UINT64_MAX: none cached):
-     * frees skip the walk while even the oldest piece is younger than the horizon. */
+    /* At most every piece's freed_ms (exact after each expiry walk; 0: none cached): frees
+     * skip the walk while even the oldest piece is younger than the horizon. */
     uint64_t cache_first_freed_ms;
     range pending[PENDING_SLOTS]; /* purged ranges whose munmap failed */
     size_t pending_count;
@@ -170,12 +170,23 @@ typedef struct large_domain {
     uintptr_t zone_base, zone_top;
     range holes[HOLE_SLOTS];
     size_t hole_count;
-    unsigned index;
 } large_domain;
 
-#define DOMAIN(i) {.lock = PM_LOCK_INITIALIZER, .cache_first_freed_ms = UINT64_MAX, .index = (i)}
-static large_domain domains[PM_LARGE_DOMAINS] = {DOMAIN(0), DOMAIN(1), DOMAIN(2), DOMAIN(3)};
-_Static_assert(PM_LARGE_DOMAINS == 4, "one initializer a domain");
+/* The domains start zeroed, in .bss, so that a domain no thread draws costs no memory (an
+ * initialised array sat in .data: 17 KiB more resident in every process, /bin/true
+ * included); their locks, which need an initializer, lie apart. domains_drawn has bit k set
+ * once a thread has drawn domain k: only those can hold blocks, and only those are visited. */
+static large_domain domains[PM_LARGE_DOMAINS];
+static pthread_mutex_t domain_locks[PM_LARGE_DOMAINS] = {
+    PM_LOCK_INITIALIZER, PM_LOCK_INITIALIZER, PM_LOCK_INITIALIZER, PM_LOCK_INITIALIZER};
+_Static_assert(PM_LARGE_DOMAINS == 4, "one lock initializer a domain");
+static uint32_t domains_drawn;
+
+static pthread_mutex_t *domain_lock(large_domain *d) { return &domain_locks[d - domains]; }
+static unsigned domain_index(const large_domain *d) { return (unsigned)(d - domains); }
+static bool domain_drawn(unsigned k) {
+    return (__atomic_load_n(&domains_drawn, __ATOMIC_ACQUIRE) >> k) & 1;
+}
 static uint32_t vma_counter;
 
 static size_t page_round(size_t n) { return (n + PM_PAGE_SIZE - 1) & ~(size_t)(PM_PAGE_SIZE - 1); }
@@ -206,7 +217,7 @@ static void zone_choose(large_domain *d) {
     uintptr_t gap = here / 4 < ZONE_GAP ? (here / 4) & ~(((uintptr_t)1 << 30) - 1) : ZONE_GAP;
     uintptr_t jitter = (pm_secret.key >> 8) % (gap / 4 + 1) & ~(((uintptr_t)2 << 20) - 1);
     /* Each domain's zone starts an eighth of the gap above the last one's: room to grow */
-    uintptr_t start = here - gap - jitter + d->index * (gap / 8);
+    uintptr_t start = here - gap - jitter + domain_index(d) * (gap / 8);
     d->zone_top = gap >= ((uintptr_t)1 << 32) ? start : 1;
     d->zone_base = d->zone_top;
 }
@@ -504,7 +515,7 @@ static void cache_insert(large_domain *d, char *p, size_t size, uint32_t vma, ui
     d->cache[i] = (cached_piece){p, size, now, vma, d->cache_serial++};
     d->cache_count++;
     d->cache_bytes += size;
-    if (now < d->cache_first_freed_ms)
+    if (d->cache_first_freed_ms == 0 || now < d->cache_first_freed_ms)
         d->cache_first_freed_ms = now;
 }
 
@@ -528,11 +539,11 @@ static size_t cache_expire(large_domain *d, uint64_t now, bool all) {
     long delay = pm_opt.purge_delay_ms > 0 ? pm_opt.purge_delay_ms * LARGE_AGE_FACTOR
                                            : pm_opt.purge_delay_ms;
     /* now may precede a piece's time: another thread read the clock later and cached first */
-    if (!all && (delay < 0 || now <= d->cache_first_freed_ms ||
-                 now - d->cache_first_freed_ms < (uint64_t)delay))
+    uint64_t first = d->cache_first_freed_ms;
+    if (!all && (delay < 0 || first == 0 || now <= first || now - first < (uint64_t)delay))
         return 0;
     size_t dropped = 0;
-    uint64_t first = UINT64_MAX;
+    first = UINT64_MAX;
     for (size_t i = 0; i < d->cache_count;) {
         if (all || (now > d->cache[i].freed_ms && now - d->cache[i].freed_ms >= (uint64_t)delay)) {
             dropped += d->cache[i].size;
@@ -543,7 +554,7 @@ static size_t cache_expire(large_domain *d, uint64_t now, bool all) {
             i++;
         }
     }
-    d->cache_first_freed_ms = first;
+    d->cache_first_freed_ms = first == UINT64_MAX ? 0 : first;
     if (dropped)
         d->peak_live = d->live_bytes + d->cache_bytes;
     return dropped;
@@ -910,6 +921,7 @@ static large_domain *my_domain(void) {
     unsigned k = my_domain_plus_one;
     if (PM_UNLIKELY(k == 0)) {
         k = 1 + __atomic_fetch_add(&threads_seen, 1, __ATOMIC_RELAXED) % PM_LARGE_DOMAINS;
+        __atomic_fetch_or(&domains_drawn, 1u << (k - 1), __ATOMIC_RELEASE);
         my_domain_plus_one = (uint8_t)k;
     }
     return &domains[k - 1];
@@ -919,13 +931,15 @@ static large_domain *my_domain(void) {
  * domain holds it. The caller's own domain first: a block is usually freed where it was made.
  * One lock at a time, so that no order between domains is needed. */
 static large_domain *lock_holder(uintptr_t p, large_entry **e) {
-    unsigned first = my_domain()->index;
+    unsigned first = domain_index(my_domain());
     for (unsigned k = 0; k < PM_LARGE_DOMAINS; k++) {
+        if (!domain_drawn((first + k) % PM_LARGE_DOMAINS))
+            continue;
         large_domain *d = &domains[(first + k) % PM_LARGE_DOMAINS];
-        pm_lock(&d->lock);
+        pm_lock(domain_lock(d));
         if ((*e = table_find(d, p)) != NULL)
             return d;
-        pm_unlock(&d->lock);
+        pm_unlock(domain_lock(d));
     }
     return NULL;
 }
@@ -949,7 +963,7 @@ void *pm_large_alloc(size_t size, size_t align, bool zero) {
     /* A block built from the cache or the zone is registered under the same lock hold: two
      * holds a malloc made iobuf's two threads wait on each other a third more often. */
     if (align == PM_PAGE_SIZE) {
-        pm_lock(&d->lock);
+        pm_lock(domain_lock(d));
         built = take_in_place(d, need, &b, &old_from, &old_to);
         if (!built && !huge) {
             char *p = zone_take(d, need);
@@ -960,7 +974,7 @@ void *pm_large_alloc(size_t size, size_t align, bool zero) {
             }
         }
         bool registered = built && register_locked(d, &b, now);
-        pm_unlock(&d->lock);
+        pm_unlock(domain_lock(d));
         if (built && !registered)
             return NULL;
     }
@@ -972,9 +986,9 @@ void *pm_large_alloc(size_t size, size_t align, bool zero) {
             return NULL;
         b = (large_block){.p = p};
         add_segment(&b, need, 0);
-        pm_lock(&d->lock);
+        pm_lock(domain_lock(d));
         bool registered = register_locked(d, &b, now);
-        pm_unlock(&d->lock);
+        pm_unlock(domain_lock(d));
         if (!registered)
             return NULL;
     }
@@ -1001,7 +1015,7 @@ bool pm_large_free(void *p) {
     d->live_bytes -= b.size;
     cache_segments(d, &b, now);
     cache_trim(d, cache_budget(d));
-    pm_unlock(&d->lock);
+    pm_unlock(domain_lock(d));
     return true;
 }
 
@@ -1010,12 +1024,14 @@ bool pm_large_was_freed(const void *p) {
         return false;
     bool freed = false, live = false;
     for (unsigned k = 0; k < PM_LARGE_DOMAINS; k++) {
+        if (!domain_drawn(k))
+            continue;
         large_domain *d = &domains[k];
-        pm_lock(&d->lock);
+        pm_lock(domain_lock(d));
         for (size_t i = 0; i < FREED_RING && !freed; i++)
             freed = d->freed_ring[i] == (uintptr_t)p;
         live = live || table_find(d, (uintptr_t)p) != NULL;
-        pm_unlock(&d->lock);
+        pm_unlock(domain_lock(d));
     }
     return freed && !live;
 }
@@ -1026,7 +1042,7 @@ size_t pm_large_usable(const void *p) {
     if (d == NULL)
         return 0;
     size_t n = e->b.size;
-    pm_unlock(&d->lock);
+    pm_unlock(domain_lock(d));
     return n;
 }
 
@@ -1131,9 +1147,9 @@ static enum move_result move_into_cache(large_domain *d, char *p, large_entry *e
     d->live_bytes += nb.size;
     if (d->live_bytes > d->peak_live)
         d->peak_live = d->live_bytes;
-    pm_unlock(&d->lock);
+    pm_unlock(domain_lock(d));
     memcpy(nb.p, p, old->size);
-    pm_lock(&d->lock);
+    pm_lock(domain_lock(d));
     if (!table_reserve(d)) {
         d->live_bytes -= nb.size;
         cache_segments(d, &nb, now);
@@ -1190,7 +1206,7 @@ void *pm_large_realloc(void *p, size_t size) {
     /* Grow first (it moves entries), so that the insert below cannot fail. */
     e = table_reserve(d) ? table_find(d, (uintptr_t)p) : NULL;
     if (e == NULL) {
-        pm_unlock(&d->lock);
+        pm_unlock(domain_lock(d));
         return NULL;
     }
     large_block b = e->b;
@@ -1210,7 +1226,7 @@ void *pm_large_realloc(void *p, size_t size) {
             if (d->live_bytes > d->peak_live)
                 d->peak_live = d->live_bytes;
             cache_trim(d, cache_budget(d));
-            pm_unlock(&d->lock);
+            pm_unlock(domain_lock(d));
             errno = saved;
             return moved == MOVE_DONE ? q : NULL;
         }
@@ -1249,7 +1265,7 @@ void *pm_large_realloc(void *p, size_t size) {
     if (d->live_bytes > d->peak_live)
         d->peak_live = d->live_bytes;
     cache_trim(d, cache_budget(d));
-    pm_unlock(&d->lock);
+    pm_unlock(domain_lock(d));
     errno = saved;
     return q;
 }
@@ -1260,21 +1276,25 @@ void *pm_large_realloc(void *p, size_t size) {
  * unlocked peek at counts that other threads change under it. */
 void pm_large_expire(uint64_t now) {
     for (unsigned k = 0; k < PM_LARGE_DOMAINS; k++) {
+        if (!domain_drawn(k))
+            continue;
         large_domain *d = &domains[k];
-        pm_lock(&d->lock);
+        pm_lock(domain_lock(d));
         cache_expire(d, now, false);
         retry_pending(d);
-        pm_unlock(&d->lock);
+        pm_unlock(domain_lock(d));
     }
 }
 
 size_t pm_large_release_cache(void) {
     size_t bytes = 0;
     for (unsigned k = 0; k < PM_LARGE_DOMAINS; k++) {
+        if (!domain_drawn(k))
+            continue;
         large_domain *d = &domains[k];
-        pm_lock(&d->lock);
+        pm_lock(domain_lock(d));
         bytes += cache_expire(d, 0, true) + retry_pending(d);
-        pm_unlock(&d->lock);
+        pm_unlock(domain_lock(d));
     }
     return bytes;
 }
@@ -1286,8 +1306,10 @@ size_t pm_large_trim(void) { return pm_large_release_cache(); }
 bool pm_large_consistent(void) {
     bool ok = true;
     for (unsigned k = 0; k < PM_LARGE_DOMAINS; k++) {
+        if (!domain_drawn(k))
+            continue;
         large_domain *d = &domains[k];
-        pm_lock(&d->lock);
+        pm_lock(domain_lock(d));
         size_t bytes = 0, found = 0;
         for (size_t i = 0; i < d->cache_count; i++) {
             bytes += d->cache[i].size;
@@ -1298,7 +1320,7 @@ bool pm_large_consistent(void) {
             if (d->table[i].ptr != 0)
                 found += table_find(d, d->table[i].ptr) == &d->table[i];
         ok = ok && bytes == d->cache_bytes && found == d->live_count;
-        pm_unlock(&d->lock);
+        pm_unlock(domain_lock(d));
     }
     return ok;
 }
@@ -1307,8 +1329,10 @@ bool pm_large_consistent(void) {
 void pm_large_get_stats(pm_large_stats *out) {
     *out = (pm_large_stats){0};
     for (unsigned k = 0; k < PM_LARGE_DOMAINS; k++) {
+        if (!domain_drawn(k))
+            continue;
         large_domain *d = &domains[k];
-        pm_lock(&d->lock);
+        pm_lock(domain_lock(d));
         const pm_large_stats *s = &d->stats;
         out->nalloc += s->nalloc;
         out->nfree += s->nfree;
@@ -1326,22 +1350,22 @@ void pm_large_get_stats(pm_large_stats *out) {
         out->mapped_bytes += d->live_bytes + d->cache_bytes + s->pending_bytes;
         out->peak_live += d->peak_live;
         out->budget += cache_budget(d);
-        pm_unlock(&d->lock);
+        pm_unlock(domain_lock(d));
     }
 }
 
 /* fork: every domain's lock held across it, taken in one order (no thread holds two) */
 void pm_large_fork_prepare(void) {
     for (unsigned k = 0; k < PM_LARGE_DOMAINS; k++)
-        pm_lock(&domains[k].lock);
+        pm_lock(&domain_locks[k]);
 }
 
 void pm_large_fork_parent(void) {
     for (unsigned k = PM_LARGE_DOMAINS; k-- > 0;)
-        pm_unlock(&domains[k].lock);
+        pm_unlock(&domain_locks[k]);
 }
 
 void pm_large_fork_child(void) {
     for (unsigned k = 0; k < PM_LARGE_DOMAINS; k++)
-        pm_lock_reinit(&domains[k].lock);
+        pm_lock_reinit(&domain_locks[k]);
 }
