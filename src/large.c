@@ -76,7 +76,8 @@
  * gets one more try after every cached byte was given back. A free of a recently freed block
  * is recognised (pm_large_was_freed) so that it is reported as a double free.
  *
- * Lock order: a domain's lock is a leaf, and no thread holds two; nothing here calls into the arena, pool or heap code.
+ * Lock order: a domain's lock is a leaf, and no thread holds two; nothing here calls into the
+ * arena, pool or heap code.
  */
 #include "internal.h"
 
@@ -131,7 +132,7 @@ typedef struct cached_piece {
     size_t size;
     uint64_t freed_ms;
     uint32_t vma;
-    uint32_t serial; /* order of caching: the oldest piece is trimmed first */
+    uint32_t serial; /* order of caching, the oldest trimmed first (compared across wrap) */
 } cached_piece;
 
 typedef struct range {
@@ -205,7 +206,7 @@ static size_t slot_of(uintptr_t p, size_t cap) {
     return (size_t)(h >> 20) & (cap - 1);
 }
 
-/* ---- the zone (under the domain's lock) -------------------------------------------------------------- */
+/* ---- the zone (under the domain's lock) ------------------------------------------------------ */
 
 static bool zone_on(large_domain *d) { return d->zone_top > 1; }
 
@@ -297,7 +298,8 @@ static char *zone_take(large_domain *d, size_t size) {
     while (zone_on(d)) {
         size_t best = d->hole_count;
         for (size_t i = 0; i < d->hole_count; i++)
-            if (d->holes[i].size >= size && (best == d->hole_count || d->holes[i].size < d->holes[best].size))
+            if (d->holes[i].size >= size &&
+                (best == d->hole_count || d->holes[i].size < d->holes[best].size))
                 best = i;
         if (best == d->hole_count)
             break;
@@ -324,7 +326,7 @@ static char *zone_take(large_domain *d, size_t size) {
     return p;
 }
 
-/* ---- giving memory back (under the domain's lock) --------------------------------------------------- */
+/* ---- giving memory back (under the domain's lock) -------------------------------------------- */
 
 static bool unmap_now(char *p, size_t size) {
     if (pm_large_fail_unmaps > 0) { /* the test hook stands for the kernel's refusal */
@@ -365,7 +367,7 @@ static size_t retry_pending(large_domain *d) {
     return bytes;
 }
 
-/* ---- the table (under the domain's lock) ------------------------------------------------------------ */
+/* ---- the table (under the domain's lock) ----------------------------------------------------- */
 
 static large_entry *table_find(large_domain *d, uintptr_t p) {
     if (d->table == NULL)
@@ -399,7 +401,9 @@ static bool table_grow(large_domain *d) {
 }
 
 /* Room for one more entry, so that the insert that follows cannot fail. */
-static bool table_reserve(large_domain *d) { return (d->live_count + 1) * 2 <= d->table_cap || table_grow(d); }
+static bool table_reserve(large_domain *d) {
+    return (d->live_count + 1) * 2 <= d->table_cap || table_grow(d);
+}
 
 static void table_insert(large_domain *d, const large_block *b) {
     uintptr_t p = (uintptr_t)b->p;
@@ -433,7 +437,7 @@ static void table_remove(large_domain *d, large_entry *e) {
     d->live_count--;
 }
 
-/* ---- recently freed addresses (under the domain's lock) -------------------------------------------- */
+/* ---- recently freed addresses (under the domain's lock) -------------------------------------- */
 
 /* An address stays in the ring when a block is handed out there again: pm_large_was_freed
  * asks the table too, and a live block there is not a freed one. (Clearing it on every
@@ -444,7 +448,7 @@ static void remember_freed(large_domain *d, const void *p) {
 }
 
 
-/* ---- the cache of freed pieces (under the domain's lock) ------------------------------------------- */
+/* ---- the cache of freed pieces (under the domain's lock) ------------------------------------- */
 
 /* What the program gave up since its peak, and a quarter of the peak more (BUDGET_MARGIN_SHIFT).
  * Without the margin, bigbuf (twenty 5-25 MiB buffers replaced at random) unmapped 550 MB and
@@ -486,7 +490,7 @@ static void cache_remove(large_domain *d, size_t i) {
 static size_t cache_oldest(large_domain *d) {
     size_t oldest = 0;
     for (size_t i = 1; i < d->cache_count; i++)
-        if ((int32_t)(d->cache[i].serial - d->cache[oldest].serial) < 0) /* wraps: pieces live shorter */
+        if ((int32_t)(d->cache[i].serial - d->cache[oldest].serial) < 0) /* wraps: see serial */
             oldest = i;
     return oldest;
 }
@@ -824,7 +828,8 @@ static bool take_bridged(large_domain *d, size_t need, large_block *b, size_t *o
  * it (MAP_FIXED_NOREPLACE: only where nothing is mapped; the kernel's top-down placement
  * leaves the space below the lowest mapping free). *old_from and *old_to: the part that may
  * hold old data. Under the domain's lock; false if none works. */
-static bool take_in_place(large_domain *d, size_t need, large_block *b, size_t *old_from, size_t *old_to) {
+static bool take_in_place(large_domain *d, size_t need, large_block *b, size_t *old_from,
+                          size_t *old_to) {
     *b = (large_block){0};
     run r = {0};
     if (best_stretch(d, need, &r)) {
@@ -1140,7 +1145,8 @@ enum move_result { MOVE_NONE, MOVE_DONE, MOVE_ABANDONED };
  * Called and returns under the domain's lock. MOVE_NONE: no cached stretch of want bytes, nothing
  * changed. MOVE_DONE: *q is the moved block. MOVE_ABANDONED: the table could not take the new
  * block (its pages went back to the cache) and the caller's entry pointer may be stale. */
-static enum move_result move_into_cache(large_domain *d, char *p, large_entry *e, const large_block *old,
+static enum move_result move_into_cache(large_domain *d, char *p, large_entry *e,
+                                        const large_block *old,
                                         size_t want, uint64_t now, char **q) {
     run r;
     if (!best_stretch(d, want, &r))
