@@ -128,8 +128,9 @@ typedef struct large_entry {
 } large_entry;
 
 /* A large_block is 280 bytes, of which a block of one mapping uses 40: copies and resets
- * touch only the segments in use. Whole-struct copies and zeroings were a fifth of the
- * instructions of a malloc+free pair served from the cache (callgrind, 2026-12-03). */
+ * touch only the segments in use. Copying and zeroing whole structs cost 7% of the
+ * instructions of a malloc+free pair served from the cache (callgrind, 16-128 KiB blocks,
+ * 2026-12-03: 1,756 -> 1,634 a pair). */
 static void block_start(large_block *b, char *p) {
     b->p = p;
     b->size = 0;
