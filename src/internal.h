@@ -775,7 +775,7 @@ typedef struct pm_large_stats {
     uint64_t budget;         /* cached bytes allowed to stay resident now */
 } pm_large_stats;
 PM_HIDDEN void pm_large_get_stats(pm_large_stats *out);
-PM_HIDDEN bool pm_large_consistent(void); /* for the tests (large.c) */
+PM_HIDDEN bool pm_large_consistent(void); /* for the tests (large.c): table, cache, blocks */
 
 /* ---- init.c: start-up, fork, the thread lifecycle ----------------------------------------- */
 PM_HIDDEN void pm_init(void);                 /* idempotent, thread-safe, never allocates */

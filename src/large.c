@@ -1339,6 +1339,22 @@ size_t pm_large_trim(void) { return pm_large_release_cache(); }
 
 /* For the tests: each domain's cache in address order with no overlap and its byte count
  * right, and every live block findable at its address. */
+/* A live block's segments add up to its size, and no cached piece overlaps it. */
+static bool block_consistent(large_domain *d, const large_entry *e) {
+    const large_block *b = &e->b;
+    if ((uintptr_t)b->p != e->ptr || b->nseg == 0 || b->nseg > LARGE_SEGS)
+        return false;
+    size_t sum = 0;
+    for (uint32_t i = 0; i < b->nseg; i++)
+        sum += b->seg[i].size;
+    if (sum != b->size)
+        return false;
+    size_t i = cache_at_or_above(d, b->p);
+    bool below_clear = i == 0 || d->cache[i - 1].p + d->cache[i - 1].size <= b->p;
+    bool above_clear = i == d->cache_count || d->cache[i].p >= b->p + b->size;
+    return below_clear && above_clear;
+}
+
 bool pm_large_consistent(void) {
     bool ok = true;
     for (unsigned k = 0; k < PM_LARGE_DOMAINS; k++) {
@@ -1352,10 +1368,16 @@ bool pm_large_consistent(void) {
             if (i > 0 && d->cache[i - 1].p + d->cache[i - 1].size > d->cache[i].p)
                 ok = false;
         }
-        for (size_t i = 0; d->table != NULL && i < d->table_cap; i++)
-            if (d->table[i].ptr != 0)
-                found += table_find(d, d->table[i].ptr) == &d->table[i];
-        ok = ok && bytes == d->cache_bytes && found == d->live_count;
+        size_t live = 0;
+        for (size_t i = 0; d->table != NULL && i < d->table_cap; i++) {
+            const large_entry *e = &d->table[i];
+            if (e->ptr == 0)
+                continue;
+            found += table_find(d, e->ptr) == e;
+            live += e->b.size;
+            ok = ok && block_consistent(d, e);
+        }
+        ok = ok && bytes == d->cache_bytes && found == d->live_count && live == d->live_bytes;
         pm_unlock(domain_lock(d));
     }
     return ok;
