@@ -41,7 +41,7 @@
  */
 #include "internal.h"
 
-uint8_t pm_arena_map[PM_ARENA_MAP_LEN];
+PM_BIG_BSS uint8_t pm_arena_map[PM_ARENA_MAP_LEN];
 pthread_mutex_t pm_arena_lock = PM_LOCK_INITIALIZER;
 pm_arena *pm_arenas;
 pm_global_stats pm_gstats;

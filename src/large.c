@@ -201,7 +201,7 @@ typedef struct __attribute__((aligned(64))) large_domain {
  * initialised array sat in .data: 17 KiB more resident in every process, /bin/true
  * included); their locks, which need an initializer, lie apart. domains_drawn has bit k set
  * once a thread has drawn domain k: only those can hold blocks, and only those are visited. */
-static large_domain domains[PM_LARGE_DOMAINS];
+PM_BIG_BSS static large_domain domains[PM_LARGE_DOMAINS];
 typedef struct __attribute__((aligned(64))) padded_lock {
     pthread_mutex_t lock; /* a line each: two threads' locks on one line slowed iobuf 10% */
 } padded_lock;

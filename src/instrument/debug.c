@@ -64,7 +64,7 @@ static dbg_header *header_of(const void *user) { return (dbg_header *)((char *)u
 
 /* ---- reports --------------------------------------------------------------------------- */
 
-static char report_buf[8192];
+PM_BIG_BSS static char report_buf[8192];
 
 static PM_NORETURN PM_COLD void report(const char *what, const char *fn, const void *p,
                                        const dbg_header *h, const char *detail) {

@@ -91,7 +91,7 @@ void pm_leaks_report(void) {
     pm_instr_expand_path(path, sizeof path, pm_instr_opt.leaks_file, "");
     int fd = pm_instr_open(path);
     if (fd >= 0) {
-        static char buf[16384];
+        PM_BIG_BSS static char buf[16384];
         pm_writer w;
         pm_writer_init(&w, buf, sizeof buf, fd);
         if (ends_with(path, ".json"))

@@ -63,7 +63,7 @@ typedef struct prof_record {
 } prof_record;
 
 PM_TLS int64_t pm_prof_countdown;
-uint8_t pm_prof_filter[1u << PM_PROF_FILTER_BITS];
+PM_BIG_BSS uint8_t pm_prof_filter[1u << PM_PROF_FILTER_BITS];
 static PM_TLS uint64_t rng_state;
 static prof_record *records;
 static uint32_t records_used;
@@ -355,7 +355,7 @@ static void copy_file(pm_writer *w, const char *path) {
 }
 
 static void write_pprof(int fd, const prof_row *rows, uint32_t n) {
-    static char buf[16384];
+    PM_BIG_BSS static char buf[16384];
     pm_writer w;
     pm_writer_init(&w, buf, sizeof buf, fd);
     uint64_t ln_ = 0, lb = 0, tn = 0, tb = 0;
@@ -381,7 +381,7 @@ static void write_pprof(int fd, const prof_row *rows, uint32_t n) {
 }
 
 static void write_folded(int fd, const prof_row *rows, uint32_t n, bool live) {
-    static char buf[16384];
+    PM_BIG_BSS static char buf[16384];
     pm_writer w;
     pm_writer_init(&w, buf, sizeof buf, fd);
     for (uint32_t i = 0; i < n; i++) {

@@ -162,7 +162,7 @@ static uint32_t intern(const uintptr_t *pc, uint32_t n);
 #define FRAME_WORDS 32 /* where the program's frame record may lie above its call */
 
 typedef struct exec_range { uintptr_t lo, hi; } exec_range;
-static exec_range exec_ranges[EXEC_MAX]; /* under exec_lock */
+PM_BIG_BSS static exec_range exec_ranges[EXEC_MAX]; /* under exec_lock */
 static uint32_t exec_count;
 static exec_range self_text;             /* the mapping that holds this code */
 static pthread_mutex_t exec_lock = PTHREAD_MUTEX_INITIALIZER;

@@ -71,7 +71,7 @@ static void write_clean(pm_writer *w, const char *s) {
  * folded files. Used by profile dumps only, which run one at a time (prof.c's dump_lock); a
  * name stays valid as long as its module is loaded, so entries are dropped at each dump. */
 #define NAME_CACHE 4096 /* a power of two */
-static struct { uintptr_t pc; pm_symbol sym; } name_cache[NAME_CACHE];
+PM_BIG_BSS static struct { uintptr_t pc; pm_symbol sym; } name_cache[NAME_CACHE];
 
 void pm_symbol_cache_reset(void) { memset(name_cache, 0, sizeof name_cache); }
 

@@ -37,6 +37,13 @@
 #define PM_TLS __thread __attribute__((tls_model("initial-exec")))
 #define PM_NORETURN __attribute__((noreturn))
 #endif
+#ifndef PM_BIG_BSS /* big zero-initialised arrays after the small variables: see src/internal.h */
+#if defined(__x86_64__) && defined(__ELF__)
+#define PM_BIG_BSS __attribute__((section(".lbss")))
+#else
+#define PM_BIG_BSS
+#endif
+#endif
 
 /* Object addresses fit in this many bits (user space on x86-64 and arm64, 4-level paging). */
 #define PM_OBJ_ADDRESS_BITS 47

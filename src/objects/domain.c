@@ -13,7 +13,7 @@
 
 #include <pthread.h>
 
-pm_gc_domain pm_default_domain;
+PM_BIG_BSS pm_gc_domain pm_default_domain;
 PM_TLS pm_gc_domain *pm_cur_domain = &pm_default_domain;
 PM_TLS char pm_thread_token; /* its address identifies the thread */
 

@@ -37,7 +37,7 @@ void pm_gc_domain_init(void) { pthread_once(&domain_once, domain_init_once); }
 /* The chunks made, for pm_side_purge_empty (the first 1024: 64 GiB of object addresses). */
 #define SIDE_CHUNKS_LISTED 1024
 #define SIDE_PAGE 4096
-static uint8_t *side_chunks[SIDE_CHUNKS_LISTED];
+PM_BIG_BSS static uint8_t *side_chunks[SIDE_CHUNKS_LISTED];
 static size_t side_nchunks;
 static pthread_mutex_t side_lock = PTHREAD_MUTEX_INITIALIZER; /* making chunks: any domain */
 
