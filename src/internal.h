@@ -211,8 +211,10 @@
  * place after .bss. Spread among the small variables, they pushed those that every process
  * touches at start-up onto five pages; after them, the small ones share two pages with .data
  * (fewer page faults at start-up, and fewer resident pages: issue 10). Code still reaches
- * them RIP-relative: the library is far smaller than 2 GiB. Elsewhere, plain .bss. */
-#if defined(__x86_64__) && defined(__ELF__)
+ * them RIP-relative: the library is far smaller than 2 GiB. GCC only: GNU as makes .lbss
+ * NOBITS by its name, clang's assembler does not (the 32 MiB map would be zeros in the
+ * file). Elsewhere, plain .bss. */
+#if defined(__x86_64__) && defined(__ELF__) && defined(__GNUC__) && !defined(__clang__)
 #define PM_BIG_BSS __attribute__((section(".lbss")))
 #else
 #define PM_BIG_BSS

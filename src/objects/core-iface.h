@@ -38,7 +38,7 @@
 #define PM_NORETURN __attribute__((noreturn))
 #endif
 #ifndef PM_BIG_BSS /* big zero-initialised arrays after the small variables: see src/internal.h */
-#if defined(__x86_64__) && defined(__ELF__)
+#if defined(__x86_64__) && defined(__ELF__) && defined(__GNUC__) && !defined(__clang__)
 #define PM_BIG_BSS __attribute__((section(".lbss")))
 #else
 #define PM_BIG_BSS
