@@ -56,9 +56,9 @@ static void fill_lines(uint16_t *lines, size_t max, unsigned shift) {
 }
 
 /* The class number tables, read off the line tables. Not filled class by class like those: a
- * byte table filled so becomes calls to memset, and the first call from this library made
- * every process that touches no other of its code map another 64 KiB of libc's text (tiny:
- * 48 KiB more peak RSS in two runs of three, 2026-12-03). */
+ * byte table filled so becomes calls to memset, and with that call tiny had another 64 KiB
+ * window of libc's text resident in two runs of three (48 KiB more peak RSS, 2026-12-03),
+ * though it calls memset itself. Any libc call start-up adds can cost a program a window. */
 static uint8_t class_of_line(uint16_t line) {
     return (uint8_t)((line - pm_class_line(0)) / sizeof(pm_class_state));
 }
