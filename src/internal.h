@@ -210,10 +210,10 @@
  * buffers): on x86-64 they go to .lbss, the psABI's large-data section, which the linkers
  * place after .bss. Spread among the small variables, they pushed those that every process
  * touches at start-up onto five pages; after them, the small ones lie on three, the first
- * shared with .data (fewer page faults at start-up, and fewer resident pages: issue 10). Code still reaches
- * them RIP-relative: the library is far smaller than 2 GiB. GCC only: GNU as makes .lbss
- * NOBITS by its name, clang's assembler does not (the 32 MiB map would be zeros in the
- * file). Elsewhere, plain .bss. */
+ * shared with .data (fewer page faults at start-up, and fewer resident pages: issue 10).
+ * Code still reaches them RIP-relative: the library is far smaller than 2 GiB. GCC only:
+ * GNU as makes .lbss NOBITS by its name, clang's assembler does not (the 32 MiB map would be
+ * zeros in the file). Elsewhere, plain .bss. */
 #if defined(__x86_64__) && defined(__ELF__) && defined(__GNUC__) && !defined(__clang__)
 #define PM_BIG_BSS __attribute__((section(".lbss")))
 #else
