@@ -1337,8 +1337,6 @@ size_t pm_large_release_cache(void) {
 
 size_t pm_large_trim(void) { return pm_large_release_cache(); }
 
-/* For the tests: each domain's cache in address order with no overlap and its byte count
- * right, and every live block findable at its address. */
 /* A live block's segments add up to its size, and no cached piece overlaps it. */
 static bool block_consistent(large_domain *d, const large_entry *e) {
     const large_block *b = &e->b;
@@ -1355,6 +1353,9 @@ static bool block_consistent(large_domain *d, const large_entry *e) {
     return below_clear && above_clear;
 }
 
+/* For the tests: each domain's cache in address order with no overlap and its byte count
+ * right, every live block findable at its address and consistent, and the live bytes their
+ * sum. */
 bool pm_large_consistent(void) {
     bool ok = true;
     for (unsigned k = 0; k < PM_LARGE_DOMAINS; k++) {
